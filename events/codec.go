@@ -1,0 +1,193 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Content types of jetsaga messages.
+const (
+	// ContentTypeBatch is a saga log message: a JSON array of CloudEvents.
+	ContentTypeBatch = "application/cloudevents-batch+json"
+	// ContentTypeEvent is one CloudEvent in the JSON structured format.
+	ContentTypeEvent = "application/cloudevents+json"
+)
+
+// SpecVersion is the CloudEvents version jetsaga speaks.
+const SpecVersion = "1.0"
+
+// Event is one CloudEvent with a typed body.
+type Event struct {
+	// ID is unique per source; see LogEventID, RequestID and ReplyID.
+	ID string
+	// Source is a URI reference naming the producer (SourceCoordinator…).
+	Source string
+	// SagaID is the CloudEvents subject: the saga the event is about.
+	SagaID string
+	// Time is when the event was decided.
+	Time time.Time
+	// TraceParent carries W3C trace context (CloudEvents distributed
+	// tracing extension); empty when there is none.
+	TraceParent string
+	// Data is the body; its EventType is the CloudEvents type.
+	Data Data
+}
+
+// Type is the CloudEvents type of the event.
+func (e Event) Type() Type {
+	if e.Data == nil {
+		return ""
+	}
+	return e.Data.EventType()
+}
+
+// LogEventID is the id of the n-th event (from 0) of a saga's log.
+func LogEventID(sagaID string, n int) string { return fmt.Sprintf("%s:%d", sagaID, n) }
+
+// RequestID is the id of the request for one attempt of a node's action or
+// undo; retried publishes of the same request deduplicate on it.
+func RequestID(sagaID, node string, op Op, attempt int) string {
+	return fmt.Sprintf("%s:%s:%s:%d", sagaID, node, op, attempt)
+}
+
+// ReplyID is the id of the reply to a request.
+func ReplyID(requestID string) string { return requestID + ":reply" }
+
+// wire is the JSON structured format of a CloudEvent as jetsaga writes it.
+type wire struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject,omitempty"`
+	Time            string          `json:"time,omitempty"`
+	DataContentType string          `json:"datacontenttype,omitempty"`
+	TraceParent     string          `json:"traceparent,omitempty"`
+	Data            json.RawMessage `json:"data,omitempty"`
+	DataBase64      string          `json:"data_base64,omitempty"`
+}
+
+func toWire(e Event) (wire, error) {
+	if e.Data == nil {
+		return wire{}, fmt.Errorf("events: event %q has no data", e.ID)
+	}
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return wire{}, fmt.Errorf("events: encode %s: %w", e.Data.EventType(), err)
+	}
+	w := wire{SpecVersion: SpecVersion, ID: e.ID, Source: e.Source, Type: string(e.Data.EventType()),
+		Subject: e.SagaID, DataContentType: "application/json", TraceParent: e.TraceParent, Data: data}
+	if !e.Time.IsZero() {
+		w.Time = e.Time.UTC().Format(time.RFC3339Nano)
+	}
+	return w, nil
+}
+
+// Encode writes one event as a CloudEvent in the JSON structured format.
+func Encode(e Event) ([]byte, error) {
+	w, err := toWire(e)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(w)
+}
+
+// EncodeBatch writes events as one CloudEvents JSON batch: a saga log message.
+func EncodeBatch(evs []Event) ([]byte, error) {
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("events: empty batch")
+	}
+	ws := make([]wire, len(evs))
+	for i, e := range evs {
+		w, err := toWire(e)
+		if err != nil {
+			return nil, err
+		}
+		ws[i] = w
+	}
+	return json.Marshal(ws)
+}
+
+// Decode reads one CloudEvent. Errors are *DecodeError.
+func Decode(b []byte) (Event, error) {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Event{}, &DecodeError{Index: -1, Reason: "not a CloudEvent JSON object", Err: err}
+	}
+	return fromWire(w, -1)
+}
+
+// DecodeBatch reads a saga log message: a JSON array of CloudEvents. One bad
+// event makes the whole batch an error, so a decision is applied whole or not
+// at all. Errors are *DecodeError.
+func DecodeBatch(b []byte) ([]Event, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '[' {
+		return nil, &DecodeError{Index: -1, Reason: "a log message must be a JSON array of CloudEvents (" + ContentTypeBatch + ")"}
+	}
+	var ws []wire
+	if err := json.Unmarshal(b, &ws); err != nil {
+		return nil, &DecodeError{Index: -1, Reason: "malformed CloudEvents batch", Err: err}
+	}
+	if len(ws) == 0 {
+		return nil, &DecodeError{Index: -1, Reason: "empty batch"}
+	}
+	out := make([]Event, len(ws))
+	for i, w := range ws {
+		e, err := fromWire(w, i)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+func fromWire(w wire, index int) (Event, error) {
+	fail := func(field, reason string, err error) (Event, error) {
+		return Event{}, &DecodeError{Index: index, ID: w.ID, Type: w.Type, Field: field, Reason: reason, Err: err}
+	}
+	switch {
+	case w.SpecVersion != SpecVersion:
+		return fail("specversion", fmt.Sprintf("is %q, want %q", w.SpecVersion, SpecVersion), nil)
+	case w.ID == "":
+		return fail("id", "is empty", nil)
+	case w.Source == "":
+		return fail("source", "is empty", nil)
+	case w.Type == "":
+		return fail("type", "is empty", nil)
+	case w.DataContentType != "" && w.DataContentType != "application/json":
+		return fail("datacontenttype", fmt.Sprintf("is %q, want application/json", w.DataContentType), nil)
+	case w.DataBase64 != "":
+		return fail("data_base64", "binary data is not accepted; send JSON data", nil)
+	case len(w.Data) == 0 || w.Data[0] != '{':
+		return fail("data", "must be a JSON object", nil)
+	}
+	if err := uuid.Validate(w.Subject); err != nil || len(w.Subject) != 36 || strings.ToLower(w.Subject) != w.Subject {
+		return fail("subject", fmt.Sprintf("%q is not a saga id (a lowercase UUID)", w.Subject), err)
+	}
+	data, ok := newData(Type(w.Type))
+	if !ok {
+		return fail("type", "unknown event type", nil)
+	}
+	e := Event{ID: w.ID, Source: w.Source, SagaID: w.Subject, TraceParent: w.TraceParent, Data: data}
+	if w.Time != "" {
+		t, err := time.Parse(time.RFC3339Nano, w.Time)
+		if err != nil {
+			return fail("time", "is not an RFC 3339 timestamp", err)
+		}
+		e.Time = t
+	}
+	if err := json.Unmarshal(w.Data, data); err != nil {
+		return fail("data", "does not match the event type", err)
+	}
+	if field, reason := data.check(); field != "" {
+		return fail(field, reason, nil)
+	}
+	return e, nil
+}

@@ -1,0 +1,467 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// Type is a CloudEvents type attribute. Types carry a version; a change that
+// old readers cannot ignore gets a new version.
+type Type string
+
+// Saga log event types.
+const (
+	TypeSagaCreated       Type = "io.jetsaga.saga.created.v1"
+	TypeNodeStarted       Type = "io.jetsaga.node.started.v1"
+	TypeNodeSucceeded     Type = "io.jetsaga.node.succeeded.v1"
+	TypeNodeAttemptFailed Type = "io.jetsaga.node.attempt_failed.v1"
+	TypeNodeFailed        Type = "io.jetsaga.node.failed.v1"
+	TypeUndoStarted       Type = "io.jetsaga.node.undo_started.v1"
+	TypeUndoAttemptFailed Type = "io.jetsaga.node.undo_attempt_failed.v1"
+	TypeUndoFinished      Type = "io.jetsaga.node.undo_finished.v1"
+	TypeUndoFailed        Type = "io.jetsaga.node.undo_failed.v1"
+	TypeSagaUnwinding     Type = "io.jetsaga.saga.unwinding.v1"
+	TypeSagaStuck         Type = "io.jetsaga.saga.stuck.v1"
+	TypeSagaFinished      Type = "io.jetsaga.saga.finished.v1"
+	TypeOperatorAbort     Type = "io.jetsaga.operator.abort.v1"
+	TypeOperatorRetry     Type = "io.jetsaga.operator.retry.v1"
+	TypeOperatorResolve   Type = "io.jetsaga.operator.resolve.v1"
+	TypeOperatorAbandon   Type = "io.jetsaga.operator.abandon.v1"
+)
+
+// Participant message types.
+const (
+	TypeActionRequest Type = "io.jetsaga.action.request.v1"
+	TypeActionReply   Type = "io.jetsaga.action.reply.v1"
+)
+
+// Sources of events.
+const (
+	SourceCoordinator = "/jetsaga/coordinator"
+	SourceParticipant = "/jetsaga/participant"
+)
+
+// Data is the typed body of an event; each type of event has one.
+type Data interface {
+	// EventType is the CloudEvents type of events with this body.
+	EventType() Type
+	// check reports the first required field that is missing or wrong.
+	check() (field, reason string)
+}
+
+// newData returns an empty body for a known type.
+func newData(t Type) (Data, bool) {
+	switch t {
+	case TypeSagaCreated:
+		return &SagaCreated{}, true
+	case TypeNodeStarted:
+		return &NodeStarted{}, true
+	case TypeNodeSucceeded:
+		return &NodeSucceeded{}, true
+	case TypeNodeAttemptFailed:
+		return &NodeAttemptFailed{}, true
+	case TypeNodeFailed:
+		return &NodeFailed{}, true
+	case TypeUndoStarted:
+		return &UndoStarted{}, true
+	case TypeUndoAttemptFailed:
+		return &UndoAttemptFailed{}, true
+	case TypeUndoFinished:
+		return &UndoFinished{}, true
+	case TypeUndoFailed:
+		return &UndoFailed{}, true
+	case TypeSagaUnwinding:
+		return &SagaUnwinding{}, true
+	case TypeSagaStuck:
+		return &SagaStuck{}, true
+	case TypeSagaFinished:
+		return &SagaFinished{}, true
+	case TypeOperatorAbort:
+		return &OperatorAbort{}, true
+	case TypeOperatorRetry:
+		return &OperatorRetry{}, true
+	case TypeOperatorResolve:
+		return &OperatorResolve{}, true
+	case TypeOperatorAbandon:
+		return &OperatorAbandon{}, true
+	case TypeActionRequest:
+		return &ActionRequest{}, true
+	case TypeActionReply:
+		return &ActionReply{}, true
+	}
+	return nil, false
+}
+
+// ErrorKind classifies a node's or attempt's error.
+type ErrorKind string
+
+const (
+	// ErrorTransient: the attempt failed and changed nothing; it may be retried.
+	ErrorTransient ErrorKind = "transient"
+	// ErrorTimeout: no reply came within the attempt's timeout; the outcome
+	// of that attempt is unknown.
+	ErrorTimeout ErrorKind = "timeout"
+	// ErrorPermanent: the participant says retrying will not help.
+	ErrorPermanent ErrorKind = "permanent"
+	// ErrorRetriesExhausted: every attempt allowed by the policy failed.
+	ErrorRetriesExhausted ErrorKind = "retries_exhausted"
+	// ErrorOutcomeUnknown: retries ran out and at least one attempt timed
+	// out, so the action may have happened; its undo runs.
+	ErrorOutcomeUnknown ErrorKind = "outcome_unknown"
+	// ErrorCanceled: the saga began unwinding while the node waited to retry.
+	ErrorCanceled ErrorKind = "canceled"
+)
+
+// Error is an error recorded in the log or sent in a reply.
+type Error struct {
+	Kind    ErrorKind `json:"kind"`
+	Message string    `json:"message"`
+}
+
+func (e Error) String() string { return fmt.Sprintf("%s: %s", e.Kind, e.Message) }
+
+func checkNode(node string, attempt int) (string, string) {
+	if node == "" {
+		return "data.node", "is empty"
+	}
+	if attempt < 1 {
+		return "data.attempt", fmt.Sprintf("is %d, want at least 1", attempt)
+	}
+	return "", ""
+}
+
+func checkError(e Error, kinds ...ErrorKind) (string, string) {
+	for _, k := range kinds {
+		if e.Kind == k {
+			return "", ""
+		}
+	}
+	return "data.error.kind", fmt.Sprintf("is %q, want one of %v", e.Kind, kinds)
+}
+
+// SagaCreated is the first event of every saga: the whole DAG and params, so
+// recovery needs no code and a changed definition does not affect the run.
+type SagaCreated struct {
+	Definition *saga.Definition `json:"definition"`
+	Params     json.RawMessage  `json:"params"`
+	// IdempotencyKey, when the client gave one, maps to this saga only.
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+// NodeStarted: an attempt of the node's action is about to be requested.
+// Deadline is when the attempt times out.
+type NodeStarted struct {
+	Node     string    `json:"node"`
+	Attempt  int       `json:"attempt"`
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// NodeSucceeded carries the node's output.
+type NodeSucceeded struct {
+	Node    string          `json:"node"`
+	Attempt int             `json:"attempt"`
+	Output  json.RawMessage `json:"output"`
+}
+
+// NodeAttemptFailed: an attempt failed transiently or timed out; the next
+// attempt starts at RetryAt.
+type NodeAttemptFailed struct {
+	Node    string    `json:"node"`
+	Attempt int       `json:"attempt"`
+	Error   Error     `json:"error"`
+	RetryAt time.Time `json:"retry_at"`
+}
+
+// NodeFailed: the node's action failed for good.
+type NodeFailed struct {
+	Node    string `json:"node"`
+	Attempt int    `json:"attempt"`
+	Error   Error  `json:"error"`
+}
+
+// UndoStarted: an attempt of the node's undo is about to be requested.
+type UndoStarted struct {
+	Node     string    `json:"node"`
+	Attempt  int       `json:"attempt"`
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// UndoAttemptFailed: an undo attempt failed; the next starts at RetryAt.
+type UndoAttemptFailed struct {
+	Node    string    `json:"node"`
+	Attempt int       `json:"attempt"`
+	Error   Error     `json:"error"`
+	RetryAt time.Time `json:"retry_at"`
+}
+
+// UndoFinished: the node's undo succeeded.
+type UndoFinished struct {
+	Node    string `json:"node"`
+	Attempt int    `json:"attempt"`
+}
+
+// UndoFailed: the node's undo failed for good; the saga is stuck until an
+// operator acts.
+type UndoFailed struct {
+	Node    string `json:"node"`
+	Attempt int    `json:"attempt"`
+	Error   Error  `json:"error"`
+}
+
+// UnwindReason says why a saga unwinds.
+type UnwindReason string
+
+const (
+	UnwindNodeFailed UnwindReason = "node_failed"
+	UnwindAborted    UnwindReason = "aborted"
+)
+
+// SagaUnwinding: the saga starts no new forward nodes and undoes what it did.
+type SagaUnwinding struct {
+	Reason UnwindReason `json:"reason"`
+	// Node is the failed node that caused it (Reason node_failed).
+	Node string `json:"node,omitempty"`
+}
+
+// SagaStuck: an undo failed for good; the saga waits for an operator.
+type SagaStuck struct {
+	Node  string `json:"node"`
+	Error Error  `json:"error"`
+}
+
+// Outcome is how a saga ended.
+type Outcome string
+
+const (
+	OutcomeSucceeded Outcome = "succeeded"
+	OutcomeUnwound   Outcome = "unwound"
+	OutcomeAbandoned Outcome = "abandoned"
+)
+
+// SagaFinished is the last event of a saga.
+type SagaFinished struct {
+	Outcome Outcome `json:"outcome"`
+	// Output is the saga's output, for OutcomeSucceeded.
+	Output json.RawMessage `json:"output,omitempty"`
+}
+
+// OperatorAbort: an operator asked a running saga to unwind.
+type OperatorAbort struct {
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// OperatorRetry: an operator asked for a failed undo to be tried again.
+type OperatorRetry struct {
+	Node     string `json:"node"`
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// OperatorResolve: an operator declared a failed undo done by other means.
+type OperatorResolve struct {
+	Node     string `json:"node"`
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// OperatorAbandon: an operator gave up on a saga; it ends as it is.
+type OperatorAbandon struct {
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// Op is what a request asks of a participant.
+type Op string
+
+const (
+	OpDo   Op = "do"
+	OpUndo Op = "undo"
+)
+
+// ActionRequest asks a participant to run an action or its undo. It is
+// published on the request subject of Action (OpDo) or Undo (OpUndo).
+type ActionRequest struct {
+	Op Op `json:"op"`
+	// Node is the node's path; with the saga id it names the work.
+	Node    string `json:"node"`
+	Action  string `json:"action"`
+	Undo    string `json:"undo,omitempty"`
+	Attempt int    `json:"attempt"`
+	// IdempotencyKey is the same for every attempt of the node's action (and
+	// of its undo): "<saga id>:<node>".
+	IdempotencyKey string `json:"idempotency_key"`
+	// Params are the params of the node's scope.
+	Params json.RawMessage `json:"params"`
+	// Outputs are the outputs of the ancestors the node may look up.
+	Outputs map[string]json.RawMessage `json:"outputs,omitempty"`
+	// Deadline is when the coordinator stops waiting for this attempt.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// Output is, for OpUndo, the output of the action being undone (null when
+	// its outcome is unknown).
+	Output json.RawMessage `json:"output,omitempty"`
+	// ReplyTo is the subject to publish the reply on.
+	ReplyTo string `json:"reply_to"`
+}
+
+// ActionReply is a participant's answer to one request.
+type ActionReply struct {
+	// RequestID is the id of the request answered.
+	RequestID string `json:"request_id"`
+	Op        Op     `json:"op"`
+	Node      string `json:"node"`
+	Attempt   int    `json:"attempt"`
+	// OK says whether the action (or undo) succeeded.
+	OK     bool            `json:"ok"`
+	Output json.RawMessage `json:"output,omitempty"`
+	// Error, when !OK: kind transient or permanent.
+	Error *Error `json:"error,omitempty"`
+	// RetryAfter, for a transient error, asks for the next attempt no
+	// sooner than this.
+	RetryAfter saga.Duration `json:"retry_after,omitempty"`
+}
+
+func (*SagaCreated) EventType() Type       { return TypeSagaCreated }
+func (*NodeStarted) EventType() Type       { return TypeNodeStarted }
+func (*NodeSucceeded) EventType() Type     { return TypeNodeSucceeded }
+func (*NodeAttemptFailed) EventType() Type { return TypeNodeAttemptFailed }
+func (*NodeFailed) EventType() Type        { return TypeNodeFailed }
+func (*UndoStarted) EventType() Type       { return TypeUndoStarted }
+func (*UndoAttemptFailed) EventType() Type { return TypeUndoAttemptFailed }
+func (*UndoFinished) EventType() Type      { return TypeUndoFinished }
+func (*UndoFailed) EventType() Type        { return TypeUndoFailed }
+func (*SagaUnwinding) EventType() Type     { return TypeSagaUnwinding }
+func (*SagaStuck) EventType() Type         { return TypeSagaStuck }
+func (*SagaFinished) EventType() Type      { return TypeSagaFinished }
+func (*OperatorAbort) EventType() Type     { return TypeOperatorAbort }
+func (*OperatorRetry) EventType() Type     { return TypeOperatorRetry }
+func (*OperatorResolve) EventType() Type   { return TypeOperatorResolve }
+func (*OperatorAbandon) EventType() Type   { return TypeOperatorAbandon }
+func (*ActionRequest) EventType() Type     { return TypeActionRequest }
+func (*ActionReply) EventType() Type       { return TypeActionReply }
+
+func (d *SagaCreated) check() (string, string) {
+	if d.Definition == nil {
+		return "data.definition", "is missing"
+	}
+	if err := saga.Validate(d.Definition); err != nil {
+		return "data.definition", err.Error()
+	}
+	if len(d.Params) == 0 {
+		return "data.params", "is missing (use null for none)"
+	}
+	return "", ""
+}
+func (d *NodeStarted) check() (string, string)   { return checkNode(d.Node, d.Attempt) }
+func (d *NodeSucceeded) check() (string, string) { return checkNode(d.Node, d.Attempt) }
+func (d *NodeAttemptFailed) check() (string, string) {
+	if f, r := checkNode(d.Node, d.Attempt); f != "" {
+		return f, r
+	}
+	return checkError(d.Error, ErrorTransient, ErrorTimeout)
+}
+func (d *NodeFailed) check() (string, string) {
+	if f, r := checkNode(d.Node, d.Attempt); f != "" {
+		return f, r
+	}
+	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted, ErrorOutcomeUnknown, ErrorCanceled)
+}
+func (d *UndoStarted) check() (string, string)  { return checkNode(d.Node, d.Attempt) }
+func (d *UndoFinished) check() (string, string) { return checkNode(d.Node, d.Attempt) }
+func (d *UndoAttemptFailed) check() (string, string) {
+	if f, r := checkNode(d.Node, d.Attempt); f != "" {
+		return f, r
+	}
+	return checkError(d.Error, ErrorTransient, ErrorTimeout)
+}
+func (d *UndoFailed) check() (string, string) {
+	if f, r := checkNode(d.Node, d.Attempt); f != "" {
+		return f, r
+	}
+	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted)
+}
+func (d *SagaUnwinding) check() (string, string) {
+	switch d.Reason {
+	case UnwindNodeFailed:
+		if d.Node == "" {
+			return "data.node", "is empty"
+		}
+	case UnwindAborted:
+	default:
+		return "data.reason", fmt.Sprintf("is %q, want node_failed or aborted", d.Reason)
+	}
+	return "", ""
+}
+func (d *SagaStuck) check() (string, string) {
+	if d.Node == "" {
+		return "data.node", "is empty"
+	}
+	return "", ""
+}
+func (d *SagaFinished) check() (string, string) {
+	switch d.Outcome {
+	case OutcomeSucceeded, OutcomeUnwound, OutcomeAbandoned:
+		return "", ""
+	}
+	return "data.outcome", fmt.Sprintf("is %q, want succeeded, unwound or abandoned", d.Outcome)
+}
+func (d *OperatorAbort) check() (string, string) { return "", "" }
+func (d *OperatorRetry) check() (string, string) {
+	if d.Node == "" {
+		return "data.node", "is empty"
+	}
+	return "", ""
+}
+func (d *OperatorResolve) check() (string, string) {
+	if d.Node == "" {
+		return "data.node", "is empty"
+	}
+	if d.Reason == "" {
+		return "data.reason", "is empty: say why the node may be treated as undone"
+	}
+	return "", ""
+}
+func (d *OperatorAbandon) check() (string, string) { return "", "" }
+func (d *ActionRequest) check() (string, string) {
+	if d.Op != OpDo && d.Op != OpUndo {
+		return "data.op", fmt.Sprintf("is %q, want do or undo", d.Op)
+	}
+	if f, r := checkNode(d.Node, d.Attempt); f != "" {
+		return f, r
+	}
+	if d.Action == "" {
+		return "data.action", "is empty"
+	}
+	if d.ReplyTo == "" {
+		return "data.reply_to", "is empty"
+	}
+	return "", ""
+}
+func (d *ActionReply) check() (string, string) {
+	if d.RequestID == "" {
+		return "data.request_id", "is empty"
+	}
+	if d.Op != OpDo && d.Op != OpUndo {
+		return "data.op", fmt.Sprintf("is %q, want do or undo", d.Op)
+	}
+	if f, r := checkNode(d.Node, d.Attempt); f != "" {
+		return f, r
+	}
+	if d.OK {
+		if d.Error != nil {
+			return "data.error", "is set on a successful reply"
+		}
+		return "", ""
+	}
+	if d.Error == nil {
+		return "data.error", "is missing on a failed reply"
+	}
+	if d.RetryAfter < 0 {
+		return "data.retry_after", "is negative"
+	}
+	return checkError(*d.Error, ErrorTransient, ErrorPermanent)
+}

@@ -1,0 +1,321 @@
+package machine
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// Fold replays a saga's log from its first event. It stops at the first
+// illegal event with an *IllegalEventError.
+func Fold(sagaID string, evs []events.Event) (*State, error) {
+	s := New(sagaID)
+	if err := s.ApplyAll(evs); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ApplyAll applies the events of one log message (one decision) in order:
+// all of them or, on error, none.
+func (s *State) ApplyAll(evs []events.Event) error {
+	c := s.Clone()
+	for _, e := range evs {
+		if err := c.Apply(e); err != nil {
+			return err
+		}
+	}
+	*s = *c
+	return nil
+}
+
+// Apply applies one event. An event that is not a legal transition from the
+// current state is rejected with an *IllegalEventError and s is unchanged.
+func (s *State) Apply(e events.Event) error {
+	if err := s.apply(e); err != nil {
+		return err
+	}
+	s.Events++
+	s.Updated = e.Time
+	return nil
+}
+
+func (s *State) apply(e events.Event) error {
+	illegal := func(node string, format string, args ...any) error {
+		err := &IllegalEventError{SagaID: s.SagaID, EventID: e.ID, Event: e.Type(), Node: node, SagaState: s.Status, Reason: fmt.Sprintf(format, args...)}
+		if _, n, ok := s.Node(node); ok {
+			err.NodeState = n.State
+		}
+		return err
+	}
+	if e.Data == nil {
+		return illegal("", "event has no data")
+	}
+	if e.SagaID != s.SagaID {
+		return illegal("", "event is for saga %s", e.SagaID)
+	}
+	if want := events.LogEventID(s.SagaID, s.Events); e.ID != want {
+		return illegal("", "event id must be %s: the log has %d events before it (duplicate, missing or reordered event)", want, s.Events)
+	}
+	if s.Status == StatusNew {
+		created, ok := e.Data.(*events.SagaCreated)
+		if !ok {
+			return illegal("", "the first event of a saga must be %s", events.TypeSagaCreated)
+		}
+		g, err := saga.Compile(created.Definition)
+		if err != nil {
+			return illegal("", "definition: %v", err)
+		}
+		s.Created, s.Graph, s.Status = created, g, StatusRunning
+		s.Nodes = make([]Node, len(g.Nodes))
+		for i := range s.Nodes {
+			s.Nodes[i].State = NodePending
+		}
+		return nil
+	}
+	if s.Status.Finished() {
+		return illegal("", "the saga has finished")
+	}
+
+	// node resolves the event's node, or says it is unknown.
+	node := func(path string) (*saga.GraphNode, *Node, error) {
+		g, n, ok := s.Node(path)
+		if !ok {
+			return nil, nil, illegal(path, "the saga has no node %q", path)
+		}
+		return g, n, nil
+	}
+
+	switch d := e.Data.(type) {
+	case *events.SagaCreated:
+		return illegal("", "the saga already exists")
+
+	case *events.NodeStarted:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if s.Status != StatusRunning {
+			return illegal(d.Node, "no node starts while the saga is %s", s.Status)
+		}
+		switch {
+		case n.State == NodePending && d.Attempt == 1:
+			if !s.parentsSucceeded(g.Index) {
+				return illegal(d.Node, "a node starts only after all its parents succeeded")
+			}
+		case n.State == NodeStarted && !n.Waiting && d.Attempt == n.Attempt+1:
+			if d.Attempt > actionPolicy(g.Spec).MaxAttempts {
+				return illegal(d.Node, "attempt %d exceeds the retry policy's %d", d.Attempt, actionPolicy(g.Spec).MaxAttempts)
+			}
+		default:
+			return illegal(d.Node, "attempt %d cannot start after attempt %d (waiting for a reply: %v)", d.Attempt, n.Attempt, n.Waiting)
+		}
+		n.State, n.Attempt, n.Waiting, n.Deadline, n.RetryAt = NodeStarted, d.Attempt, true, d.Deadline, zeroTime
+
+	case *events.NodeSucceeded:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeStarted || d.Attempt > n.Attempt {
+			return illegal(d.Node, "only a started node's attempt (≤ %d) can succeed, not attempt %d", n.Attempt, d.Attempt)
+		}
+		out := d.Output
+		if len(out) == 0 {
+			out = json.RawMessage("null")
+		}
+		n.State, n.Waiting, n.Output, n.Error = NodeSucceeded, false, out, nil
+
+	case *events.NodeAttemptFailed:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if s.Status != StatusRunning {
+			return illegal(d.Node, "no retry is scheduled while the saga is %s", s.Status)
+		}
+		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
+			return illegal(d.Node, "only the outstanding attempt %d can fail", n.Attempt)
+		}
+		if d.Attempt >= actionPolicy(g.Spec).MaxAttempts {
+			return illegal(d.Node, "attempt %d is the last the policy allows: the node must fail", d.Attempt)
+		}
+		n.Waiting, n.RetryAt, n.Error = false, d.RetryAt, &d.Error
+		n.TimedOut = n.TimedOut || d.Error.Kind == events.ErrorTimeout
+
+	case *events.NodeFailed:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeStarted || d.Attempt != n.Attempt {
+			return illegal(d.Node, "only a started node's latest attempt (%d) can fail", n.Attempt)
+		}
+		if d.Error.Kind == events.ErrorCanceled && s.Status == StatusRunning {
+			return illegal(d.Node, "a node is canceled only when the saga unwinds")
+		}
+		n.State, n.Waiting, n.Error = NodeFailed, false, &d.Error
+		n.OutcomeUnknown = d.Error.Kind == events.ErrorOutcomeUnknown
+
+	case *events.SagaUnwinding:
+		if s.Status != StatusRunning {
+			return illegal("", "only a running saga starts unwinding")
+		}
+		if d.Reason == events.UnwindNodeFailed {
+			if _, n, err := node(d.Node); err != nil {
+				return err
+			} else if n.State != NodeFailed {
+				return illegal(d.Node, "unwinding because of node %q, which has not failed", d.Node)
+			}
+		}
+		s.Status, s.Unwinding = StatusUnwinding, d
+
+	case *events.UndoStarted:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if s.Status != StatusUnwinding && s.Status != StatusStuck {
+			return illegal(d.Node, "undos run only while the saga unwinds")
+		}
+		switch {
+		case n.needsUndo() && d.Attempt == 1:
+			if !s.childrenSettled(g.Index) {
+				return illegal(d.Node, "a node is undone only after all its descendants are undone or never ran")
+			}
+		case n.State == NodeUndoStarted && !n.UndoWaiting && d.Attempt == n.UndoAttempt+1:
+			if d.Attempt > undoPolicy(g.Spec).MaxAttempts {
+				return illegal(d.Node, "undo attempt %d exceeds the retry policy's %d", d.Attempt, undoPolicy(g.Spec).MaxAttempts)
+			}
+		case n.State == NodeUndoFailed && n.RetryAuthorized && d.Attempt == 1:
+		default:
+			return illegal(d.Node, "undo attempt %d cannot start (undo attempt so far %d)", d.Attempt, n.UndoAttempt)
+		}
+		n.State, n.UndoAttempt, n.UndoWaiting, n.UndoDeadline, n.UndoRetryAt, n.RetryAuthorized = NodeUndoStarted, d.Attempt, true, d.Deadline, zeroTime, false
+		s.unstick()
+
+	case *events.UndoAttemptFailed:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoStarted || !n.UndoWaiting || d.Attempt != n.UndoAttempt {
+			return illegal(d.Node, "only the outstanding undo attempt %d can fail", n.UndoAttempt)
+		}
+		if d.Attempt >= undoPolicy(g.Spec).MaxAttempts {
+			return illegal(d.Node, "undo attempt %d is the last the policy allows: the undo must fail", d.Attempt)
+		}
+		n.UndoWaiting, n.UndoRetryAt, n.Error = false, d.RetryAt, &d.Error
+
+	case *events.UndoFinished:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoStarted || d.Attempt > n.UndoAttempt {
+			return illegal(d.Node, "only a started undo's attempt (≤ %d) can finish, not attempt %d", n.UndoAttempt, d.Attempt)
+		}
+		n.State, n.UndoWaiting = NodeUndoFinished, false
+
+	case *events.UndoFailed:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoStarted || d.Attempt != n.UndoAttempt {
+			return illegal(d.Node, "only a started undo's latest attempt (%d) can fail", n.UndoAttempt)
+		}
+		n.State, n.UndoWaiting, n.Error = NodeUndoFailed, false, &d.Error
+
+	case *events.SagaStuck:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoFailed {
+			return illegal(d.Node, "a saga is stuck only on a failed undo")
+		}
+		s.Status = StatusStuck
+
+	case *events.OperatorAbort:
+		if s.Status != StatusRunning {
+			return illegal("", "only a running saga can be aborted")
+		}
+
+	case *events.OperatorRetry:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoFailed {
+			return illegal(d.Node, "only a failed undo can be retried")
+		}
+		n.RetryAuthorized = true
+
+	case *events.OperatorResolve:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoFailed {
+			return illegal(d.Node, "only a failed undo can be resolved")
+		}
+		n.State, n.Resolved, n.RetryAuthorized = NodeUndoFinished, d.Reason, false
+		s.unstick()
+
+	case *events.OperatorAbandon:
+		s.Abandoning = true
+
+	case *events.SagaFinished:
+		switch d.Outcome {
+		case events.OutcomeSucceeded:
+			if s.Status != StatusRunning {
+				return illegal("", "a saga that unwinds cannot succeed")
+			}
+			for i := range s.Nodes {
+				if s.Nodes[i].State != NodeSucceeded {
+					return illegal("", "node %q has not succeeded", s.Graph.Nodes[i].Path)
+				}
+			}
+			s.Status, s.Output = StatusSucceeded, d.Output
+		case events.OutcomeUnwound:
+			if s.Status != StatusUnwinding {
+				return illegal("", "only an unwinding saga (not stuck) ends unwound")
+			}
+			for i := range s.Nodes {
+				if !s.Nodes[i].settled() {
+					return illegal("", "node %q is %s, not undone", s.Graph.Nodes[i].Path, s.Nodes[i].State)
+				}
+			}
+			s.Status = StatusUnwound
+		case events.OutcomeAbandoned:
+			if !s.Abandoning {
+				return illegal("", "a saga is abandoned only by an operator")
+			}
+			s.Status = StatusAbandoned
+		}
+		s.Finished = e.Time
+
+	default:
+		return illegal("", "%s is not a saga log event", e.Type())
+	}
+	return nil
+}
+
+// unstick returns a stuck saga to unwinding once no undo is failed.
+func (s *State) unstick() {
+	if s.Status != StatusStuck {
+		return
+	}
+	for i := range s.Nodes {
+		if s.Nodes[i].State == NodeUndoFailed {
+			return
+		}
+	}
+	s.Status = StatusUnwinding
+}
+
+var zeroTime time.Time

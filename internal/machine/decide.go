@@ -1,0 +1,544 @@
+package machine
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// Input is what Decide reacts to. Every input carries the coordinator's clock
+// reading, so the machine never reads a clock.
+type Input interface{ now() time.Time }
+
+// Start creates a saga.
+type Start struct {
+	Now     time.Time
+	Created events.SagaCreated
+}
+
+// Reply is a participant's reply, already decoded.
+type Reply struct {
+	Now time.Time
+	// ID is the reply event's id; ReplyTo-checking is the caller's.
+	Reply events.ActionReply
+}
+
+// TimerFired is a timer armed by an ArmTimer command coming due.
+type TimerFired struct {
+	Now   time.Time
+	Timer Timer
+}
+
+// Abort asks a running saga to unwind.
+type Abort struct {
+	Now              time.Time
+	Operator, Reason string
+}
+
+// RetryUndo asks for a failed undo to run again.
+type RetryUndo struct {
+	Now                    time.Time
+	Node, Operator, Reason string
+}
+
+// Resolve declares a failed undo done by other means.
+type Resolve struct {
+	Now                    time.Time
+	Node, Operator, Reason string
+}
+
+// Abandon ends a saga as it is.
+type Abandon struct {
+	Now              time.Time
+	Operator, Reason string
+}
+
+// Recover resumes a saga loaded from its log: every outstanding request is
+// sent again and every timer armed again.
+type Recover struct{ Now time.Time }
+
+func (i Start) now() time.Time      { return i.Now }
+func (i Reply) now() time.Time      { return i.Now }
+func (i TimerFired) now() time.Time { return i.Now }
+func (i Abort) now() time.Time      { return i.Now }
+func (i RetryUndo) now() time.Time  { return i.Now }
+func (i Resolve) now() time.Time    { return i.Now }
+func (i Abandon) now() time.Time    { return i.Now }
+func (i Recover) now() time.Time    { return i.Now }
+
+// TimerKind says what a timer is for.
+type TimerKind string
+
+const (
+	// TimerTimeout: an attempt's deadline.
+	TimerTimeout TimerKind = "timeout"
+	// TimerRetry: the end of the wait before the next attempt.
+	TimerRetry TimerKind = "retry"
+)
+
+// Timer identifies one timer of a saga.
+type Timer struct {
+	Kind    TimerKind `json:"kind"`
+	Op      events.Op `json:"op"`
+	Node    string    `json:"node"`
+	Attempt int       `json:"attempt"`
+}
+
+// ID is the timer's deterministic id within its saga.
+func (t Timer) ID() string { return fmt.Sprintf("%s:%s:%s:%d", t.Node, t.Op, t.Kind, t.Attempt) }
+
+// Command is something to do once a decision's events are durable.
+type Command interface{ isCommand() }
+
+// SendRequest publishes an action or undo request to participants.
+type SendRequest struct {
+	// Subject action: Request.Action for OpDo, Request.Undo for OpUndo.
+	Action string
+	// ID is the request event's id (events.RequestID).
+	ID      string
+	Request events.ActionRequest
+}
+
+// ArmTimer arms a durable timer that fires at At.
+type ArmTimer struct {
+	Timer Timer
+	At    time.Time
+}
+
+func (SendRequest) isCommand() {}
+func (ArmTimer) isCommand()    {}
+
+// Options tune decisions without changing what is legal.
+type Options struct {
+	// MaxInFlight bounds the action and undo requests of one saga awaiting
+	// replies or retries at once; 0 means no bound.
+	MaxInFlight int
+}
+
+// Decision is what Decide returns.
+type Decision struct {
+	// Events to append to the log, in order, as one message.
+	Events []events.Event
+	// Commands to carry out once Events are durable.
+	Commands []Command
+	// State is the state after Events: what folding the log will give.
+	State *State
+}
+
+// Decide returns the events and commands that input leads to. An input that
+// does not apply (a stale or forged reply, a timer for a finished attempt,
+// an operator command the saga's state does not allow) is a *RejectedError
+// and changes nothing. s is not modified.
+func Decide(s *State, in Input, opt Options) (Decision, error) {
+	d := &decider{s: s.Clone(), now: in.now().UTC(), opt: opt}
+	reject := func(node, format string, args ...any) (Decision, error) {
+		return Decision{}, &RejectedError{SagaID: s.SagaID, Node: node, Reason: fmt.Sprintf(format, args...)}
+	}
+	if _, ok := in.(Start); !ok {
+		if s.Status == StatusNew {
+			return reject("", "the saga does not exist")
+		}
+		if s.Status.Finished() {
+			return reject("", "the saga has finished (%s)", s.Status)
+		}
+	}
+	var err error
+	switch in := in.(type) {
+	case Start:
+		if s.Status != StatusNew {
+			return reject("", "the saga already exists")
+		}
+		if err := saga.Validate(in.Created.Definition); err != nil {
+			return Decision{}, err
+		}
+		c := in.Created
+		if len(c.Params) == 0 {
+			c.Params = json.RawMessage("null")
+		}
+		err = d.emit(&c)
+	case Reply:
+		if reason, node := d.reply(in.Reply); reason != "" {
+			return reject(node, "%s", reason)
+		}
+	case TimerFired:
+		if reason := d.timer(in.Timer); reason != "" {
+			return reject(in.Timer.Node, "timer %s: %s", in.Timer.ID(), reason)
+		}
+	case Abort:
+		if s.Status != StatusRunning {
+			return reject("", "only a running saga can be aborted; it is %s", s.Status)
+		}
+		d.must(&events.OperatorAbort{Operator: in.Operator, Reason: in.Reason})
+		d.must(&events.SagaUnwinding{Reason: events.UnwindAborted})
+	case RetryUndo:
+		_, n, ok := s.Node(in.Node)
+		if !ok || n.State != NodeUndoFailed {
+			return reject(in.Node, "only a failed undo can be retried")
+		}
+		d.must(&events.OperatorRetry{Node: in.Node, Operator: in.Operator, Reason: in.Reason})
+		g, _, _ := d.s.Node(in.Node)
+		d.startUndo(g, 1)
+	case Resolve:
+		_, n, ok := s.Node(in.Node)
+		if !ok || n.State != NodeUndoFailed {
+			return reject(in.Node, "only a failed undo can be resolved")
+		}
+		if in.Reason == "" {
+			return reject(in.Node, "resolving needs a reason")
+		}
+		d.must(&events.OperatorResolve{Node: in.Node, Operator: in.Operator, Reason: in.Reason})
+	case Abandon:
+		d.must(&events.OperatorAbandon{Operator: in.Operator, Reason: in.Reason})
+		d.must(&events.SagaFinished{Outcome: events.OutcomeAbandoned})
+	case Recover:
+		d.recover()
+	default:
+		return Decision{}, fmt.Errorf("machine: unknown input %T", in)
+	}
+	if err != nil {
+		return Decision{}, err
+	}
+	if !d.s.Status.Finished() {
+		d.advance()
+	}
+	if d.err != nil {
+		return Decision{}, d.err
+	}
+	return Decision{Events: d.evs, Commands: d.cmds, State: d.s}, nil
+}
+
+type decider struct {
+	s    *State
+	now  time.Time
+	opt  Options
+	evs  []events.Event
+	cmds []Command
+	err  error // first failure of must
+}
+
+// emit applies an event to the working state and records it.
+func (d *decider) emit(data events.Data) error {
+	e := events.Event{ID: events.LogEventID(d.s.SagaID, d.s.Events), Source: events.SourceCoordinator,
+		SagaID: d.s.SagaID, Time: d.now, Data: data}
+	if err := d.s.Apply(e); err != nil {
+		return err
+	}
+	d.evs = append(d.evs, e)
+	return nil
+}
+
+// must emits an event the decider has already checked is legal. Failing
+// here is a bug in the decider, not bad input: Decide reports it as an error
+// (never a panic) and nothing of the decision is used.
+func (d *decider) must(data events.Data) {
+	if d.err != nil {
+		return
+	}
+	if err := d.emit(data); err != nil {
+		d.err = fmt.Errorf("machine: internal error, the decider emitted an illegal event (please report): %w", err)
+	}
+}
+
+// reply handles a participant's reply; it returns a reason if it is ignored.
+func (d *decider) reply(r events.ActionReply) (reason, node string) {
+	g, n, ok := d.s.Node(r.Node)
+	if !ok {
+		return fmt.Sprintf("reply for unknown node %q", r.Node), ""
+	}
+	if want := events.RequestID(d.s.SagaID, r.Node, r.Op, r.Attempt); r.RequestID != want {
+		return fmt.Sprintf("reply names request %q, not %q", r.RequestID, want), r.Node
+	}
+	switch r.Op {
+	case events.OpDo:
+		if n.State != NodeStarted || r.Attempt > n.Attempt {
+			return fmt.Sprintf("reply to attempt %d, but the node is %s at attempt %d", r.Attempt, n.State, n.Attempt), r.Node
+		}
+		if r.OK {
+			// Every attempt shares the idempotency key, so success from an
+			// earlier attempt is the node's success.
+			d.must(&events.NodeSucceeded{Node: r.Node, Attempt: r.Attempt, Output: r.Output})
+			return "", ""
+		}
+		if r.Attempt != n.Attempt || !n.Waiting {
+			return fmt.Sprintf("failure of attempt %d, which is not outstanding", r.Attempt), r.Node
+		}
+		d.actionFailed(g, n, *r.Error, r.RetryAfter.Std())
+	case events.OpUndo:
+		if n.State != NodeUndoStarted || r.Attempt > n.UndoAttempt {
+			return fmt.Sprintf("reply to undo attempt %d, but the node is %s at undo attempt %d", r.Attempt, n.State, n.UndoAttempt), r.Node
+		}
+		if r.OK {
+			d.must(&events.UndoFinished{Node: r.Node, Attempt: r.Attempt})
+			return "", ""
+		}
+		if r.Attempt != n.UndoAttempt || !n.UndoWaiting {
+			return fmt.Sprintf("undo failure of attempt %d, which is not outstanding", r.Attempt), r.Node
+		}
+		d.undoFailed(g, n, *r.Error, r.RetryAfter.Std())
+	default:
+		return fmt.Sprintf("unknown op %q", r.Op), r.Node
+	}
+	return "", ""
+}
+
+// actionFailed handles a failed or timed-out attempt of node g.
+func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
+	attempt := n.Attempt
+	timedOut := n.TimedOut || e.Kind == events.ErrorTimeout
+	p := actionPolicy(g.Spec)
+	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && attempt < p.MaxAttempts {
+		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt), retryAfter))
+		d.must(&events.NodeAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
+		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: at})
+		return
+	}
+	final := e
+	switch {
+	case timedOut:
+		final = events.Error{Kind: events.ErrorOutcomeUnknown, Message: e.Message}
+	case e.Kind == events.ErrorPermanent:
+	case d.s.Status != StatusRunning:
+		final = events.Error{Kind: events.ErrorCanceled, Message: "the saga is unwinding: " + e.Message}
+	default:
+		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d attempts failed; last: %s", attempt, e.Message)}
+	}
+	d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: final})
+	if d.s.Status == StatusRunning {
+		d.must(&events.SagaUnwinding{Reason: events.UnwindNodeFailed, Node: g.Path})
+	}
+}
+
+// undoFailed handles a failed or timed-out undo attempt of node g.
+func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
+	attempt := n.UndoAttempt
+	p := undoPolicy(g.Spec)
+	if e.Kind != events.ErrorPermanent && attempt < p.MaxAttempts {
+		at := d.now.Add(max(d.backoff(p, g.Path, events.OpUndo, attempt), retryAfter))
+		d.must(&events.UndoAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
+		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: at})
+		return
+	}
+	final := e
+	if e.Kind != events.ErrorPermanent {
+		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d undo attempts failed; last: %s", attempt, e.Message)}
+	}
+	d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: final})
+	d.must(&events.SagaStuck{Node: g.Path, Error: final})
+}
+
+// timer handles a timer coming due; it returns a reason if it is stale.
+// A timer is not checked against the clock: it names its attempt, which is
+// enough to tell a stale one, and rejecting one that fires a little early
+// (clock skew between the server and this process) would lose it.
+func (d *decider) timer(t Timer) string {
+	g, n, ok := d.s.Node(t.Node)
+	if !ok {
+		return "unknown node"
+	}
+	switch {
+	case t.Op == events.OpDo && t.Kind == TimerTimeout:
+		if n.State != NodeStarted || !n.Waiting || n.Attempt != t.Attempt {
+			return "the attempt is no longer outstanding"
+		}
+		d.actionFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to attempt %d within %s", t.Attempt, timeout(g.Spec))}, 0)
+	case t.Op == events.OpDo && t.Kind == TimerRetry:
+		if n.State != NodeStarted || n.Waiting || n.Attempt != t.Attempt || d.s.Status != StatusRunning {
+			return "no retry is due"
+		}
+		d.startAction(g, t.Attempt+1)
+	case t.Op == events.OpUndo && t.Kind == TimerTimeout:
+		if n.State != NodeUndoStarted || !n.UndoWaiting || n.UndoAttempt != t.Attempt {
+			return "the undo attempt is no longer outstanding"
+		}
+		d.undoFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to undo attempt %d within %s", t.Attempt, timeout(g.Spec))}, 0)
+	case t.Op == events.OpUndo && t.Kind == TimerRetry:
+		if n.State != NodeUndoStarted || n.UndoWaiting || n.UndoAttempt != t.Attempt {
+			return "no undo retry is due"
+		}
+		d.startUndo(g, t.Attempt+1)
+	default:
+		return "unknown timer"
+	}
+	return ""
+}
+
+// recover re-issues the requests and timers that the log says are pending.
+func (d *decider) recover() {
+	for i, g := range d.s.Graph.Nodes {
+		n := &d.s.Nodes[i]
+		switch {
+		case n.State == NodeStarted && n.Waiting:
+			d.sendAction(g, n.Attempt, n.Deadline)
+		case n.State == NodeStarted:
+			d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: n.Attempt}, At: n.RetryAt})
+		case n.State == NodeUndoStarted && n.UndoWaiting:
+			d.sendUndo(g, n.UndoAttempt, n.UndoDeadline)
+		case n.State == NodeUndoStarted:
+			d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpUndo, Node: g.Path, Attempt: n.UndoAttempt}, At: n.UndoRetryAt})
+		}
+	}
+}
+
+// advance starts what can start and finishes what can finish.
+func (d *decider) advance() {
+	s := d.s
+	if s.Status == StatusRunning {
+		// Parents have lower indexes than children, so one pass in index
+		// order also starts the nodes that machine-run nodes make ready.
+		for i, g := range s.Graph.Nodes {
+			if s.Nodes[i].State != NodePending || !s.parentsSucceeded(i) {
+				continue
+			}
+			if hasParticipant(g) {
+				if d.opt.MaxInFlight > 0 && d.inFlight() >= d.opt.MaxInFlight {
+					continue
+				}
+				d.startAction(g, 1)
+				continue
+			}
+			d.must(&events.NodeStarted{Node: g.Path, Attempt: 1})
+			d.must(&events.NodeSucceeded{Node: g.Path, Attempt: 1, Output: d.internalOutput(g)})
+		}
+		for i := range s.Nodes {
+			if s.Nodes[i].State != NodeSucceeded {
+				return
+			}
+		}
+		out := json.RawMessage("null")
+		if s.Graph.Output >= 0 {
+			out = s.Nodes[s.Graph.Output].Output
+		}
+		d.must(&events.SagaFinished{Outcome: events.OutcomeSucceeded, Output: out})
+		return
+	}
+
+	// Unwinding or stuck: nodes waiting to retry will not be retried.
+	for i, g := range s.Graph.Nodes {
+		n := &s.Nodes[i]
+		if n.State == NodeStarted && !n.Waiting {
+			e := events.Error{Kind: events.ErrorCanceled, Message: "the saga began unwinding while the node waited to retry"}
+			if n.TimedOut {
+				e = events.Error{Kind: events.ErrorOutcomeUnknown, Message: "the saga began unwinding after an attempt timed out"}
+			}
+			d.must(&events.NodeFailed{Node: g.Path, Attempt: n.Attempt, Error: e})
+		}
+	}
+	// Children have higher indexes than parents, so one pass in reverse
+	// index order also undoes the parents that machine-run undos release.
+	for i := len(s.Graph.Nodes) - 1; i >= 0; i-- {
+		g := s.Graph.Nodes[i]
+		if !s.Nodes[i].needsUndo() || !s.childrenSettled(i) {
+			continue
+		}
+		if hasUndoRequest(g) {
+			if d.opt.MaxInFlight > 0 && d.inFlight() >= d.opt.MaxInFlight {
+				continue
+			}
+			d.startUndo(g, 1)
+			continue
+		}
+		d.must(&events.UndoStarted{Node: g.Path, Attempt: 1})
+		d.must(&events.UndoFinished{Node: g.Path, Attempt: 1})
+	}
+	if s.Status == StatusStuck {
+		return
+	}
+	for i := range s.Nodes {
+		if !s.Nodes[i].settled() {
+			return
+		}
+	}
+	d.must(&events.SagaFinished{Outcome: events.OutcomeUnwound})
+}
+
+// inFlight counts the saga's requests awaiting replies or retries.
+func (d *decider) inFlight() int {
+	k := 0
+	for i := range d.s.Nodes {
+		if st := d.s.Nodes[i].State; st == NodeStarted || st == NodeUndoStarted {
+			k++
+		}
+	}
+	return k
+}
+
+func (d *decider) internalOutput(g *saga.GraphNode) json.RawMessage {
+	switch g.Kind {
+	case saga.KindConstant:
+		return g.Spec.Value
+	case saga.KindSubsagaStart:
+		if g.ParamsFrom >= 0 {
+			return d.s.Nodes[g.ParamsFrom].Output
+		}
+		return d.s.Created.Params
+	case saga.KindSubsaga:
+		if g.OutputFrom >= 0 {
+			return d.s.Nodes[g.OutputFrom].Output
+		}
+	}
+	return json.RawMessage("null")
+}
+
+func (d *decider) startAction(g *saga.GraphNode, attempt int) {
+	deadline := d.now.Add(timeout(g.Spec))
+	d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt, Deadline: deadline})
+	d.sendAction(g, attempt, deadline)
+}
+
+func (d *decider) startUndo(g *saga.GraphNode, attempt int) {
+	deadline := d.now.Add(timeout(g.Spec))
+	d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt, Deadline: deadline})
+	d.sendUndo(g, attempt, deadline)
+}
+
+func (d *decider) sendAction(g *saga.GraphNode, attempt int, deadline time.Time) {
+	req := d.request(g, events.OpDo, attempt, deadline)
+	req.Outputs = make(map[string]json.RawMessage, len(g.Visible))
+	for _, name := range slices.Sorted(maps.Keys(g.Visible)) {
+		req.Outputs[name] = d.s.Nodes[g.Visible[name]].Output
+	}
+	d.cmds = append(d.cmds,
+		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpDo, attempt), Request: req},
+		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: deadline})
+}
+
+func (d *decider) sendUndo(g *saga.GraphNode, attempt int, deadline time.Time) {
+	req := d.request(g, events.OpUndo, attempt, deadline)
+	req.Output = d.s.Nodes[g.Index].Output
+	if req.Output == nil {
+		req.Output = json.RawMessage("null") // the action's outcome is unknown
+	}
+	d.cmds = append(d.cmds,
+		SendRequest{Action: g.Spec.Undo, ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req},
+		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: deadline})
+}
+
+func (d *decider) request(g *saga.GraphNode, op events.Op, attempt int, deadline time.Time) events.ActionRequest {
+	return events.ActionRequest{Op: op, Node: g.Path, Action: g.Spec.Action, Undo: g.Spec.Undo, Attempt: attempt,
+		IdempotencyKey: d.s.SagaID + ":" + g.Path, Params: d.s.params(g.Index), Deadline: deadline}
+}
+
+// backoff is the policy's delay after attempt, less a jitter chosen by a
+// hash of saga, node, op and attempt so that a replay decides the same.
+func (d *decider) backoff(p saga.RetryPolicy, node string, op events.Op, attempt int) time.Duration {
+	delay := p.Delay(attempt)
+	if p.Jitter <= 0 || delay <= 0 {
+		return delay
+	}
+	h := fnv.New64a()
+	h.Write([]byte(d.s.SagaID))
+	h.Write([]byte(node))
+	h.Write([]byte(op))
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(attempt))
+	h.Write(b[:])
+	frac := float64(h.Sum64()>>11) / float64(1<<53)
+	return delay - time.Duration(float64(delay)*p.Jitter*frac)
+}

@@ -1,0 +1,194 @@
+package machine
+
+import (
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// Status is a saga's state.
+type Status string
+
+const (
+	// StatusNew is the state of a saga with no events yet.
+	StatusNew       Status = "new"
+	StatusRunning   Status = "running"
+	StatusUnwinding Status = "unwinding"
+	// StatusStuck: an undo failed for good; the saga waits for an operator.
+	StatusStuck     Status = "stuck"
+	StatusSucceeded Status = "succeeded"
+	StatusUnwound   Status = "unwound"
+	StatusAbandoned Status = "abandoned"
+)
+
+// Finished reports whether the saga has ended.
+func (s Status) Finished() bool {
+	return s == StatusSucceeded || s == StatusUnwound || s == StatusAbandoned
+}
+
+// NodeState is a node's state (DESIGN.md §2.1).
+type NodeState string
+
+const (
+	NodePending      NodeState = "pending"
+	NodeStarted      NodeState = "started"
+	NodeSucceeded    NodeState = "succeeded"
+	NodeFailed       NodeState = "failed"
+	NodeUndoStarted  NodeState = "undo_started"
+	NodeUndoFinished NodeState = "undo_finished"
+	NodeUndoFailed   NodeState = "undo_failed"
+)
+
+// Node is the state of one node of a saga.
+type Node struct {
+	State NodeState `json:"state"`
+	// Attempt is the latest attempt of the action (0 before the first).
+	Attempt int `json:"attempt,omitempty"`
+	// Waiting is true while a request for Attempt awaits its reply (until
+	// Deadline); false while the node waits to retry (until RetryAt).
+	Waiting  bool      `json:"waiting,omitempty"`
+	Deadline time.Time `json:"deadline,omitzero"`
+	RetryAt  time.Time `json:"retry_at,omitzero"`
+	// TimedOut: some attempt ended with no reply, so the action may have
+	// happened even if the node fails.
+	TimedOut bool `json:"timed_out,omitempty"`
+	// OutcomeUnknown: the node failed with an unknown outcome; it is undone
+	// like a succeeded node.
+	OutcomeUnknown bool            `json:"outcome_unknown,omitempty"`
+	Output         json.RawMessage `json:"output,omitempty"`
+	// Error is the latest error of the action or undo.
+	Error *events.Error `json:"error,omitempty"`
+
+	UndoAttempt  int       `json:"undo_attempt,omitempty"`
+	UndoWaiting  bool      `json:"undo_waiting,omitempty"`
+	UndoDeadline time.Time `json:"undo_deadline,omitzero"`
+	UndoRetryAt  time.Time `json:"undo_retry_at,omitzero"`
+	// RetryAuthorized: an operator asked for a failed undo to run again.
+	RetryAuthorized bool `json:"retry_authorized,omitempty"`
+	// Resolved is the operator's reason when a failed undo was resolved.
+	Resolved string `json:"resolved,omitempty"`
+}
+
+// State is a saga's state: what folding its log gives.
+type State struct {
+	SagaID string
+	Graph  *saga.Graph
+	// Created is the saga's first event.
+	Created *events.SagaCreated
+	Status  Status
+	// Nodes are indexed like Graph.Nodes.
+	Nodes []Node
+	// Events counts the events applied; the next event's id is
+	// events.LogEventID(SagaID, Events).
+	Events int
+	// Unwinding says why the saga unwinds, once it does.
+	Unwinding *events.SagaUnwinding
+	// Abandoning is set by an operator's abandon, just before the end.
+	Abandoning bool
+	// Output is the saga's output once it has succeeded.
+	Output json.RawMessage
+	// Finished is when the saga ended (the time of its last event).
+	Finished time.Time
+	// Updated is the time of the latest event.
+	Updated time.Time
+}
+
+// New returns the state of a saga with an empty log.
+func New(sagaID string) *State { return &State{SagaID: sagaID, Status: StatusNew} }
+
+// Clone returns a copy that can be changed without changing s. Outputs and
+// errors are shared: they are never modified in place.
+func (s *State) Clone() *State {
+	c := *s
+	c.Nodes = slices.Clone(s.Nodes)
+	return &c
+}
+
+// Node returns the state of the node with the given path.
+func (s *State) Node(path string) (*saga.GraphNode, *Node, bool) {
+	if s.Graph == nil {
+		return nil, nil, false
+	}
+	g, ok := s.Graph.Node(path)
+	if !ok {
+		return nil, nil, false
+	}
+	return g, &s.Nodes[g.Index], true
+}
+
+// needsUndo reports whether the node did (or may have done) something that
+// unwinding must undo, and has not been undone yet.
+func (n *Node) needsUndo() bool {
+	return n.State == NodeSucceeded || (n.State == NodeFailed && n.OutcomeUnknown)
+}
+
+// settled reports whether, for unwinding, the node is done: it never ran,
+// failed without effect, or was undone. A parent's undo waits for all its
+// children to be settled.
+func (n *Node) settled() bool {
+	switch n.State {
+	case NodePending, NodeUndoFinished:
+		return true
+	case NodeFailed:
+		return !n.OutcomeUnknown
+	}
+	return false
+}
+
+// childrenSettled reports whether every child of node i is settled.
+func (s *State) childrenSettled(i int) bool {
+	for _, c := range s.Graph.Nodes[i].Children {
+		if !s.Nodes[c].settled() {
+			return false
+		}
+	}
+	return true
+}
+
+// parentsSucceeded reports whether every parent of node i has succeeded.
+func (s *State) parentsSucceeded(i int) bool {
+	for _, p := range s.Graph.Nodes[i].Parents {
+		if s.Nodes[p].State != NodeSucceeded {
+			return false
+		}
+	}
+	return true
+}
+
+// params returns the params of node i's scope.
+func (s *State) params(i int) json.RawMessage {
+	if st := s.Graph.Nodes[i].ScopeStart; st >= 0 {
+		return s.Nodes[st].Output
+	}
+	return s.Created.Params
+}
+
+func actionPolicy(n *saga.Node) saga.RetryPolicy {
+	if n.Retry != nil {
+		return *n.Retry
+	}
+	return saga.DefaultRetry
+}
+
+func undoPolicy(n *saga.Node) saga.RetryPolicy {
+	if n.UndoRetry != nil {
+		return *n.UndoRetry
+	}
+	return saga.DefaultUndoRetry
+}
+
+func timeout(n *saga.Node) time.Duration {
+	if n.Timeout > 0 {
+		return n.Timeout.Std()
+	}
+	return saga.DefaultTimeout
+}
+
+// hasParticipant reports whether the node's action runs on a participant
+// (and undo, when it has one); other nodes are carried out by the machine.
+func hasParticipant(g *saga.GraphNode) bool { return g.Kind == saga.KindAction }
+
+func hasUndoRequest(g *saga.GraphNode) bool { return g.Kind == saga.KindAction && g.Spec.Undo != "" }

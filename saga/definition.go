@@ -1,0 +1,178 @@
+package saga
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Kind is what a node does.
+type Kind string
+
+const (
+	// KindAction runs a named action on a participant, and its undo when the
+	// saga unwinds.
+	KindAction Kind = "action"
+	// KindConstant outputs a fixed JSON value; it runs no participant.
+	KindConstant Kind = "constant"
+	// KindSubsaga inlines another definition.
+	KindSubsaga Kind = "subsaga"
+)
+
+// Definition is a saga's DAG, as stored in the saga's first log event and as
+// read from JSON or YAML files. Dependencies are explicit in this form: the
+// builder's stages are resolved into each node's After list.
+type Definition struct {
+	// Name names the kind of saga ("trip.book"); it need not be unique.
+	Name string `json:"name"`
+	// Output names the node whose output is the saga's output (and, for a
+	// subsaga, the subsaga node's output). Default: the only node nothing
+	// depends on; with several such nodes and no Output, the output is null.
+	Output string `json:"output,omitempty"`
+	// Nodes in declaration order.
+	Nodes []Node `json:"nodes"`
+}
+
+// Node is one step of a definition.
+type Node struct {
+	// Name is unique within its definition: letters, digits, '_', '-', '.'.
+	Name string `json:"name"`
+	Kind Kind   `json:"kind"`
+	// After lists the nodes of the same definition this node depends on.
+	// A node with no dependencies starts as soon as the saga (or subsaga) does.
+	After []string `json:"after,omitempty"`
+	// Reads declares which ancestors' outputs the node looks up. When set, only
+	// those outputs are sent with its requests; when empty, every ancestor's.
+	Reads []string `json:"reads,omitempty"`
+
+	// Action is the action name (KindAction), e.g. "payments.charge".
+	Action string `json:"action,omitempty"`
+	// Undo is the undo action's name; empty means the action needs no undo.
+	Undo string `json:"undo,omitempty"`
+	// Retry governs the action's attempts; nil means DefaultRetry.
+	Retry *RetryPolicy `json:"retry,omitempty"`
+	// UndoRetry governs the undo's attempts; nil means DefaultUndoRetry.
+	UndoRetry *RetryPolicy `json:"undo_retry,omitempty"`
+	// Timeout bounds each attempt of the action and of the undo; zero means
+	// DefaultTimeout. An attempt that times out has an unknown outcome.
+	Timeout Duration `json:"timeout,omitempty"`
+
+	// Value is the output of a KindConstant node.
+	Value json.RawMessage `json:"value,omitempty"`
+
+	// Saga is the inlined definition of a KindSubsaga node.
+	Saga *Definition `json:"saga,omitempty"`
+	// Params names the ancestor whose output is the subsaga's params; empty
+	// means the subsaga gets the params of the scope it is in.
+	Params string `json:"params,omitempty"`
+}
+
+// RetryPolicy says how often and how fast a failed attempt is retried.
+// Delays grow from InitialDelay by Multiplier up to MaxDelay, less a
+// deterministic jitter of up to Jitter of the delay.
+type RetryPolicy struct {
+	// MaxAttempts counts every attempt, the first included (≥ 1).
+	MaxAttempts int `json:"max_attempts"`
+	// InitialDelay is the wait before the second attempt.
+	InitialDelay Duration `json:"initial_delay,omitempty"`
+	// MaxDelay caps the wait; zero means no cap.
+	MaxDelay Duration `json:"max_delay,omitempty"`
+	// Multiplier grows the delay per attempt; zero means 2.
+	Multiplier float64 `json:"multiplier,omitempty"`
+	// Jitter is the fraction (0 to 1) of a delay that is taken off at random
+	// (chosen by a hash of saga, node and attempt, so replays agree).
+	Jitter float64 `json:"jitter,omitempty"`
+}
+
+// Defaults for nodes that set no policy of their own.
+var (
+	DefaultRetry     = RetryPolicy{MaxAttempts: 3, InitialDelay: Duration(time.Second), MaxDelay: Duration(30 * time.Second), Multiplier: 2, Jitter: 0.2}
+	DefaultUndoRetry = RetryPolicy{MaxAttempts: 10, InitialDelay: Duration(time.Second), MaxDelay: Duration(time.Minute), Multiplier: 2, Jitter: 0.2}
+)
+
+// DefaultTimeout bounds an attempt of a node that sets no Timeout.
+const DefaultTimeout = 30 * time.Second
+
+// Delay is the wait after the given failed attempt (1-based) before the next,
+// before jitter.
+func (p RetryPolicy) Delay(attempt int) time.Duration {
+	m := p.Multiplier
+	if m == 0 {
+		m = 2
+	}
+	d := float64(p.InitialDelay)
+	for i := 1; i < attempt; i++ {
+		d *= m
+		if p.MaxDelay > 0 && d >= float64(p.MaxDelay) {
+			return time.Duration(p.MaxDelay)
+		}
+	}
+	if p.MaxDelay > 0 && d > float64(p.MaxDelay) {
+		d = float64(p.MaxDelay)
+	}
+	return time.Duration(d)
+}
+
+// Duration is a time.Duration written as a Go duration string ("1.5s") in
+// JSON and YAML.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string such as "250ms" or "1m30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"1.5s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// ParseJSON reads a definition from JSON. Unknown fields are errors, so a
+// misspelt field is not silently ignored. The definition is not validated;
+// call Validate or Compile.
+func ParseJSON(data []byte) (*Definition, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var d Definition
+	if err := dec.Decode(&d); err != nil {
+		return nil, fmt.Errorf("saga: parse definition: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("saga: parse definition: trailing data after the definition")
+	}
+	return &d, nil
+}
+
+// ParseYAML reads a definition from YAML (or JSON, which is YAML too), with
+// the same field names as JSON.
+func ParseYAML(data []byte) (*Definition, error) {
+	j, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("saga: parse definition: %w", err)
+	}
+	return ParseJSON(j)
+}
+
+// YAML writes the definition as YAML.
+func (d *Definition) YAML() ([]byte, error) {
+	j, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(j)
+}
