@@ -19,10 +19,16 @@ const sagaID = "7d0f2b8e-1c2a-4e0b-9d3c-6a5b4c3d2e1f"
 
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
+// fataler is what sim needs of *testing.T and *rapid.T.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // sim drives one saga the way a coordinator does: decide, "append" the
 // events to the log, adopt the state, keep the commands.
 type sim struct {
-	t       testing.TB
+	t       fataler
 	s       *machine.State
 	log     [][]events.Event
 	pending map[string]machine.SendRequest // requests sent and not answered, by id
@@ -31,7 +37,7 @@ type sim struct {
 	opt     machine.Options
 }
 
-func newSim(t testing.TB, def *saga.Definition, params string) *sim {
+func newSim(t fataler, def *saga.Definition, params string) *sim {
 	t.Helper()
 	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
 	m.must(machine.Start{Now: m.now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(params)}})

@@ -1,0 +1,517 @@
+package machine_test
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// The property test runs random sagas (random DAGs with parallel stages,
+// explicit dependencies and subsagas) against a simulated world: idempotent
+// participants with a ledger of effects, random failures and timeouts,
+// replies delivered in random order and more than once, and crashes of the
+// coordinator at random points (fold the log, recover). At the end it checks
+// the saga against a small reference model written independently of the
+// machine: the outcome, the order of events in the log, and the ledger.
+//
+// It runs 1,000 cases by default; RAPID_CHECKS=N or -rapid.checks=N for more.
+func TestPropertyRandomSagas(t *testing.T) {
+	setDefaultChecks(1000)
+	rapid.Check(t, func(rt *rapid.T) {
+		w := newWorld(rt)
+		w.run()
+		w.check()
+	})
+	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas", stats.outcomes, stats.stuck, stats.crashes, stats.subsagas)
+	// The generator must reach every interesting path, or the test proves
+	// less than it claims.
+	if stats.outcomes[machine.StatusSucceeded] == 0 || stats.outcomes[machine.StatusUnwound] == 0 || stats.stuck == 0 || stats.crashes == 0 || stats.subsagas == 0 {
+		t.Errorf("the generator missed a path: %+v", stats)
+	}
+}
+
+var stats = struct {
+	outcomes                 map[machine.Status]int
+	stuck, crashes, subsagas int
+}{outcomes: map[machine.Status]int{}}
+
+func setDefaultChecks(n int) {
+	if _, ok := os.LookupEnv("RAPID_CHECKS"); ok {
+		return
+	}
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "rapid.checks" })
+	if !set {
+		_ = flag.Set("rapid.checks", fmt.Sprint(n))
+	}
+}
+
+// attempt outcomes a participant can have
+type outcome int
+
+const (
+	ok outcome = iota
+	transient
+	permanent
+	timeoutNoEffect
+	timeoutEffect
+)
+
+type plan struct {
+	attempts []outcome // per attempt of the action, 1-based at [0]
+	undoFail int       // undo attempts that fail transiently first
+	undoPerm bool      // the undo fails permanently (until an operator retries)
+	hasUndo  bool
+}
+
+type world struct {
+	t     *rapid.T
+	def   *saga.Definition
+	graph *saga.Graph
+	plans map[string]*plan
+	m     *sim
+
+	requests []machine.SendRequest // sent, not yet taken by a participant
+	replies  []events.ActionReply  // sent by participants, not yet delivered
+	// participant state: the idempotency barrier and the ledger of effects
+	done     map[string]json.RawMessage // node -> recorded output
+	undone   map[string]bool
+	ledger   map[string]bool
+	retried  map[string]bool // an operator retried the node's undo
+	crashes  int
+	finished bool
+}
+
+func genDef(t *rapid.T, name string, depth int, budget *int) *saga.Definition {
+	b := saga.New(name)
+	var names []string
+	stages := rapid.IntRange(1, 4).Draw(t, "stages")
+	for s := 0; s < stages && *budget > 0; s++ {
+		width := rapid.IntRange(1, 3).Draw(t, "width")
+		var specs []saga.NodeSpec
+		for k := 0; k < width && *budget > 0; k++ {
+			*budget--
+			n := fmt.Sprintf("n%d", len(names))
+			var spec saga.NodeSpec
+			switch kind := rapid.IntRange(0, 9).Draw(t, "kind"); {
+			case kind == 0:
+				spec = saga.Constant(n, len(names))
+			case kind == 1 && depth < 2 && *budget > 2:
+				spec = saga.Subsaga(n, genDef(t, "sub", depth+1, budget), "")
+			default:
+				spec = saga.Action(n, "svc.act").
+					Retry(saga.RetryPolicy{MaxAttempts: rapid.IntRange(1, 3).Draw(t, "max"), InitialDelay: saga.Duration(time.Second)}).
+					UndoRetry(saga.RetryPolicy{MaxAttempts: rapid.IntRange(1, 3).Draw(t, "undomax"), InitialDelay: saga.Duration(time.Second)})
+				if rapid.IntRange(0, 5).Draw(t, "undo") > 0 {
+					spec = spec.Undo("svc.undo")
+				}
+			}
+			if len(names) > 0 && rapid.IntRange(0, 4).Draw(t, "explicit") == 0 {
+				var deps []string
+				for _, prev := range names {
+					if rapid.Bool().Draw(t, "dep") {
+						deps = append(deps, prev)
+					}
+				}
+				spec = spec.After(deps...)
+			}
+			specs = append(specs, spec)
+			names = append(names, n)
+		}
+		if len(specs) > 0 {
+			b.Parallel(specs...)
+		}
+	}
+	return b.MustBuild()
+}
+
+func newWorld(t *rapid.T) *world {
+	budget := rapid.IntRange(1, 30).Draw(t, "nodes")
+	def := genDef(t, "prop", 0, &budget)
+	g, err := saga.Compile(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, def: def, graph: g, plans: map[string]*plan{},
+		done: map[string]json.RawMessage{}, undone: map[string]bool{}, ledger: map[string]bool{}, retried: map[string]bool{}}
+	for _, n := range g.Nodes {
+		if n.Kind == saga.KindSubsagaStart {
+			stats.subsagas++
+		}
+	}
+	failRate := rapid.IntRange(0, 30).Draw(t, "failrate") // percent
+	for _, n := range g.Nodes {
+		if n.Kind != saga.KindAction {
+			continue
+		}
+		p := &plan{hasUndo: n.Spec.Undo != ""}
+		for a := 0; a < n.Spec.Retry.MaxAttempts; a++ {
+			o := ok
+			if rapid.IntRange(0, 99).Draw(t, "fail") < failRate {
+				o = rapid.SampledFrom([]outcome{transient, permanent, timeoutNoEffect, timeoutEffect}).Draw(t, "how")
+			}
+			p.attempts = append(p.attempts, o)
+		}
+		if rapid.IntRange(0, 99).Draw(t, "undofail") < failRate {
+			p.undoFail = rapid.IntRange(1, 3).Draw(t, "undofails")
+			p.undoPerm = rapid.IntRange(0, 3).Draw(t, "undoperm") == 0
+		}
+		w.plans[n.Path] = p
+	}
+	w.m = &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	w.apply(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{"p":1}`)}})
+	return w
+}
+
+// apply decides and commits like a coordinator; rejections are fine (stale
+// and duplicate input), anything else is a failure.
+func (w *world) apply(in machine.Input) {
+	d, err := machine.Decide(w.m.s, in, machine.Options{})
+	if err != nil {
+		if errors.Is(err, machine.ErrRejected) {
+			return
+		}
+		w.t.Fatalf("Decide(%T %+v): %v", in, in, err)
+	}
+	if len(d.Events) > 0 {
+		w.m.log = append(w.m.log, d.Events)
+	}
+	w.m.s = d.State
+	for _, c := range d.Commands {
+		switch c := c.(type) {
+		case machine.SendRequest:
+			w.requests = append(w.requests, c)
+		case machine.ArmTimer:
+			w.m.timers[c.Timer.ID()] = c
+		}
+	}
+}
+
+// participant handles one request the way the SDK's idempotency barrier
+// does, following the node's plan; it returns the reply, if any.
+func (w *world) participant(r machine.SendRequest) (events.ActionReply, bool) {
+	q := r.Request
+	p := w.plans[q.Node]
+	reply := events.ActionReply{RequestID: r.ID, Op: q.Op, Node: q.Node, Attempt: q.Attempt}
+	if q.Op == events.OpDo {
+		if w.undone[q.Node] {
+			reply.Error = &events.Error{Kind: events.ErrorPermanent, Message: "refused: already undone"}
+			return reply, true
+		}
+		if out, ok := w.done[q.Node]; ok {
+			reply.OK, reply.Output = true, out
+			return reply, true
+		}
+		switch p.attempts[q.Attempt-1] {
+		case ok:
+			w.effect(q.Node)
+			reply.OK, reply.Output = true, w.done[q.Node]
+			return reply, true
+		case transient:
+			reply.Error = &events.Error{Kind: events.ErrorTransient, Message: "try again"}
+			return reply, true
+		case permanent:
+			reply.Error = &events.Error{Kind: events.ErrorPermanent, Message: "no"}
+			return reply, true
+		case timeoutEffect:
+			w.effect(q.Node)
+		}
+		return reply, false // timed out: no reply
+	}
+	if !p.hasUndo {
+		w.t.Fatalf("undo requested for %s, which has no undo", q.Node)
+	}
+	if w.undone[q.Node] {
+		reply.OK = true
+		return reply, true
+	}
+	if !w.retried[q.Node] && (p.undoPerm || q.Attempt <= p.undoFail) {
+		kind := events.ErrorTransient
+		if p.undoPerm {
+			kind = events.ErrorPermanent
+		}
+		reply.Error = &events.Error{Kind: kind, Message: "undo failed"}
+		return reply, true
+	}
+	w.undone[q.Node] = true
+	delete(w.ledger, q.Node)
+	reply.OK = true
+	return reply, true
+}
+
+func (w *world) effect(node string) {
+	if _, ok := w.done[node]; ok {
+		return
+	}
+	if w.ledger[node] {
+		w.t.Fatalf("double effect of %s", node)
+	}
+	w.ledger[node] = true
+	w.done[node] = json.RawMessage(fmt.Sprintf(`{"from":%q}`, node))
+}
+
+func (w *world) run() {
+	for step := 0; step < 5000; step++ {
+		if w.m.s.Status.Finished() {
+			return
+		}
+		type move struct {
+			name string
+			do   func()
+		}
+		var moves []move
+		if len(w.requests) > 0 {
+			moves = append(moves, move{"request", func() {
+				i := rapid.IntRange(0, len(w.requests)-1).Draw(w.t, "req")
+				r := w.requests[i]
+				w.requests = slices.Delete(w.requests, i, i+1)
+				if rep, ok := w.participant(r); ok {
+					w.replies = append(w.replies, rep)
+				}
+			}})
+		}
+		if len(w.replies) > 0 {
+			moves = append(moves, move{"reply", func() {
+				i := rapid.IntRange(0, len(w.replies)-1).Draw(w.t, "rep")
+				rep := w.replies[i]
+				if rapid.IntRange(0, 4).Draw(w.t, "dup") != 0 {
+					w.replies = slices.Delete(w.replies, i, i+1)
+				}
+				w.apply(machine.Reply{Now: w.m.now, Reply: rep})
+			}})
+		}
+		for _, id := range slices.Sorted(maps.Keys(w.m.timers)) {
+			tm := w.m.timers[id]
+			if tm.Timer.Kind == machine.TimerTimeout && w.awaited(tm.Timer) {
+				continue // its reply is still coming: the timeout has not happened
+			}
+			moves = append(moves, move{"timer", func() {
+				delete(w.m.timers, tm.Timer.ID())
+				if tm.At.After(w.m.now) {
+					w.m.now = tm.At
+				}
+				w.apply(machine.TimerFired{Now: w.m.now, Timer: tm.Timer})
+			}})
+		}
+		if len(moves) == 0 && w.m.s.Status == machine.StatusStuck {
+			moves = append(moves, move{"operator", w.operator})
+		}
+		if len(moves) == 0 {
+			w.t.Fatalf("saga is %s with nothing left to do:\n%v", w.m.s.Status, w.m.types())
+		}
+		slices.SortFunc(moves, func(a, b move) int { return cmpString(a.name, b.name) })
+		mv := moves[rapid.IntRange(0, len(moves)-1).Draw(w.t, "move")]
+		mv.do()
+		if rapid.IntRange(0, 19).Draw(w.t, "crash") == 0 {
+			w.crash()
+		}
+	}
+	w.t.Fatalf("saga did not finish in 5000 steps: %s", w.m.s.Status)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// awaited reports whether a reply to the timer's attempt is still on its way.
+func (w *world) awaited(t machine.Timer) bool {
+	for _, r := range w.requests {
+		if r.Request.Node == t.Node && r.Request.Op == t.Op && r.Request.Attempt == t.Attempt {
+			return true
+		}
+	}
+	for _, r := range w.replies {
+		if r.Node == t.Node && r.Op == t.Op && r.Attempt == t.Attempt {
+			return true
+		}
+	}
+	return false
+}
+
+// crash replaces the coordinator: fold the log, check it equals the live
+// state, recover. Requests and replies already in flight stay in flight.
+func (w *world) crash() {
+	w.crashes++
+	stats.crashes++
+	s, err := machine.Fold(sagaID, w.m.flat())
+	if err != nil {
+		w.t.Fatalf("fold after crash: %v", err)
+	}
+	if !reflect.DeepEqual(s, w.m.s) {
+		w.t.Fatalf("replayed state differs from the live state")
+	}
+	w.m.s = s
+	w.m.timers = map[string]machine.ArmTimer{}
+	if !s.Status.Finished() {
+		w.apply(machine.Recover{Now: w.m.now})
+	}
+}
+
+func (w *world) operator() {
+	stats.stuck++
+	for i, g := range w.graph.Nodes {
+		if w.m.s.Nodes[i].State != machine.NodeUndoFailed {
+			continue
+		}
+		if rapid.Bool().Draw(w.t, "retry") {
+			w.retried[g.Path] = true
+			w.apply(machine.RetryUndo{Now: w.m.now, Node: g.Path, Operator: "prop"})
+		} else {
+			// The operator undoes it by hand.
+			w.undone[g.Path] = true
+			delete(w.ledger, g.Path)
+			w.apply(machine.Resolve{Now: w.m.now, Node: g.Path, Reason: "fixed by hand"})
+		}
+		return
+	}
+}
+
+type fate int
+
+const (
+	succeeds fate = iota
+	fails
+	either // the last attempt takes effect without a reply: a re-sent
+	// request (after a crash) can still see the effect and succeed
+)
+
+// fate says, from the plan alone, how the node's action ends. The barrier
+// turns any attempt after one that took effect into a success.
+func (p *plan) fate() fate {
+	effect := false
+	for _, o := range p.attempts {
+		if effect {
+			return succeeds
+		}
+		switch o {
+		case ok:
+			return succeeds
+		case permanent:
+			return fails
+		case timeoutEffect:
+			effect = true
+		}
+	}
+	if effect {
+		return either
+	}
+	return fails
+}
+
+func (w *world) check() {
+	s := w.m.s
+	if !s.Status.Finished() {
+		w.t.Fatalf("not finished: %s", s.Status)
+	}
+	log := w.m.flat()
+	// Replay equals live state.
+	if got, err := machine.Fold(sagaID, log); err != nil || !reflect.DeepEqual(got, s) {
+		w.t.Fatalf("replay differs from live state (err %v)", err)
+	}
+
+	// Reference outcome: any node that must fail makes the saga unwind;
+	// with every node sure to succeed, it succeeds.
+	mustFail, allSucceed := false, true
+	for _, p := range w.plans {
+		mustFail = mustFail || p.fate() == fails
+		allSucceed = allSucceed && p.fate() == succeeds
+	}
+	stats.outcomes[s.Status]++
+	switch {
+	case mustFail && s.Status != machine.StatusUnwound,
+		allSucceed && s.Status != machine.StatusSucceeded:
+		w.t.Fatalf("outcome %s; reference model: must fail %v, all succeed %v\n%v", s.Status, mustFail, allSucceed, w.m.types())
+	}
+
+	// Order of events, and undo bookkeeping, from the log alone.
+	succeeded := map[string]bool{}
+	unknown := map[string]bool{}
+	failed := map[string]bool{}
+	started := map[string]bool{}
+	undoneAt := map[string]int{}
+	finishedCount, unwinding := 0, 0
+	for i, e := range log {
+		switch d := e.Data.(type) {
+		case *events.NodeStarted:
+			g, _ := w.graph.Node(d.Node)
+			for _, p := range g.Parents {
+				if !succeeded[w.graph.Nodes[p].Path] {
+					w.t.Fatalf("event %d: %s started before its parent %s succeeded", i, d.Node, w.graph.Nodes[p].Path)
+				}
+			}
+			started[d.Node] = true
+		case *events.NodeSucceeded:
+			succeeded[d.Node] = true
+		case *events.NodeFailed:
+			failed[d.Node] = true
+			unknown[d.Node] = d.Error.Kind == events.ErrorOutcomeUnknown
+		case *events.UndoStarted:
+			g, _ := w.graph.Node(d.Node)
+			for _, c := range g.Children {
+				cp := w.graph.Nodes[c].Path
+				settled := !started[cp] || (failed[cp] && !unknown[cp]) || undoneAt[cp] > 0
+				if !settled {
+					w.t.Fatalf("event %d: undo of %s started before its child %s was undone", i, d.Node, cp)
+				}
+			}
+			if failed[d.Node] && !unknown[d.Node] {
+				w.t.Fatalf("event %d: %s failed (not outcome unknown) and is being undone", i, d.Node)
+			}
+		case *events.UndoFinished:
+			undoneAt[d.Node]++
+		case *events.OperatorResolve:
+			undoneAt[d.Node]++
+		case *events.SagaUnwinding:
+			unwinding++
+		case *events.SagaFinished:
+			finishedCount++
+			if i != len(log)-1 {
+				w.t.Fatalf("saga finished at event %d of %d", i, len(log))
+			}
+		}
+	}
+	if finishedCount != 1 || unwinding > 1 {
+		w.t.Fatalf("%d finished events, %d unwinding events", finishedCount, unwinding)
+	}
+	for _, g := range w.graph.Nodes {
+		needs := succeeded[g.Path] || unknown[g.Path]
+		switch {
+		case s.Status == machine.StatusUnwound && needs && undoneAt[g.Path] != 1:
+			w.t.Fatalf("%s did something but was undone %d times", g.Path, undoneAt[g.Path])
+		case !needs && undoneAt[g.Path] != 0:
+			w.t.Fatalf("%s did nothing but was undone", g.Path)
+		case s.Status == machine.StatusSucceeded && !succeeded[g.Path]:
+			w.t.Fatalf("saga succeeded without %s", g.Path)
+		}
+	}
+
+	// The participants' ledger: a succeeded saga did every action once; an
+	// unwound one left no trace (but of actions that have no undo).
+	for path, p := range w.plans {
+		switch {
+		case s.Status == machine.StatusSucceeded && !w.ledger[path]:
+			w.t.Fatalf("saga succeeded but %s left no effect", path)
+		case s.Status == machine.StatusUnwound && p.hasUndo && w.ledger[path]:
+			w.t.Fatalf("saga unwound but the effect of %s remains", path)
+		}
+	}
+}
