@@ -1,0 +1,405 @@
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Header names used on log messages and in the server's answers.
+const (
+	headerContentType   = "Content-Type"
+	headerMsgID         = "Nats-Msg-Id"
+	headerExpectLastSub = "Nats-Expected-Last-Subject-Sequence"
+	headerSequence      = "Nats-Sequence"
+	headerTimeStamp     = "Nats-Time-Stamp"
+	headerSubject       = "Nats-Subject"
+	headerNumPending    = "Nats-Num-Pending" // in a batched direct get's EOB
+	headerStatus        = "Status"           // a status message's code
+	headerDescription   = "Description"      // and its text
+)
+
+// Error codes of the server's answers that Append acts on
+// (nats-server errors.json; nats.go jetstream/errors.go).
+const (
+	// codeWrongLastSeq: the subject's last sequence is not the expected one.
+	codeWrongLastSeq = jetstream.JSErrCodeStreamWrongLastSequence // 10071
+	// codeWrongLastSeqConstant: same, on a replicated stream, when another
+	// write to the subject is still being replicated.
+	codeWrongLastSeqConstant = jetstream.JSErrCodeStreamWrongLastSequenceConstant // 10164
+	// codeDuplicateInProcess: a message with the same Nats-Msg-Id is being
+	// replicated (replicated streams only); its outcome is not known yet.
+	codeDuplicateInProcess jetstream.ErrorCode = 10158
+	// codeMessageNotFound: a message get found nothing.
+	codeMessageNotFound = jetstream.JSErrCodeMessageNotFound // 10037
+)
+
+const (
+	// readBatch is how many messages one batched direct get asks for.
+	readBatch = 256
+	// readMaxBytes bounds the bytes of one batch, well under the client's
+	// default pending limit for a subscription (64 MiB), so a page of
+	// large messages cannot make the reader a slow consumer.
+	readMaxBytes = 8 << 20
+	// duplicateRetryWait is how long Append waits before asking again
+	// about an identical append that is still being replicated.
+	duplicateRetryWait = 20 * time.Millisecond
+)
+
+// Entry is one message of a saga's log.
+type Entry struct {
+	// Seq is the message's sequence in JETSAGA_LOG; entries of one saga
+	// have increasing, not consecutive, sequences.
+	Seq         uint64
+	Data        []byte
+	ContentType string
+	// Time is when the server stored the message.
+	Time time.Time
+}
+
+// Log appends to and reads sagas' logs in JETSAGA_LOG. It is safe for
+// concurrent use and holds no per-saga state.
+type Log struct {
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	api     string        // JetStream API prefix, ending in "."
+	timeout time.Duration // bound for calls whose ctx has no deadline
+}
+
+// NewLog returns a Log using js (and its connection). The topology must
+// have been applied (see Apply).
+func NewLog(js jetstream.JetStream) *Log {
+	opts := js.Options()
+	api := jetstream.DefaultAPIPrefix
+	switch {
+	case opts.APIPrefix != "":
+		api = opts.APIPrefix
+		if !strings.HasSuffix(api, ".") {
+			api += "."
+		}
+	case opts.Domain != "":
+		api = "$JS." + opts.Domain + ".API."
+	}
+	timeout := opts.DefaultTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout}
+}
+
+// MsgID is the Nats-Msg-Id Append gives the message it appends:
+// "<sagaID>:<expectedLastSeq>:<FNV-1a 64 of data, 16 hex digits>". The same
+// append retried gets the same id, so the server drops it as a duplicate;
+// a different writer's different data at the same position gets a
+// different id, so a lost race is never mistaken for a duplicate.
+func MsgID(sagaID string, expectedLastSeq uint64, data []byte) string {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for _, c := range data {
+		h ^= uint64(c)
+		h *= prime
+	}
+	var b strings.Builder
+	b.Grow(len(sagaID) + 1 + 20 + 1 + 16)
+	b.WriteString(sagaID)
+	b.WriteByte(':')
+	b.WriteString(strconv.FormatUint(expectedLastSeq, 10))
+	b.WriteByte(':')
+	hex := strconv.FormatUint(h, 16)
+	b.WriteString(strings.Repeat("0", 16-len(hex)))
+	b.WriteString(hex)
+	return b.String()
+}
+
+// Append appends data to the log of sagaID if, and only if, the log's last
+// message has sequence expectedLastSeq (0: the log must be empty, so the
+// first append creates the saga exactly once). It returns the new message's
+// sequence, the next expectedLastSeq.
+//
+// If the log has moved on, Append returns a *ConflictError (errors.Is
+// ErrConflict) — unless the message after expectedLastSeq is this very
+// append (same Nats-Msg-Id and data), stored by an earlier attempt whose
+// answer was lost: then Append returns that message's sequence and writes
+// nothing. So an Append that failed for any other reason (a timeout, a
+// connection loss) can simply be retried with the same arguments.
+//
+// contentType, if not empty, is stored in the Content-Type header.
+func (l *Log) Append(ctx context.Context, sagaID string, expectedLastSeq uint64, data []byte, contentType string) (uint64, error) {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return 0, err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+
+	id := MsgID(sagaID, expectedLastSeq, data)
+	msg := nats.NewMsg(LogSubject(sagaID))
+	msg.Data = data
+	msg.Header.Set(headerExpectLastSub, strconv.FormatUint(expectedLastSeq, 10))
+	msg.Header.Set(headerMsgID, id)
+	if contentType != "" {
+		msg.Header.Set(headerContentType, contentType)
+	}
+	for {
+		// A duplicate (an earlier identical attempt already stored) comes
+		// back as a successful ack with Duplicate set and the stored
+		// message's sequence; that is the answer we want too.
+		ack, err := l.js.PublishMsg(ctx, msg)
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) {
+			return 0, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
+		}
+		switch apiErr.ErrorCode {
+		case codeWrongLastSeq, codeWrongLastSeqConstant:
+			// On a single server the expected-sequence check comes before
+			// the duplicate check, so an identical retry of an append that
+			// succeeded lands here: see whether the next message is ours.
+			seq, ok, lookErr := l.ours(ctx, sagaID, expectedLastSeq, id, data)
+			if lookErr != nil {
+				return 0, fmt.Errorf("streams: append to saga %s: conflict at %d, and checking whether an earlier attempt succeeded failed (retry the append): %w",
+					sagaID, expectedLastSeq, lookErr)
+			}
+			if ok {
+				return seq, nil
+			}
+			return 0, &ConflictError{SagaID: sagaID, Expected: expectedLastSeq, err: err}
+		case codeDuplicateInProcess:
+			// An identical earlier attempt is being replicated; ask again
+			// until it is stored (→ duplicate ack) or gone.
+			t := time.NewTimer(duplicateRetryWait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0, fmt.Errorf("streams: append to saga %s: waiting for an earlier identical attempt: %w", sagaID, ctx.Err())
+			case <-t.C:
+			}
+		default:
+			return 0, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
+		}
+	}
+}
+
+// ours looks at the first message of the saga's log after afterSeq and
+// reports whether it is the append identified by id with data.
+func (l *Log) ours(ctx context.Context, sagaID string, afterSeq uint64, id string, data []byte) (uint64, bool, error) {
+	m, err := l.getMsg(ctx, msgGetRequest{Seq: afterSeq + 1, NextFor: LogSubject(sagaID)})
+	if err != nil || m == nil {
+		return 0, false, err
+	}
+	if m.Header.Get(headerMsgID) != id || string(m.Data) != string(data) {
+		return 0, false, nil
+	}
+	return m.Sequence, true, nil
+}
+
+// Last returns the sequence of the last message in the log of sagaID, or 0
+// if it has none. It asks the stream's leader, so after an Append returned
+// seq, Last returns at least seq.
+func (l *Log) Last(ctx context.Context, sagaID string) (uint64, error) {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return 0, err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	m, err := l.getMsg(ctx, msgGetRequest{LastFor: LogSubject(sagaID)})
+	if err != nil {
+		return 0, fmt.Errorf("streams: last of saga %s: %w", sagaID, err)
+	}
+	if m == nil {
+		return 0, nil
+	}
+	return m.Sequence, nil
+}
+
+// Read returns the messages of the log of sagaID with sequence greater than
+// afterSeq, in order. If the saga has no log at all and afterSeq is 0, it
+// returns a *NotFoundError (errors.Is ErrNotFound); past the end of a log
+// it returns no entries and no error.
+//
+// Read uses batched direct gets, which need no consumer. On a replicated
+// stream they may be served by a follower a few milliseconds behind the
+// leader, so the newest messages may be missing; an Append based on such a
+// read fails with a conflict, never silently.
+func (l *Log) Read(ctx context.Context, sagaID string, afterSeq uint64) ([]Entry, error) {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return nil, err
+	}
+	subject := LogSubject(sagaID)
+	inbox := l.nc.NewInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read saga %s: %w", sagaID, err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // nothing to do about it
+
+	var entries []Entry
+	next := afterSeq + 1
+	for {
+		more, err := l.readPage(ctx, sub, subject, next, &entries)
+		if err != nil {
+			return nil, fmt.Errorf("streams: read saga %s: %w", sagaID, err)
+		}
+		if !more {
+			break
+		}
+		next = entries[len(entries)-1].Seq + 1
+	}
+	if len(entries) == 0 && afterSeq == 0 {
+		return nil, &NotFoundError{SagaID: sagaID}
+	}
+	return entries, nil
+}
+
+// directGetRequest is a batched direct get (ADR-31; nats-server's
+// JSApiMsgGetRequest).
+type directGetRequest struct {
+	Seq      uint64 `json:"seq"`
+	NextFor  string `json:"next_by_subj"`
+	Batch    int    `json:"batch"`
+	MaxBytes int    `json:"max_bytes"`
+}
+
+// readPage asks for one batch starting at seq and appends what comes back
+// to entries. The server answers a batch with the messages (each carrying
+// Nats-Sequence, Nats-Time-Stamp, Nats-Subject...) then a "204 EOB" status
+// message whose Nats-Num-Pending says how many matching messages are left;
+// when nothing matches it answers with a single "404" status message.
+// readPage reports whether more messages remain.
+func (l *Log) readPage(ctx context.Context, sub *nats.Subscription, subject string, seq uint64, entries *[]Entry) (bool, error) {
+	body, err := json.Marshal(directGetRequest{Seq: seq, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	getSubject := l.api + "DIRECT.GET." + LogStream
+	if err := l.nc.PublishRequest(getSubject, sub.Subject, body); err != nil {
+		return false, err
+	}
+	got := 0
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return false, err
+		}
+		// Status messages carry no payload and, unlike stored messages,
+		// no Nats-Sequence.
+		if status := m.Header.Get(headerStatus); status != "" && len(m.Data) == 0 && m.Header.Get(headerSequence) == "" {
+			switch status {
+			case "204": // end of batch
+				if got == 0 {
+					return false, nil
+				}
+				pending, err := strconv.ParseUint(m.Header.Get(headerNumPending), 10, 64)
+				if err != nil {
+					return false, fmt.Errorf("direct get: end of batch without a valid %s header: %w", headerNumPending, err)
+				}
+				return pending > 0, nil
+			case "404": // nothing (more) after seq
+				return false, nil
+			case "503":
+				return false, fmt.Errorf("direct get on %s: %w (is the topology applied?)", getSubject, nats.ErrNoResponders)
+			default:
+				return false, fmt.Errorf("direct get on %s: status %s %s", getSubject, status, m.Header.Get(headerDescription))
+			}
+		}
+		e, err := entryOf(m, subject)
+		if err != nil {
+			return false, err
+		}
+		*entries = append(*entries, e)
+		got++
+	}
+}
+
+func entryOf(m *nats.Msg, subject string) (Entry, error) {
+	if s := m.Header.Get(headerSubject); s != subject {
+		return Entry{}, fmt.Errorf("direct get: got a message of subject %q, asked for %q", s, subject)
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(headerSequence), 10, 64)
+	if err != nil {
+		return Entry{}, fmt.Errorf("direct get: bad %s header: %w", headerSequence, err)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(headerTimeStamp))
+	if err != nil {
+		return Entry{}, fmt.Errorf("direct get: bad %s header: %w", headerTimeStamp, err)
+	}
+	return Entry{Seq: seq, Data: m.Data, ContentType: m.Header.Get(headerContentType), Time: ts}, nil
+}
+
+// msgGetRequest is a stream message get (nats-server's JSApiMsgGetRequest).
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+type storedMsg struct {
+	Subject  string
+	Sequence uint64
+	Header   nats.Header
+	Data     []byte
+}
+
+// getMsg gets one message through $JS.API.STREAM.MSG.GET, which — unlike a
+// direct get — only the stream's leader answers, so it sees every
+// acknowledged write. It returns nil, nil when there is no such message.
+func (l *Log) getMsg(ctx context.Context, req msgGetRequest) (*storedMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.nc.RequestWithContext(ctx, l.api+"STREAM.MSG.GET."+LogStream, body)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject  string `json:"subject"`
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("message get: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.ErrorCode == codeMessageNotFound {
+			return nil, nil
+		}
+		return nil, r.Error
+	}
+	if r.Message == nil {
+		return nil, errors.New("message get: empty answer")
+	}
+	m := &storedMsg{Subject: r.Message.Subject, Sequence: r.Message.Sequence, Data: r.Message.Data}
+	if len(r.Message.Header) > 0 {
+		if m.Header, err = nats.DecodeHeadersMsg(r.Message.Header); err != nil {
+			return nil, fmt.Errorf("message get: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// bound gives ctx the JetStream default timeout if it has no deadline, as
+// nats.go does for its own calls.
+func (l *Log) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, l.timeout)
+}

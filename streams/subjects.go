@@ -1,0 +1,176 @@
+package streams
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/google/uuid"
+)
+
+// Stream and bucket names. They are part of the wire contract: participants
+// written in other languages and the nats CLI address them by these names.
+const (
+	// LogStream holds every saga's log, one literal subject per saga.
+	LogStream = "JETSAGA_LOG"
+	// WorkStream holds action requests, participant replies and commands
+	// to coordinators.
+	WorkStream = "JETSAGA_WORK"
+	// TimerStream holds durable timers as message schedules.
+	TimerStream = "JETSAGA_TIMERS"
+
+	// LeaseBucket holds one lease per partition (per-key TTL; the revision
+	// is the fencing epoch).
+	LeaseBucket = "jetsaga_leases"
+	// BarrierBucket holds the participants' idempotency barrier records.
+	BarrierBucket = "jetsaga_barrier"
+	// SagaBucket is the saga index (saga id and idempotency key lookups).
+	SagaBucket = "jetsaga_sagas"
+)
+
+// Subject prefixes and the wildcards each stream captures.
+const (
+	logPrefix       = "jetsaga.log."
+	requestPrefix   = "jetsaga.req."
+	replyPrefix     = "jetsaga.reply."
+	commandPrefix   = "jetsaga.cmd."
+	timerSchedPref  = "jetsaga.timer.sched."
+	timerFirePrefix = "jetsaga.timer.fire."
+
+	logSubjects        = logPrefix + "*"
+	requestSubjects    = requestPrefix + ">"
+	replySubjects      = replyPrefix + "*"
+	commandSubjects    = commandPrefix + "*"
+	timerSchedSubjects = timerSchedPref + "*.*"
+	timerFireSubjects  = timerFirePrefix + "*"
+)
+
+// LogSubject is the subject of one saga's log: jetsaga.log.<sagaID>.
+// sagaID must be valid (see ValidateSagaID).
+func LogSubject(sagaID string) string { return logPrefix + sagaID }
+
+// RequestSubject is where requests for an action are published:
+// jetsaga.req.<action>. action must be valid (see ValidateActionName).
+func RequestSubject(action string) string { return requestPrefix + action }
+
+// ReplySubject is where participants reply about sagas of a partition:
+// jetsaga.reply.<partition>.
+func ReplySubject(partition int) string { return replyPrefix + strconv.Itoa(partition) }
+
+// CommandSubject is where saga starts and operator commands for sagas of a
+// partition are sent: jetsaga.cmd.<partition>.
+func CommandSubject(partition int) string { return commandPrefix + strconv.Itoa(partition) }
+
+// TimerScheduleSubject is the subject a timer's schedule message is
+// published on: jetsaga.timer.sched.<partition>.<timerID>. A schedule
+// replaces the previous one on the same subject, so timerID names one timer;
+// it must be a single subject token (letters, digits, '-' and '_').
+func TimerScheduleSubject(partition int, timerID string) string {
+	return timerSchedPref + strconv.Itoa(partition) + "." + timerID
+}
+
+// TimerFireSubject is the subject timers of a partition fire into:
+// jetsaga.timer.fire.<partition>.
+func TimerFireSubject(partition int) string { return timerFirePrefix + strconv.Itoa(partition) }
+
+// FNV-1a 32-bit parameters (http://www.isthe.com/chongo/tech/comp/fnv/).
+const (
+	fnv32Offset = 2166136261
+	fnv32Prime  = 16777619
+)
+
+// Partition maps a saga to one of partitions partitions: the 32-bit FNV-1a
+// hash of the id's bytes, modulo partitions. It is part of the wire contract
+// (a participant replies on ReplySubject(Partition(id, P))) and never
+// changes. It panics if partitions < 1, like a division by zero would.
+func Partition(sagaID string, partitions int) int {
+	if partitions < 1 {
+		panic(fmt.Sprintf("streams: Partition: partitions must be at least 1, got %d", partitions))
+	}
+	h := uint32(fnv32Offset)
+	for i := 0; i < len(sagaID); i++ {
+		h ^= uint32(sagaID[i])
+		h *= fnv32Prime
+	}
+	return int(h % uint32(partitions))
+}
+
+// ValidateActionName reports whether name can be used as an action (or undo)
+// name: one or more non-empty tokens of ASCII letters, digits, '-' and '_',
+// separated by single dots, such as "payments.charge". Such a name is a
+// literal NATS subject suffix, so RequestSubject(name) addresses exactly one
+// action. The error wraps ErrInvalidActionName and says what is wrong where.
+func ValidateActionName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty name", ErrInvalidActionName)
+	}
+	token, start := 1, 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '.':
+			if i == start {
+				return fmt.Errorf("%w %q: token %d is empty (at byte %d)", ErrInvalidActionName, name, token, i)
+			}
+			token, start = token+1, i+1
+		case isTokenByte(c):
+		default:
+			return fmt.Errorf("%w %q: token %d has %s at byte %d; tokens may contain only letters, digits, '-' and '_'",
+				ErrInvalidActionName, name, token, describeByte(name, i), i)
+		}
+	}
+	if start == len(name) {
+		return fmt.Errorf("%w %q: token %d is empty (name ends with '.')", ErrInvalidActionName, name, token)
+	}
+	return nil
+}
+
+func isTokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+func describeByte(s string, i int) string {
+	switch c := s[i]; {
+	case c == '*' || c == '>':
+		return fmt.Sprintf("wildcard %q", c)
+	case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		return fmt.Sprintf("whitespace %q", c)
+	case c < 0x80:
+		return fmt.Sprintf("%q", c)
+	default:
+		return "a non-ASCII byte"
+	}
+}
+
+// ValidateSagaID reports whether id is a canonical saga id: a UUID in its
+// lowercase 36-character form, such as "0b5c6d3e-8f1a-4b2c-9d4e-5f6a7b8c9d0e"
+// (what uuid.UUID.String returns). The error wraps ErrInvalidSagaID and says
+// what is wrong.
+func ValidateSagaID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty id", ErrInvalidSagaID)
+	}
+	if len(id) != 36 {
+		return fmt.Errorf("%w %q: has %d bytes, a canonical UUID has 36 (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", ErrInvalidSagaID, id, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return fmt.Errorf("%w %q: byte %d must be '-'", ErrInvalidSagaID, id, i)
+			}
+			continue
+		}
+		if c >= 'A' && c <= 'F' {
+			return fmt.Errorf("%w %q: uppercase hex digit at byte %d; use the lowercase form", ErrInvalidSagaID, id, i)
+		}
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return fmt.Errorf("%w %q: %s at byte %d is not a hex digit", ErrInvalidSagaID, id, describeByte(id, i), i)
+		}
+	}
+	// The shape is right; let uuid have the last word so the two never disagree.
+	if u, err := uuid.Parse(id); err != nil || u.String() != id {
+		return fmt.Errorf("%w %q: not a canonical UUID", ErrInvalidSagaID, id)
+	}
+	return nil
+}
