@@ -16,7 +16,7 @@ import (
 func chain(names ...string) *saga.Definition {
 	b := saga.New("chain")
 	for _, n := range names {
-		b.Then(saga.Action(n, "svc."+n).Undo("svc."+n+"_undo").Retry(saga.RetryPolicy{MaxAttempts: 3, InitialDelay: saga.Duration(time.Second)}))
+		b.Then(saga.Action(n, "svc."+n).Undo("svc." + n + "_undo").Retry(saga.RetryPolicy{MaxAttempts: 3, InitialDelay: saga.Duration(time.Second)}))
 	}
 	return b.MustBuild()
 }
@@ -503,11 +503,21 @@ func TestStaleDuplicateForgedRepliesAreRejected(t *testing.T) {
 	before := m.s.Clone()
 	rb := m.req("b", events.OpDo)
 	cases := map[string]events.ActionReply{
-		"duplicate":     replyTo(ra, true, `1`, nil),
-		"forged id":     func() events.ActionReply { r := replyTo(rb, true, `1`, nil); r.RequestID = "x"; return r }(),
-		"future":        func() events.ActionReply { r := replyTo(rb, true, `1`, nil); r.Attempt = 2; r.RequestID = events.RequestID(sagaID, "b", events.OpDo, 2); return r }(),
-		"unknown node":  func() events.ActionReply { r := replyTo(rb, true, `1`, nil); r.Node = "zz"; return r }(),
-		"undo for do":   func() events.ActionReply { r := replyTo(rb, true, `1`, nil); r.Op = events.OpUndo; r.RequestID = events.RequestID(sagaID, "b", events.OpUndo, 1); return r }(),
+		"duplicate": replyTo(ra, true, `1`, nil),
+		"forged id": func() events.ActionReply { r := replyTo(rb, true, `1`, nil); r.RequestID = "x"; return r }(),
+		"future": func() events.ActionReply {
+			r := replyTo(rb, true, `1`, nil)
+			r.Attempt = 2
+			r.RequestID = events.RequestID(sagaID, "b", events.OpDo, 2)
+			return r
+		}(),
+		"unknown node": func() events.ActionReply { r := replyTo(rb, true, `1`, nil); r.Node = "zz"; return r }(),
+		"undo for do": func() events.ActionReply {
+			r := replyTo(rb, true, `1`, nil)
+			r.Op = events.OpUndo
+			r.RequestID = events.RequestID(sagaID, "b", events.OpUndo, 1)
+			return r
+		}(),
 		"stale failure": replyTo(ra, false, "", &events.Error{Kind: events.ErrorPermanent}),
 	}
 	for name, r := range cases {

@@ -246,4 +246,3 @@ func requireRejected(t testing.TB, err error, want string) {
 		t.Fatalf("err %q lacks %q", err, want)
 	}
 }
-

@@ -1,0 +1,108 @@
+// Package cli implements the jetsaga command. Commands write to the given
+// writers and return an exit code, so they are tested in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// command is one subcommand.
+type command struct {
+	name, args, summary string
+	run                 func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what commands write to.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+var commands []command
+
+func register(c command) { commands = append(commands, c) }
+
+// errUsage marks an error in how a command was called.
+var errUsage = errors.New("usage")
+
+// Run runs the command line args (without the program name) and returns the
+// process's exit code: 0 on success, 1 on failure, 2 on a usage error.
+// Errors are printed as one line on stderr.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			err := c.run(ctx, e, args[1:])
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.Is(err, errUsage):
+				fmt.Fprintf(stderr, "jetsaga %s: %v\nusage: jetsaga %s %s\n", c.name, err, c.name, c.args)
+				return 2
+			default:
+				fmt.Fprintf(stderr, "jetsaga %s: %v\n", c.name, oneLine(err))
+				return 1
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "jetsaga: unknown command %q (run 'jetsaga help')\n", args[0])
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "jetsaga — sagas on NATS JetStream\n\nCommands:")
+	cs := append([]command(nil), commands...)
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'jetsaga <command> -h' for a command's flags.")
+}
+
+// newFlags returns a flag set for a command that reports errors instead of
+// exiting.
+func newFlags(e *env, name, args string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: jetsaga %s %s\n", name, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags (allowing them after positional arguments too) and
+// returns the positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// oneLine folds a multi-line error into one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}

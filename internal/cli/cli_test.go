@@ -1,0 +1,153 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/saga"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+func TestMain(m *testing.M) { natstest.Main(m) }
+
+// syncBuffer is a bytes.Buffer safe for a command writing while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb syncBuffer
+	code := Run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestValidateExample(t *testing.T) {
+	t.Parallel()
+	code, out, errs := run(t, "validate", "-f", "../../examples/trip/trip.yaml")
+	if code != 0 || !strings.Contains(out, `saga "trip.book": 4 nodes, valid`) || !strings.Contains(out, "pay") {
+		t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+}
+
+func TestValidateReportsEveryProblemOnOneLine(t *testing.T) {
+	t.Parallel()
+	f := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(f, []byte("name: bad\nnodes:\n- {name: a, kind: action, action: svc.x, after: [b]}\n- {name: b, kind: action, action: svc.y, after: [a]}\n- {name: c, kind: action, action: svc.z, after: [nope]}\n"), 0o644)
+	code, _, errs := run(t, "validate", "-f", f)
+	if code != 1 || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "cycle") || !strings.Contains(errs, `unknown node "nope"`) {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	if code, _, errs := run(t, "validate"); code != 2 || !strings.Contains(errs, "-f is required") {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	if code, _, _ := run(t, "nope"); code != 2 {
+		t.Fatalf("unknown command: code %d", code)
+	}
+}
+
+func TestDevServesTheTopology(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() { done <- Run(ctx, []string{"dev", "-dir", t.TempDir(), "-port", "-1"}, &out, &errb) }()
+	var url string
+	natstest.Eventually(t, 30*time.Second, func() error {
+		s := out.String()
+		if i := strings.Index(s, "nats://"); i >= 0 {
+			url = strings.Fields(s[i:])[0]
+			return nil
+		}
+		return os.ErrNotExist
+	})
+	_, js := natstest.Connect(t, url)
+	if err := streams.Verify(context.Background(), js, streams.Config{}); err != nil {
+		t.Fatalf("dev's server lacks the topology: %v", err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("dev exited %d: %s", code, errb.String())
+	}
+}
+
+func TestReplayPrintsTimelineAndState(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	ctx := context.Background()
+	if err := streams.Apply(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	def := saga.New("demo").Then(saga.Action("a", "svc.a").Undo("svc.ua")).Then(saga.Action("b", "svc.b")).MustBuild()
+	now := time.Now().UTC()
+	d, err := machine.Decide(machine.New(id), machine.Start{Now: now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}}, machine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := streams.NewLog(js)
+	b, _ := events.EncodeBatch(d.Events)
+	seq, err := log.Append(ctx, id, 0, b, events.ContentTypeBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := d.Commands[0].(machine.SendRequest)
+	d, err = machine.Decide(d.State, machine.Reply{Now: now, Reply: events.ActionReply{RequestID: req.ID, Op: events.OpDo, Node: "a", Attempt: 1, OK: true, Output: json.RawMessage(`{"x":1}`)}}, machine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = events.EncodeBatch(d.Events)
+	if _, err := log.Append(ctx, id, seq, b, events.ContentTypeBatch); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errs := run(t, "replay", "-server", srv.ClientURL(), id)
+	for _, want := range []string{"saga.created", "demo, 2 nodes", `node.succeeded               a → {"x":1}`, "node.started                 b attempt 1", "saga " + id + ": running (4 events in 2 messages)", "a                        succeeded"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("replay output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, errs)
+	}
+	code, out, _ = run(t, "replay", "-json", "-server", srv.ClientURL(), id)
+	var v struct {
+		Status string
+		Events []json.RawMessage
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Status != "running" || len(v.Events) != 4 {
+		t.Fatalf("json replay: code %d %s", code, out)
+	}
+	if code, _, errs := run(t, "replay", "-server", srv.ClientURL(), uuid.NewString()); code != 1 || !strings.Contains(errs, "has no log") {
+		t.Fatalf("unknown saga: code %d %s", code, errs)
+	}
+	if code, _, errs := run(t, "replay", "-server", srv.ClientURL(), "nope"); code != 1 || !strings.Contains(errs, "saga id") {
+		t.Fatalf("bad id: code %d %s", code, errs)
+	}
+}

@@ -1,0 +1,194 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+func init() {
+	register(command{name: "replay", args: "[flags] SAGA_ID", summary: "print a saga's log as a timeline and the state it folds to", run: runReplay})
+}
+
+func runReplay(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "replay", "[flags] SAGA_ID")
+	conn := addConnFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want one saga id", errUsage)
+	}
+	id := pos[0]
+	if err := streams.ValidateSagaID(id); err != nil {
+		return err
+	}
+	nc, js, err := conn.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	entries, err := streams.NewLog(js).Read(ctx, id, 0)
+	if err != nil {
+		return err
+	}
+	r, err := replay(id, entries)
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if encErr := enc.Encode(r.jsonView()); encErr != nil {
+			return encErr
+		}
+		return err
+	}
+	r.print(e.stdout)
+	return err
+}
+
+// replayed is a saga's log, decoded and folded.
+type replayed struct {
+	entries []replayEntry
+	state   *machine.State
+}
+
+type replayEntry struct {
+	seq    uint64
+	stored time.Time
+	events []events.Event
+}
+
+// replay decodes and folds a log. It stops at the first bad message; what
+// was read before it is returned with the error.
+func replay(id string, entries []streams.Entry) (*replayed, error) {
+	r := &replayed{state: machine.New(id)}
+	for _, en := range entries {
+		evs, err := events.DecodeBatch(en.Data)
+		if err != nil {
+			return r, fmt.Errorf("log message %d: %w", en.Seq, err)
+		}
+		if err := r.state.ApplyAll(evs); err != nil {
+			return r, fmt.Errorf("log message %d: %w", en.Seq, err)
+		}
+		r.entries = append(r.entries, replayEntry{seq: en.Seq, stored: en.Time, events: evs})
+	}
+	return r, nil
+}
+
+func (r *replayed) print(w io.Writer) {
+	for _, en := range r.entries {
+		for i, ev := range en.events {
+			seq := fmt.Sprintf("#%d", en.seq)
+			if i > 0 {
+				seq = ""
+			}
+			fmt.Fprintf(w, "%-8s %s  %-28s %s\n", seq, ev.Time.Format("15:04:05.000"), shortType(ev.Type()), describe(ev))
+		}
+	}
+	s := r.state
+	fmt.Fprintf(w, "\nsaga %s: %s (%d events in %d messages)\n", s.SagaID, s.Status, s.Events, len(r.entries))
+	if s.Graph == nil {
+		return
+	}
+	for i, g := range s.Graph.Nodes {
+		n := s.Nodes[i]
+		line := fmt.Sprintf("  %-24s %s", g.Path, n.State)
+		if n.Error != nil {
+			line += "  " + n.Error.String()
+		}
+		if n.Resolved != "" {
+			line += "  resolved: " + n.Resolved
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func shortType(t events.Type) string {
+	s := strings.TrimPrefix(string(t), "io.jetsaga.")
+	return strings.TrimSuffix(s, ".v1")
+}
+
+// describe says what an event carries, in one line.
+func describe(ev events.Event) string {
+	switch d := ev.Data.(type) {
+	case *events.SagaCreated:
+		return fmt.Sprintf("%s, %d nodes, params %s", d.Definition.Name, len(d.Definition.Nodes), clip(d.Params))
+	case *events.NodeStarted:
+		return fmt.Sprintf("%s attempt %d", d.Node, d.Attempt)
+	case *events.NodeSucceeded:
+		return fmt.Sprintf("%s → %s", d.Node, clip(d.Output))
+	case *events.NodeAttemptFailed:
+		return fmt.Sprintf("%s attempt %d: %s; retry at %s", d.Node, d.Attempt, d.Error, d.RetryAt.Format("15:04:05.000"))
+	case *events.NodeFailed:
+		return fmt.Sprintf("%s attempt %d: %s", d.Node, d.Attempt, d.Error)
+	case *events.UndoStarted:
+		return fmt.Sprintf("%s attempt %d", d.Node, d.Attempt)
+	case *events.UndoAttemptFailed:
+		return fmt.Sprintf("%s attempt %d: %s", d.Node, d.Attempt, d.Error)
+	case *events.UndoFinished:
+		return d.Node
+	case *events.UndoFailed:
+		return fmt.Sprintf("%s: %s", d.Node, d.Error)
+	case *events.SagaUnwinding:
+		if d.Node != "" {
+			return fmt.Sprintf("%s (%s)", d.Reason, d.Node)
+		}
+		return string(d.Reason)
+	case *events.SagaStuck:
+		return fmt.Sprintf("on %s: %s", d.Node, d.Error)
+	case *events.SagaFinished:
+		if len(d.Output) > 0 {
+			return fmt.Sprintf("%s → %s", d.Outcome, clip(d.Output))
+		}
+		return string(d.Outcome)
+	case *events.OperatorAbort:
+		return fmt.Sprintf("by %s: %s", d.Operator, d.Reason)
+	case *events.OperatorRetry:
+		return fmt.Sprintf("%s by %s: %s", d.Node, d.Operator, d.Reason)
+	case *events.OperatorResolve:
+		return fmt.Sprintf("%s by %s: %s", d.Node, d.Operator, d.Reason)
+	case *events.OperatorAbandon:
+		return fmt.Sprintf("by %s: %s", d.Operator, d.Reason)
+	}
+	return ""
+}
+
+func clip(b json.RawMessage) string {
+	s := string(b)
+	if len(s) > 60 {
+		return s[:57] + "..."
+	}
+	return s
+}
+
+func (r *replayed) jsonView() any {
+	type ev struct {
+		Seq  uint64          `json:"seq"`
+		ID   string          `json:"id"`
+		Type events.Type     `json:"type"`
+		Time time.Time       `json:"time"`
+		Data json.RawMessage `json:"data"`
+	}
+	var evs []ev
+	for _, en := range r.entries {
+		for _, e := range en.events {
+			data, _ := json.Marshal(e.Data)
+			evs = append(evs, ev{Seq: en.seq, ID: e.ID, Type: e.Type(), Time: e.Time, Data: data})
+		}
+	}
+	nodes := map[string]machine.Node{}
+	if r.state.Graph != nil {
+		for i, g := range r.state.Graph.Nodes {
+			nodes[g.Path] = r.state.Nodes[i]
+		}
+	}
+	return map[string]any{"saga_id": r.state.SagaID, "status": r.state.Status, "events": evs, "nodes": nodes}
+}

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+func init() {
+	register(command{name: "validate", args: "-f saga.yaml", summary: "check a saga definition file and print its DAG", run: runValidate})
+}
+
+func runValidate(_ context.Context, e *env, args []string) error {
+	fs := newFlags(e, "validate", "-f saga.yaml")
+	file := fs.String("f", "", "definition file (YAML or JSON)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return fmt.Errorf("%w: -f is required", errUsage)
+	}
+	def, err := readDefinition(*file)
+	if err != nil {
+		return err
+	}
+	g, err := saga.Compile(def)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "saga %q: %d nodes, valid\n", def.Name, len(g.Nodes))
+	for _, n := range g.Nodes {
+		var deps []string
+		for _, p := range n.Parents {
+			deps = append(deps, g.Nodes[p].Path)
+		}
+		what := string(n.Kind)
+		if n.Kind == saga.KindAction {
+			what = n.Spec.Action
+			if n.Spec.Undo != "" {
+				what += " / undo " + n.Spec.Undo
+			}
+		}
+		after := ""
+		if len(deps) > 0 {
+			after = " after " + strings.Join(deps, ", ")
+		}
+		fmt.Fprintf(e.stdout, "  %-24s %s%s\n", n.Path, what, after)
+	}
+	return nil
+}
+
+// readDefinition reads a definition from a YAML or JSON file.
+func readDefinition(path string) (*saga.Definition, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	def, err := saga.ParseYAML(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return def, nil
+}

@@ -1,0 +1,9 @@
+package test
+
+import (
+	"testing"
+
+	"github.com/jetsaga/jetsaga/internal/natstest"
+)
+
+func TestMain(m *testing.M) { natstest.Main(m) }
