@@ -36,6 +36,8 @@ func allEvents() []events.Event {
 		&events.OperatorAbort{Reason: "customer cancelled"},
 		&events.OperatorAbandon{Reason: "test saga"},
 		&events.SagaFinished{Outcome: events.OutcomeSucceeded, Output: json.RawMessage(`{"seat":"12A"}`)},
+		&events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: json.RawMessage(`{"who":"ada"}`), IdempotencyKey: "k1"}},
+		&events.OperatorCommand{Action: events.ActionResolve, Node: "flight", Operator: "ops", Reason: "refunded"},
 		&events.ActionRequest{Op: events.OpDo, Node: "flight", Action: "flights.book", Undo: "flights.cancel", Attempt: 1,
 			IdempotencyKey: sagaID + ":flight", Params: json.RawMessage(`{}`), Outputs: map[string]json.RawMessage{"x": json.RawMessage(`1`)}, ReplyTo: "jetsaga.reply.3"},
 		&events.ActionReply{RequestID: "r", Op: events.OpDo, Node: "flight", Attempt: 1, OK: false,

@@ -32,6 +32,12 @@ const (
 	TypeOperatorAbandon   Type = "io.jetsaga.operator.abandon.v1"
 )
 
+// Command types: what clients send coordinators on jetsaga.cmd.<partition>.
+const (
+	TypeCommandStart    Type = "io.jetsaga.command.start.v1"
+	TypeCommandOperator Type = "io.jetsaga.command.operator.v1"
+)
+
 // Participant message types.
 const (
 	TypeActionRequest Type = "io.jetsaga.action.request.v1"
@@ -87,6 +93,10 @@ func newData(t Type) (Data, bool) {
 		return &OperatorResolve{}, true
 	case TypeOperatorAbandon:
 		return &OperatorAbandon{}, true
+	case TypeCommandStart:
+		return &StartSaga{}, true
+	case TypeCommandOperator:
+		return &OperatorCommand{}, true
 	case TypeActionRequest:
 		return &ActionRequest{}, true
 	case TypeActionReply:
@@ -275,6 +285,36 @@ type OperatorAbandon struct {
 	Reason   string `json:"reason"`
 }
 
+// StartSaga asks a coordinator to start a saga (the event's subject is the
+// new saga's id). Starting a saga that exists does nothing: the id, or the
+// idempotency key it is derived from, names one saga only.
+type StartSaga struct {
+	SagaCreated
+}
+
+// OperatorAction is what an operator command asks.
+type OperatorAction string
+
+const (
+	// ActionAbort unwinds a running saga.
+	ActionAbort OperatorAction = "abort"
+	// ActionRetry runs a failed undo again.
+	ActionRetry OperatorAction = "retry"
+	// ActionResolve declares a failed undo done by other means.
+	ActionResolve OperatorAction = "resolve"
+	// ActionAbandon ends a saga as it is.
+	ActionAbandon OperatorAction = "abandon"
+)
+
+// OperatorCommand asks a coordinator to act on a saga for an operator.
+type OperatorCommand struct {
+	Action OperatorAction `json:"action"`
+	// Node is the node to retry or resolve.
+	Node     string `json:"node,omitempty"`
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
 // Op is what a request asks of a participant.
 type Op string
 
@@ -341,6 +381,8 @@ func (*OperatorAbort) EventType() Type     { return TypeOperatorAbort }
 func (*OperatorRetry) EventType() Type     { return TypeOperatorRetry }
 func (*OperatorResolve) EventType() Type   { return TypeOperatorResolve }
 func (*OperatorAbandon) EventType() Type   { return TypeOperatorAbandon }
+func (*StartSaga) EventType() Type         { return TypeCommandStart }
+func (*OperatorCommand) EventType() Type   { return TypeCommandOperator }
 func (*ActionRequest) EventType() Type     { return TypeActionRequest }
 func (*ActionReply) EventType() Type       { return TypeActionReply }
 
@@ -426,6 +468,22 @@ func (d *OperatorResolve) check() (string, string) {
 	return "", ""
 }
 func (d *OperatorAbandon) check() (string, string) { return "", "" }
+func (d *OperatorCommand) check() (string, string) {
+	switch d.Action {
+	case ActionAbort, ActionAbandon:
+	case ActionRetry, ActionResolve:
+		if d.Node == "" {
+			return "data.node", fmt.Sprintf("is empty: %s needs the node whose undo failed", d.Action)
+		}
+		if d.Action == ActionResolve && d.Reason == "" {
+			return "data.reason", "is empty: say why the node may be treated as undone"
+		}
+	default:
+		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve or abandon", d.Action)
+	}
+	return "", ""
+}
+
 func (d *ActionRequest) check() (string, string) {
 	if d.Op != OpDo && d.Op != OpUndo {
 		return "data.op", fmt.Sprintf("is %q, want do or undo", d.Op)

@@ -258,6 +258,10 @@ func Declare(cfg Config) (Topology, error) {
 				History:     1,
 				Storage:     c.Storage,
 				Replicas:    c.Replicas,
+				// Markers of purged in-flight entries expire (PurgeTTL), so
+				// listing a partition's in-flight sagas costs what is in
+				// flight, not the partition's history.
+				LimitMarkerTTL: leaseMarkerTTL,
 			},
 		},
 	}, nil

@@ -99,7 +99,9 @@ type Command interface{ isCommand() }
 
 // SendRequest publishes an action or undo request to participants.
 type SendRequest struct {
-	// Subject action: Request.Action for OpDo, Request.Undo for OpUndo.
+	// Action names the request subject (streams.RequestSubject). Do and
+	// undo requests of a node both go to its action's subject, so the
+	// participant that registered the action's undo with it receives them.
 	Action string
 	// ID is the request event's id (events.RequestID).
 	ID      string
@@ -516,7 +518,7 @@ func (d *decider) sendUndo(g *saga.GraphNode, attempt int, deadline time.Time) {
 		req.Output = json.RawMessage("null") // the action's outcome is unknown
 	}
 	d.cmds = append(d.cmds,
-		SendRequest{Action: g.Spec.Undo, ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req},
+		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req},
 		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: deadline})
 }
 

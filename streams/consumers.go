@@ -1,0 +1,78 @@
+package streams
+
+import (
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Consumers are declared here, with the streams, but created by the role
+// that uses them (a coordinator for the partitions it owns, a participant
+// for its actions), since which ones exist depends on who runs.
+
+// DefaultAckWait is how long a consumer waits for an ack before
+// redelivering; long actions extend it with InProgress.
+const DefaultAckWait = 30 * time.Second
+
+// PartitionConsumer is the durable consumer on JETSAGA_WORK through which
+// the owner of partition p receives saga starts, operator commands and
+// participant replies for the partition's sagas. Its name is fixed, so a new
+// owner continues where the previous one stopped.
+func PartitionConsumer(p int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        fmt.Sprintf("jetsaga-part-%d", p),
+		Description:    fmt.Sprintf("jetsaga coordinator input, partition %d", p),
+		FilterSubjects: []string{CommandSubject(p), ReplySubject(p)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        DefaultAckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  10000,
+	}
+}
+
+// TimerConsumer is the durable consumer on JETSAGA_TIMERS through which the
+// owner of partition p receives its fired timers.
+func TimerConsumer(p int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       fmt.Sprintf("jetsaga-timer-%d", p),
+		Description:   fmt.Sprintf("jetsaga fired timers, partition %d", p),
+		FilterSubject: TimerFireSubject(p),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       DefaultAckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+	}
+}
+
+// ActionConsumer is the durable consumer on JETSAGA_WORK that every
+// participant of action shares, so they compete for its requests (do and
+// undo). ackWait 0 means DefaultAckWait.
+func ActionConsumer(action string, ackWait time.Duration) jetstream.ConsumerConfig {
+	if ackWait <= 0 {
+		ackWait = DefaultAckWait
+	}
+	return jetstream.ConsumerConfig{
+		Durable:       ActionConsumerName(action),
+		Description:   "jetsaga participants of " + action,
+		FilterSubject: RequestSubject(action),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 1000,
+	}
+}
+
+// ActionConsumerName is the durable name of action's consumer: the action
+// with dots as underscores (consumer names cannot hold dots) and a hash of
+// the action, so "a.b" and "a_b" do not share a consumer.
+func ActionConsumerName(action string) string {
+	h := fnv.New32a()
+	h.Write([]byte(action))
+	return fmt.Sprintf("jetsaga-act-%s-%08x", strings.ReplaceAll(action, ".", "_"), h.Sum32())
+}
