@@ -64,6 +64,10 @@ type Abandon struct {
 // sent again and every timer armed again.
 type Recover struct{ Now time.Time }
 
+// Advance starts what can start now, for a saga that was held back by
+// Options.Admit or Options.MaxInFlight.
+type Advance struct{ Now time.Time }
+
 func (i Start) now() time.Time      { return i.Now }
 func (i Reply) now() time.Time      { return i.Now }
 func (i TimerFired) now() time.Time { return i.Now }
@@ -72,6 +76,7 @@ func (i RetryUndo) now() time.Time  { return i.Now }
 func (i Resolve) now() time.Time    { return i.Now }
 func (i Abandon) now() time.Time    { return i.Now }
 func (i Recover) now() time.Time    { return i.Now }
+func (i Advance) now() time.Time    { return i.Now }
 
 // TimerKind says what a timer is for.
 type TimerKind string
@@ -117,11 +122,20 @@ type ArmTimer struct {
 func (SendRequest) isCommand() {}
 func (ArmTimer) isCommand()    {}
 
-// Options tune decisions without changing what is legal.
+// Options tune decisions without changing what is legal: a replay does not
+// need them.
 type Options struct {
 	// MaxInFlight bounds the action and undo requests of one saga awaiting
 	// replies or retries at once; 0 means no bound.
 	MaxInFlight int
+	// Admit, if set, is asked before each node's first action or undo
+	// request; false holds the node back (Decision.Throttled). A coordinator
+	// uses it to bound the requests in flight across its sagas.
+	Admit func() bool
+	// Source is the CloudEvents source of the events emitted; default
+	// events.SourceCoordinator. Coordinators put their name in it, so two
+	// writers never produce identical log messages.
+	Source string
 }
 
 // Decision is what Decide returns.
@@ -132,6 +146,9 @@ type Decision struct {
 	Commands []Command
 	// State is the state after Events: what folding the log will give.
 	State *State
+	// Throttled: a node could have started but Options held it back; decide
+	// Advance when there is room.
+	Throttled bool
 }
 
 // Decide returns the events and commands that input leads to. An input that
@@ -139,7 +156,12 @@ type Decision struct {
 // an operator command the saga's state does not allow) is a *RejectedError
 // and changes nothing. s is not modified.
 func Decide(s *State, in Input, opt Options) (Decision, error) {
-	d := &decider{s: s.Clone(), now: in.now().UTC(), opt: opt}
+	// Round(0) drops the monotonic clock reading, which a replayed time
+	// would not have.
+	d := &decider{s: s.Clone(), now: in.now().Round(0).UTC(), opt: opt}
+	if d.opt.Source == "" {
+		d.opt.Source = events.SourceCoordinator
+	}
 	reject := func(node, format string, args ...any) (Decision, error) {
 		return Decision{}, &RejectedError{SagaID: s.SagaID, Node: node, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -201,6 +223,7 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 		d.must(&events.SagaFinished{Outcome: events.OutcomeAbandoned})
 	case Recover:
 		d.recover()
+	case Advance:
 	default:
 		return Decision{}, fmt.Errorf("machine: unknown input %T", in)
 	}
@@ -213,7 +236,7 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 	if d.err != nil {
 		return Decision{}, d.err
 	}
-	return Decision{Events: d.evs, Commands: d.cmds, State: d.s}, nil
+	return Decision{Events: d.evs, Commands: d.cmds, State: d.s, Throttled: d.throttled}, nil
 }
 
 type decider struct {
@@ -223,11 +246,13 @@ type decider struct {
 	evs  []events.Event
 	cmds []Command
 	err  error // first failure of must
+	// throttled: advance held a ready node back
+	throttled bool
 }
 
 // emit applies an event to the working state and records it.
 func (d *decider) emit(data events.Data) error {
-	e := events.Event{ID: events.LogEventID(d.s.SagaID, d.s.Events), Source: events.SourceCoordinator,
+	e := events.Event{ID: events.LogEventID(d.s.SagaID, d.s.Events), Source: d.opt.Source,
 		SagaID: d.s.SagaID, Time: d.now, Data: data}
 	if err := d.s.Apply(e); err != nil {
 		return err
@@ -399,7 +424,7 @@ func (d *decider) advance() {
 				continue
 			}
 			if hasParticipant(g) {
-				if d.opt.MaxInFlight > 0 && d.inFlight() >= d.opt.MaxInFlight {
+				if !d.admit() {
 					continue
 				}
 				d.startAction(g, 1)
@@ -440,7 +465,7 @@ func (d *decider) advance() {
 			continue
 		}
 		if hasUndoRequest(g) {
-			if d.opt.MaxInFlight > 0 && d.inFlight() >= d.opt.MaxInFlight {
+			if !d.admit() {
 				continue
 			}
 			d.startUndo(g, 1)
@@ -460,15 +485,13 @@ func (d *decider) advance() {
 	d.must(&events.SagaFinished{Outcome: events.OutcomeUnwound})
 }
 
-// inFlight counts the saga's requests awaiting replies or retries.
-func (d *decider) inFlight() int {
-	k := 0
-	for i := range d.s.Nodes {
-		if st := d.s.Nodes[i].State; st == NodeStarted || st == NodeUndoStarted {
-			k++
-		}
+// admit says whether one more node may start a request now.
+func (d *decider) admit() bool {
+	if (d.opt.MaxInFlight > 0 && d.s.InFlight() >= d.opt.MaxInFlight) || (d.opt.Admit != nil && !d.opt.Admit()) {
+		d.throttled = true
+		return false
 	}
-	return k
+	return true
 }
 
 func (d *decider) internalOutput(g *saga.GraphNode) json.RawMessage {

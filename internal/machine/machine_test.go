@@ -619,3 +619,35 @@ func keys(m map[string]json.RawMessage) []string {
 	}
 	return out
 }
+
+func TestAdmitThrottlesAndAdvanceResumes(t *testing.T) {
+	t.Parallel()
+	def := saga.New("p").Parallel(saga.Action("a", "s.a"), saga.Action("b", "s.b")).MustBuild()
+	slots := 1
+	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	m.opt = machine.Options{Admit: func() bool {
+		if slots == 0 {
+			return false
+		}
+		slots--
+		return true
+	}, Source: "/jetsaga/coordinator/test"}
+	d := m.must(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}})
+	if !d.Throttled || len(m.pending) != 1 || d.Events[0].Source != "/jetsaga/coordinator/test" {
+		t.Fatalf("throttled %v, %d pending, source %q", d.Throttled, len(m.pending), d.Events[0].Source)
+	}
+	d = m.must(machine.Advance{Now: t0})
+	if !d.Throttled || len(d.Events) != 0 {
+		t.Fatalf("advance without room: throttled %v, %d events", d.Throttled, len(d.Events))
+	}
+	slots = 1
+	d = m.must(machine.Advance{Now: t0})
+	if d.Throttled || len(m.pending) != 2 {
+		t.Fatalf("advance with room: throttled %v, %d pending", d.Throttled, len(m.pending))
+	}
+	m.succeed("a", `1`)
+	m.succeed("b", `1`)
+	if m.s.Status != machine.StatusSucceeded {
+		t.Fatal(m.s.Status)
+	}
+}

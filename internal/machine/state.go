@@ -119,6 +119,18 @@ func (s *State) Node(path string) (*saga.GraphNode, *Node, bool) {
 	return g, &s.Nodes[g.Index], true
 }
 
+// InFlight counts the nodes with an action or undo awaiting a reply or a
+// retry.
+func (s *State) InFlight() int {
+	k := 0
+	for i := range s.Nodes {
+		if st := s.Nodes[i].State; st == NodeStarted || st == NodeUndoStarted {
+			k++
+		}
+	}
+	return k
+}
+
 // needsUndo reports whether the node did (or may have done) something that
 // unwinding must undo, and has not been undone yet.
 func (n *Node) needsUndo() bool {
