@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
+	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/streams"
@@ -90,7 +90,7 @@ func (r *replayed) print(w io.Writer) {
 			if i > 0 {
 				seq = ""
 			}
-			fmt.Fprintf(w, "%-8s %s  %-28s %s\n", seq, ev.Time.Format("15:04:05.000"), shortType(ev.Type()), describe(ev))
+			fmt.Fprintf(w, "%-8s %s  %-28s %s\n", seq, ev.Time.Format("15:04:05.000"), client.ShortType(ev.Type()), describe(ev))
 		}
 	}
 	s := r.state
@@ -109,11 +109,6 @@ func (r *replayed) print(w io.Writer) {
 		}
 		fmt.Fprintln(w, line)
 	}
-}
-
-func shortType(t events.Type) string {
-	s := strings.TrimPrefix(string(t), "io.jetsaga.")
-	return strings.TrimSuffix(s, ".v1")
 }
 
 // describe says what an event carries, in one line.

@@ -1,0 +1,299 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/saga"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+var (
+	// ErrNotFound: no saga has that id.
+	ErrNotFound = errors.New("client: saga not found")
+	// ErrTooLarge: a start's definition and params exceed the server's
+	// message size limit.
+	ErrTooLarge = errors.New("client: saga start too large")
+)
+
+// namespace derives saga ids from idempotency keys (UUID v5).
+var namespace = uuid.MustParse("6f0c6a52-6a51-4b8e-9d0a-4f1f7e6a9c31")
+
+// Client talks to jetsaga through JetStream.
+type Client struct {
+	js         jetstream.JetStream
+	log        *streams.Log
+	ix         *index.Index
+	partitions int
+	maxMsg     int32
+	operator   string
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithOperator names who sends operator commands (recorded in the log).
+func WithOperator(name string) Option { return func(c *Client) { c.operator = name } }
+
+// New returns a client. It reads the partition count from the topology,
+// which must exist (a coordinator or `jetsaga dev` creates it).
+func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Client, error) {
+	st, err := js.Stream(ctx, streams.WorkStream)
+	if err != nil {
+		return nil, fmt.Errorf("client: jetsaga's streams are not there (start a coordinator or jetsaga dev first): %w", err)
+	}
+	info := st.CachedInfo()
+	p, err := strconv.Atoi(info.Config.Metadata["jetsaga.partitions"])
+	if err != nil || p < 1 {
+		return nil, fmt.Errorf("client: stream %s has no valid jetsaga.partitions metadata", streams.WorkStream)
+	}
+	ix, err := index.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{js: js, log: streams.NewLog(js), ix: ix, partitions: p, maxMsg: info.Config.MaxMsgSize, operator: "client"}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// StartOption configures Start.
+type StartOption func(*startOptions)
+
+type startOptions struct {
+	id, key  string
+	metadata map[string]string
+}
+
+// WithSagaID gives the saga's id (a UUID); starting an id that exists
+// returns it without a second run.
+func WithSagaID(id string) StartOption { return func(o *startOptions) { o.id = id } }
+
+// WithIdempotencyKey derives the saga's id from key, so starting with the
+// same key again returns the same saga (the double-click problem).
+func WithIdempotencyKey(key string) StartOption { return func(o *startOptions) { o.key = key } }
+
+// WithMetadata attaches labels to the saga.
+func WithMetadata(m map[string]string) StartOption { return func(o *startOptions) { o.metadata = m } }
+
+// SagaIDForKey is the id Start gives a saga started with an idempotency key.
+func SagaIDForKey(key string) string { return uuid.NewSHA1(namespace, []byte(key)).String() }
+
+// Start asks the coordinators to start a saga and returns its id once the
+// request is durable. The definition is checked first: a bad one is an
+// error listing every problem. Starting a saga whose id (or idempotency
+// key) exists starts nothing and returns the existing saga's id.
+func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, opts ...StartOption) (string, error) {
+	var o startOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if err := saga.Validate(def); err != nil {
+		return "", err
+	}
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return "", fmt.Errorf("client: params: %w", err)
+	}
+	id := o.id
+	switch {
+	case id != "" && o.key != "":
+		return "", errors.New("client: give a saga id or an idempotency key, not both")
+	case o.key != "":
+		id = SagaIDForKey(o.key)
+	case id == "":
+		id = uuid.NewString()
+	}
+	if err := streams.ValidateSagaID(id); err != nil {
+		return "", err
+	}
+	cmd := &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: raw, IdempotencyKey: o.key, Metadata: o.metadata}}
+	if err := c.command(ctx, id, "start:"+id, cmd); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// command publishes a command about saga id to its partition.
+func (c *Client) command(ctx context.Context, id, eventID string, data events.Data) error {
+	b, err := events.Encode(events.Event{ID: eventID, Source: "/jetsaga/client", SagaID: id, Time: time.Now().UTC(), Data: data})
+	if err != nil {
+		return err
+	}
+	if c.maxMsg > 0 && len(b) > int(c.maxMsg) {
+		return fmt.Errorf("%w: %d bytes, the limit is %d (keep big data out of params and outputs)", ErrTooLarge, len(b), c.maxMsg)
+	}
+	m := nats.NewMsg(streams.CommandSubject(streams.Partition(id, c.partitions)))
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, eventID)
+	m.Header.Set("Content-Type", events.ContentTypeEvent)
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("client: send %s for saga %s: %w", data.EventType(), id, err)
+	}
+	return nil
+}
+
+func (c *Client) operatorCommand(ctx context.Context, id string, cmd events.OperatorCommand) error {
+	if err := streams.ValidateSagaID(id); err != nil {
+		return err
+	}
+	if _, err := c.log.Last(ctx, id); err != nil {
+		return err
+	}
+	cmd.Operator = c.operator
+	return c.command(ctx, id, fmt.Sprintf("%s:%s:%s", cmd.Action, id, uuid.NewString()), &cmd)
+}
+
+// Abort asks a running saga to unwind.
+func (c *Client) Abort(ctx context.Context, id, reason string) error {
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionAbort, Reason: reason})
+}
+
+// RetryUndo asks a stuck saga to run the failed undo of node again.
+func (c *Client) RetryUndo(ctx context.Context, id, node, reason string) error {
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionRetry, Node: node, Reason: reason})
+}
+
+// Resolve declares the failed undo of node done by other means; reason is
+// recorded in the log.
+func (c *Client) Resolve(ctx context.Context, id, node, reason string) error {
+	if reason == "" {
+		return errors.New("client: resolve needs a reason")
+	}
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionResolve, Node: node, Reason: reason})
+}
+
+// Abandon ends a saga as it is.
+func (c *Client) Abandon(ctx context.Context, id, reason string) error {
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionAbandon, Reason: reason})
+}
+
+// Events returns a saga's log, decoded, with the stream sequence of the
+// message each event came in.
+func (c *Client) Events(ctx context.Context, id string) ([]LogEvent, error) {
+	entries, err := c.read(ctx, id, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []LogEvent
+	for _, e := range entries {
+		evs, err := events.DecodeBatch(e.Data)
+		if err != nil {
+			return out, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+		}
+		for _, ev := range evs {
+			out = append(out, LogEvent{Seq: e.Seq, Event: ev})
+		}
+	}
+	return out, nil
+}
+
+// LogEvent is an event of a saga's log.
+type LogEvent struct {
+	// Seq is the stream sequence of the log message it came in.
+	Seq uint64
+	events.Event
+}
+
+func (c *Client) read(ctx context.Context, id string, after uint64) ([]streams.Entry, error) {
+	if err := streams.ValidateSagaID(id); err != nil {
+		return nil, err
+	}
+	entries, err := c.log.Read(ctx, id, after)
+	if errors.Is(err, streams.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return entries, err
+}
+
+// Status folds a saga's log into its status.
+func (c *Client) Status(ctx context.Context, id string) (*Saga, error) {
+	evs, err := c.Events(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return fold(id, evs)
+}
+
+func fold(id string, evs []LogEvent) (*Saga, error) {
+	s := machine.New(id)
+	for _, e := range evs {
+		if err := s.Apply(e.Event); err != nil {
+			return nil, err
+		}
+	}
+	return view(s, evs), nil
+}
+
+// Wait returns the saga's status once it has finished or is stuck (waiting
+// for an operator), or ctx's error.
+func (c *Client) Wait(ctx context.Context, id string) (*Saga, error) {
+	return c.WaitFor(ctx, id, func(s *Saga) bool { return s.Finished() || s.Status == StatusStuck })
+}
+
+// WaitFor returns the saga's status once done reports true for it. It
+// watches the saga's log subject and reads only what is new.
+func (c *Client) WaitFor(ctx context.Context, id string, done func(*Saga) bool) (*Saga, error) {
+	if err := streams.ValidateSagaID(id); err != nil {
+		return nil, err
+	}
+	// Subscribe before reading, so no append falls between the two.
+	nudge := make(chan struct{}, 1)
+	sub, err := c.js.Conn().Subscribe(streams.LogSubject(id), func(*nats.Msg) {
+		select {
+		case nudge <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	var evs []LogEvent
+	var last uint64
+	poll := time.NewTicker(time.Second) // in case a nudge is lost
+	defer poll.Stop()
+	for {
+		entries, err := c.log.Read(ctx, id, last)
+		if err != nil && !(errors.Is(err, streams.ErrNotFound) && last == 0) {
+			return nil, err
+		}
+		for _, e := range entries {
+			batch, err := events.DecodeBatch(e.Data)
+			if err != nil {
+				return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+			}
+			for _, ev := range batch {
+				evs = append(evs, LogEvent{Seq: e.Seq, Event: ev})
+			}
+			last = e.Seq
+		}
+		if len(evs) > 0 {
+			s, err := fold(id, evs)
+			if err != nil {
+				return nil, err
+			}
+			if done(s) {
+				return s, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-nudge:
+		case <-poll.C:
+		}
+	}
+}

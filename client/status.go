@@ -1,0 +1,182 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// Saga states.
+const (
+	StatusRunning   = string(machine.StatusRunning)
+	StatusUnwinding = string(machine.StatusUnwinding)
+	StatusStuck     = string(machine.StatusStuck)
+	StatusSucceeded = string(machine.StatusSucceeded)
+	StatusUnwound   = string(machine.StatusUnwound)
+	StatusAbandoned = string(machine.StatusAbandoned)
+)
+
+// Saga is a saga's status, folded from its log.
+type Saga struct {
+	ID     string          `json:"id"`
+	Name   string          `json:"name"`
+	Status string          `json:"status"`
+	Params json.RawMessage `json:"params"`
+	// Output is the saga's output once it has succeeded.
+	Output         json.RawMessage   `json:"output,omitempty"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	// UnwindReason and FailedNode say why the saga unwinds.
+	UnwindReason string    `json:"unwind_reason,omitempty"`
+	FailedNode   string    `json:"failed_node,omitempty"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
+	Nodes        []Node    `json:"nodes"`
+	Timeline     []Entry   `json:"timeline"`
+	// Definition is the saga's DAG as stored in its log.
+	Definition *saga.Definition `json:"definition"`
+}
+
+// Finished reports whether the saga has ended.
+func (s *Saga) Finished() bool {
+	return s.Status == StatusSucceeded || s.Status == StatusUnwound || s.Status == StatusAbandoned
+}
+
+// Node returns the node with the given path.
+func (s *Saga) Node(path string) (Node, bool) {
+	for _, n := range s.Nodes {
+		if n.Path == path {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Node is a node's status.
+type Node struct {
+	Path        string          `json:"path"`
+	Kind        string          `json:"kind"`
+	Action      string          `json:"action,omitempty"`
+	Undo        string          `json:"undo,omitempty"`
+	Parents     []string        `json:"parents,omitempty"`
+	State       string          `json:"state"`
+	Attempt     int             `json:"attempt,omitempty"`
+	UndoAttempt int             `json:"undo_attempt,omitempty"`
+	Output      json.RawMessage `json:"output,omitempty"`
+	Error       *events.Error   `json:"error,omitempty"`
+	// Resolved is an operator's reason for treating a failed undo as done.
+	Resolved string `json:"resolved,omitempty"`
+}
+
+// Entry is one event of the timeline.
+type Entry struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Type is the event type without prefix and version: "node.succeeded".
+	Type string `json:"type"`
+	Node string `json:"node,omitempty"`
+}
+
+func view(s *machine.State, evs []LogEvent) *Saga {
+	v := &Saga{ID: s.SagaID, Status: string(s.Status), Output: s.Output, Updated: s.Updated}
+	if s.Created != nil {
+		v.Name, v.Params, v.Definition = s.Created.Definition.Name, s.Created.Params, s.Created.Definition
+		v.IdempotencyKey, v.Metadata = s.Created.IdempotencyKey, s.Created.Metadata
+	}
+	if s.Unwinding != nil {
+		v.UnwindReason, v.FailedNode = string(s.Unwinding.Reason), s.Unwinding.Node
+	}
+	if s.Graph != nil {
+		for i, g := range s.Graph.Nodes {
+			n := s.Nodes[i]
+			node := Node{Path: g.Path, Kind: string(g.Kind), State: string(n.State), Attempt: n.Attempt, UndoAttempt: n.UndoAttempt,
+				Output: n.Output, Error: n.Error, Resolved: n.Resolved}
+			if g.Kind == saga.KindAction {
+				node.Action, node.Undo = g.Spec.Action, g.Spec.Undo
+			}
+			for _, p := range g.Parents {
+				node.Parents = append(node.Parents, s.Graph.Nodes[p].Path)
+			}
+			v.Nodes = append(v.Nodes, node)
+		}
+	}
+	for i, e := range evs {
+		if i == 0 {
+			v.Created = e.Time
+		}
+		v.Timeline = append(v.Timeline, Entry{Seq: e.Seq, Time: e.Time, Type: ShortType(e.Type()), Node: NodeOf(e.Event)})
+	}
+	return v
+}
+
+// ShortType is an event type without its prefix and version.
+func ShortType(t events.Type) string {
+	return strings.TrimSuffix(strings.TrimPrefix(string(t), "io.jetsaga."), ".v1")
+}
+
+// NodeOf is the node an event is about, if any.
+func NodeOf(e events.Event) string {
+	switch d := e.Data.(type) {
+	case *events.NodeStarted:
+		return d.Node
+	case *events.NodeSucceeded:
+		return d.Node
+	case *events.NodeAttemptFailed:
+		return d.Node
+	case *events.NodeFailed:
+		return d.Node
+	case *events.UndoStarted:
+		return d.Node
+	case *events.UndoAttemptFailed:
+		return d.Node
+	case *events.UndoFinished:
+		return d.Node
+	case *events.UndoFailed:
+		return d.Node
+	case *events.SagaStuck:
+		return d.Node
+	case *events.SagaUnwinding:
+		return d.Node
+	case *events.OperatorRetry:
+		return d.Node
+	case *events.OperatorResolve:
+		return d.Node
+	}
+	return ""
+}
+
+// Summary is a saga as listed.
+type Summary = index.Summary
+
+// Filter selects sagas to list; zero fields select everything.
+type Filter struct {
+	Status string
+	Name   string
+	// Since and Until bound the time the saga was created.
+	Since, Until time.Time
+	// Limit keeps the newest Limit sagas; 0 keeps all.
+	Limit int
+}
+
+// List lists sagas from the saga index, newest first.
+func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
+	out, err := c.ix.All(ctx, func(s Summary) bool {
+		return (f.Status == "" || s.Status == f.Status) && (f.Name == "" || s.Name == f.Name) &&
+			(f.Since.IsZero() || !s.Created.Before(f.Since)) && (f.Until.IsZero() || s.Created.Before(f.Until))
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return b.Created.Compare(a.Created) })
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}

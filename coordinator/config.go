@@ -1,0 +1,94 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// Config configures a Coordinator. The zero value works for one
+// coordinator against a server jetsaga may create streams on.
+type Config struct {
+	// Name identifies the coordinator in logs, status and the source of the
+	// events it writes. Default: "<hostname>-<pid>".
+	Name string
+	// Logger receives structured logs (attributes saga_id, node, event).
+	// Default: discard.
+	Logger *slog.Logger
+	// Topology is the JetStream topology; Start applies it (creating what is
+	// missing). Its Partitions must be the same for every coordinator.
+	Topology streams.Config
+	// Partitions lists the partitions this coordinator drives. Default: all
+	// of them (0 to Topology.Partitions-1), for a single coordinator.
+	Partitions []int
+	// MaxInFlightPerSaga bounds one saga's requests awaiting replies or
+	// retries; 0 means no bound.
+	MaxInFlightPerSaga int
+	// MaxInFlight bounds the requests awaiting replies or retries across all
+	// the coordinator's sagas; 0 means no bound. Sagas held back continue
+	// as requests finish.
+	MaxInFlight int
+	// RecoveryInterval is how often the coordinator looks for in-flight
+	// sagas of its partitions that it is not driving (one that failed to
+	// load, say) and recovers them. Default: 30s.
+	RecoveryInterval time.Duration
+	// RequestTimeout bounds each call to NATS. Default: 10s.
+	RequestTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Topology.Partitions == 0 {
+		c.Topology.Partitions = streams.DefaultPartitions
+	}
+	if c.Partitions == nil {
+		for p := range c.Topology.Partitions {
+			c.Partitions = append(c.Partitions, p)
+		}
+	}
+	if c.RecoveryInterval == 0 {
+		c.RecoveryInterval = 30 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if err := c.Topology.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	seen := map[int]bool{}
+	for _, p := range c.Partitions {
+		if p < 0 || p >= c.Topology.Partitions {
+			bad("partition %d is not between 0 and %d", p, c.Topology.Partitions-1)
+		}
+		if seen[p] {
+			bad("partition %d is listed twice", p)
+		}
+		seen[p] = true
+	}
+	if c.MaxInFlight < 0 || c.MaxInFlightPerSaga < 0 {
+		bad("MaxInFlight and MaxInFlightPerSaga must not be negative")
+	}
+	if c.RecoveryInterval < 0 || c.RequestTimeout < 0 {
+		bad("RecoveryInterval and RequestTimeout must not be negative")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,313 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// MinServerVersion is the oldest nats-server jetsaga runs on: message
+// schedules, which durable retry timers use, came in 2.12.
+const MinServerVersion = "2.12.0"
+
+// Coordinator drives the sagas of its partitions. Create it with New.
+type Coordinator struct {
+	cfg    Config
+	js     jetstream.JetStream
+	nc     *nats.Conn
+	logger *slog.Logger
+	source string
+
+	log *streams.Log
+	ix  *index.Index
+
+	mu      sync.Mutex
+	state   lifecycle
+	ctx     context.Context // cancelled by Stop, after draining
+	cancel  context.CancelFunc
+	parts   map[int]*partition
+	wg      sync.WaitGroup // every goroutine the coordinator starts
+	stopped chan struct{}
+
+	// inflight counts requests awaiting replies or retries across sagas,
+	// for Config.MaxInFlight.
+	inflight atomic.Int64
+	stats    stats
+}
+
+type lifecycle int
+
+const (
+	created lifecycle = iota
+	running
+	stopping
+	stopped
+)
+
+// New validates cfg and returns a coordinator; Start runs it.
+func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
+	if js == nil {
+		return nil, fmt.Errorf("%w: JetStream is nil", ErrInvalidConfig)
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Coordinator{
+		cfg:     cfg,
+		js:      js,
+		nc:      js.Conn(),
+		logger:  cfg.Logger.With("coordinator", cfg.Name),
+		source:  events.SourceCoordinator + "/" + cfg.Name,
+		log:     streams.NewLog(js),
+		parts:   map[int]*partition{},
+		stopped: make(chan struct{}),
+	}, nil
+}
+
+// Start checks the server (JetStream enabled, version at least
+// MinServerVersion), applies the topology, and starts driving the
+// configured partitions: it recovers their sagas in flight and consumes
+// their inputs. It returns once every partition is consuming; recovery
+// goes on in the background. Start is idempotent.
+func (c *Coordinator) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case running:
+		return nil
+	case stopping, stopped:
+		return ErrStopped
+	}
+	if err := c.checkServer(ctx); err != nil {
+		return err
+	}
+	if err := streams.Apply(ctx, c.js, c.cfg.Topology); err != nil {
+		return fmt.Errorf("coordinator: topology: %w", err)
+	}
+	ix, err := index.Open(ctx, c.js)
+	if err != nil {
+		return err
+	}
+	c.ix = ix
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	for _, p := range c.cfg.Partitions {
+		part, err := c.startPartition(ctx, p)
+		if err != nil {
+			for _, started := range c.parts {
+				started.stop(ctx)
+			}
+			c.cancel()
+			return err
+		}
+		c.parts[p] = part
+	}
+	c.state = running
+	c.logger.Info("coordinator started", "partitions", len(c.parts), "server", c.nc.ConnectedUrlRedacted())
+	return nil
+}
+
+// checkServer fails fast, with one clear message, on a server jetsaga
+// cannot use.
+func (c *Coordinator) checkServer(ctx context.Context) error {
+	if !c.nc.IsConnected() {
+		return fmt.Errorf("%w: not connected to NATS", ErrServer)
+	}
+	v := c.nc.ConnectedServerVersion()
+	if !versionAtLeast(v, MinServerVersion) {
+		return fmt.Errorf("%w: the NATS server at %s is version %s; jetsaga needs %s or newer (for message schedules)",
+			ErrServer, c.nc.ConnectedUrlRedacted(), v, MinServerVersion)
+	}
+	if _, err := c.js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("%w: JetStream is not enabled on the NATS server at %s (start it with -js)", ErrServer, c.nc.ConnectedUrlRedacted())
+		}
+		return fmt.Errorf("%w: JetStream at %s: %v", ErrServer, c.nc.ConnectedUrlRedacted(), err)
+	}
+	return nil
+}
+
+// versionAtLeast compares dotted versions ("2.15.2", "2.12.0-beta").
+func versionAtLeast(have, want string) bool {
+	parse := func(v string) [3]int {
+		var out [3]int
+		v, _, _ = strings.Cut(v, "-")
+		for i, part := range strings.SplitN(v, ".", 3) {
+			out[i], _ = strconv.Atoi(part)
+		}
+		return out
+	}
+	h, w := parse(have), parse(want)
+	for i := range h {
+		if h[i] != w[i] {
+			return h[i] > w[i]
+		}
+	}
+	return true
+}
+
+// Stop stops consuming, finishes the inputs it has taken, and returns when
+// every goroutine has ended or ctx is done. Unfinished sagas stay in flight
+// in the log, for the next coordinator. Stop is idempotent.
+func (c *Coordinator) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	switch c.state {
+	case created:
+		c.state = stopped
+		close(c.stopped)
+		c.mu.Unlock()
+		return nil
+	case stopping, stopped:
+		c.mu.Unlock()
+		select {
+		case <-c.stopped:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.state = stopping
+	parts := c.parts
+	c.mu.Unlock()
+
+	for _, p := range parts {
+		p.stop(ctx)
+	}
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.cancel()
+	<-done
+	c.mu.Lock()
+	c.state = stopped
+	close(c.stopped)
+	c.mu.Unlock()
+	c.logger.Info("coordinator stopped")
+	return err
+}
+
+// go runs f in a goroutine that Stop waits for.
+func (c *Coordinator) goFunc(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// opCtx bounds one NATS call.
+func (c *Coordinator) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
+}
+
+// admit reserves a slot for one more request in flight, if
+// Config.MaxInFlight allows.
+func (c *Coordinator) admit(reserved *int) func() bool {
+	if c.cfg.MaxInFlight == 0 {
+		return nil
+	}
+	return func() bool {
+		if c.inflight.Add(1) > int64(c.cfg.MaxInFlight) {
+			c.inflight.Add(-1)
+			return false
+		}
+		*reserved++
+		return true
+	}
+}
+
+// wakeAll tells every partition there may be room for held-back sagas.
+func (c *Coordinator) wakeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.parts {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// stats are the coordinator's counters.
+type stats struct {
+	recovered, recoveryFailures, rejected, conflicts, started, finished atomic.Int64
+	mu                                                                  sync.Mutex
+	lastFailures                                                        []string
+	lastRecovery                                                        time.Time
+}
+
+func (s *stats) failure(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastFailures = append(s.lastFailures, msg)
+	if len(s.lastFailures) > 20 {
+		s.lastFailures = s.lastFailures[len(s.lastFailures)-20:]
+	}
+}
+
+// Status is what a coordinator reports about itself.
+type Status struct {
+	Name       string            `json:"name"`
+	Partitions []PartitionStatus `json:"partitions"`
+	// InFlightSagas are the sagas loaded and not finished.
+	InFlightSagas int `json:"in_flight_sagas"`
+	// InFlightRequests are requests awaiting replies or retries.
+	InFlightRequests int64 `json:"in_flight_requests"`
+	Started          int64 `json:"sagas_started"`
+	Finished         int64 `json:"sagas_finished"`
+	Recovered        int64 `json:"sagas_recovered"`
+	RecoveryFailures int64 `json:"recovery_failures"`
+	// Rejected counts inputs ignored as stale, duplicate, forged or
+	// malformed.
+	Rejected       int64     `json:"inputs_rejected"`
+	Conflicts      int64     `json:"write_conflicts"`
+	LastRecovery   time.Time `json:"last_recovery,omitzero"`
+	RecentFailures []string  `json:"recent_failures,omitempty"`
+}
+
+// PartitionStatus describes one partition the coordinator drives.
+type PartitionStatus struct {
+	ID    int `json:"id"`
+	Sagas int `json:"sagas"`
+}
+
+// Status reports the coordinator's partitions and counters.
+func (c *Coordinator) Status() Status {
+	c.mu.Lock()
+	parts := make([]*partition, 0, len(c.parts))
+	for _, p := range c.parts {
+		parts = append(parts, p)
+	}
+	c.mu.Unlock()
+	st := Status{Name: c.cfg.Name, InFlightRequests: c.inflight.Load(), Started: c.stats.started.Load(),
+		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
+		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load()}
+	for _, p := range parts {
+		n := int(p.loaded.Load())
+		st.Partitions = append(st.Partitions, PartitionStatus{ID: p.id, Sagas: n})
+		st.InFlightSagas += n
+	}
+	c.stats.mu.Lock()
+	st.LastRecovery = c.stats.lastRecovery
+	st.RecentFailures = append([]string(nil), c.stats.lastFailures...)
+	c.stats.mu.Unlock()
+	return st
+}

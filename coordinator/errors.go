@@ -1,0 +1,13 @@
+package coordinator
+
+import "errors"
+
+var (
+	// ErrInvalidConfig is matched by Config validation errors from New.
+	ErrInvalidConfig = errors.New("coordinator: invalid config")
+	// ErrServer is matched when the NATS server cannot run jetsaga: no
+	// JetStream, or a version older than MinServerVersion.
+	ErrServer = errors.New("coordinator: unsuitable NATS server")
+	// ErrStopped is returned by Start after Stop.
+	ErrStopped = errors.New("coordinator: stopped")
+)

@@ -1,0 +1,638 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// partition drives the sagas of one partition. All saga state is owned by
+// its goroutine (run); inputs reach it through inbox.
+type partition struct {
+	c     *Coordinator
+	id    int
+	inbox chan item
+	wake  chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
+
+	sagas     map[string]*run // loaded, unfinished
+	throttled map[string]bool // held back by MaxInFlight
+	loaded    atomic.Int64    // len(sagas), for Status
+	consumers []jetstream.ConsumeContext
+}
+
+// run is a saga loaded in memory.
+type run struct {
+	state  *machine.State
+	seq    uint64                 // stream sequence of its last log message
+	timers map[string]*time.Timer // in-memory attempt deadlines, by timer id
+}
+
+// item is one input for a saga.
+type item struct {
+	sagaID string
+	// make builds the machine input with the time it is handled.
+	make func(now time.Time) machine.Input
+	// msg is acked once the input is handled; nil for internal inputs.
+	msg   jetstream.Msg
+	start bool // a saga start: the saga may not exist yet
+	what  string
+}
+
+// timerMsg is the body of a fired retry timer.
+type timerMsg struct {
+	SagaID string        `json:"saga_id"`
+	Timer  machine.Timer `json:"timer"`
+}
+
+func (c *Coordinator) startPartition(ctx context.Context, p int) (*partition, error) {
+	part := &partition{c: c, id: p, inbox: make(chan item, 256), wake: make(chan struct{}, 1),
+		quit: make(chan struct{}), done: make(chan struct{}), sagas: map[string]*run{}, throttled: map[string]bool{}}
+	work, err := c.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.PartitionConsumer(p))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: partition %d consumer: %w", p, err)
+	}
+	timers, err := c.js.CreateOrUpdateConsumer(ctx, streams.TimerStream, streams.TimerConsumer(p))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", p, err)
+	}
+	// Recovery is the partition's first work, before any input.
+	part.inbox <- item{what: "recover"}
+	c.goFunc(part.loop)
+	for _, cons := range []struct {
+		cons jetstream.Consumer
+		fn   func(jetstream.Msg)
+	}{{work, part.onWork}, {timers, part.onTimer}} {
+		cc, err := cons.cons.Consume(cons.fn, jetstream.PullMaxMessages(128),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				c.logger.Debug("consume", "partition", p, "error", err)
+			}))
+		if err != nil {
+			part.stop(ctx)
+			return nil, fmt.Errorf("coordinator: partition %d consume: %w", p, err)
+		}
+		part.consumers = append(part.consumers, cc)
+	}
+	return part, nil
+}
+
+// stop stops consuming and lets the goroutine finish what it has taken.
+func (p *partition) stop(ctx context.Context) {
+	for _, cc := range p.consumers {
+		cc.Drain()
+	}
+	for _, cc := range p.consumers {
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
+		}
+	}
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
+}
+
+// enqueue hands an input to the partition's goroutine, unless it is
+// stopping (then a message input is left unacked, for redelivery).
+func (p *partition) enqueue(it item) {
+	select {
+	case p.inbox <- it:
+	case <-p.quit:
+		if it.msg != nil {
+			_ = it.msg.Nak()
+		}
+	}
+}
+
+func (p *partition) loop() {
+	defer close(p.done)
+	defer p.stopTimers()
+	recovery := time.NewTicker(p.c.cfg.RecoveryInterval)
+	defer recovery.Stop()
+	for {
+		select {
+		case it := <-p.inbox:
+			p.handle(it)
+		case <-p.wake:
+			p.advanceThrottled()
+		case <-recovery.C:
+			p.recover()
+		case <-p.quit:
+			// Finish what was taken; what is left unacked comes back.
+			for {
+				select {
+				case it := <-p.inbox:
+					p.handle(it)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// onWork turns a message from JETSAGA_WORK (a command or a reply) into an
+// input. A message that cannot be one is logged with the reason and
+// terminated: it will never become valid.
+func (p *partition) onWork(m jetstream.Msg) {
+	ev, err := events.Decode(m.Data())
+	if err != nil {
+		p.reject(m, "", "malformed message on "+m.Subject(), err)
+		return
+	}
+	if got := streams.Partition(ev.SagaID, p.c.cfg.Topology.Partitions); got != p.id {
+		p.reject(m, ev.SagaID, fmt.Sprintf("saga belongs to partition %d, not %d", got, p.id), nil)
+		return
+	}
+	it := item{sagaID: ev.SagaID, msg: m, what: string(ev.Type())}
+	switch d := ev.Data.(type) {
+	case *events.ActionReply:
+		if m.Subject() != streams.ReplySubject(p.id) {
+			p.reject(m, ev.SagaID, "a reply on the command subject", nil)
+			return
+		}
+		if want := events.ReplyID(d.RequestID); ev.ID != want {
+			p.reject(m, ev.SagaID, fmt.Sprintf("reply id %q does not answer request %q", ev.ID, d.RequestID), nil)
+			return
+		}
+		rep := *d
+		it.make = func(now time.Time) machine.Input { return machine.Reply{Now: now, Reply: rep} }
+	case *events.StartSaga:
+		created := d.SagaCreated
+		it.start = true
+		it.make = func(now time.Time) machine.Input { return machine.Start{Now: now, Created: created} }
+	case *events.OperatorCommand:
+		cmd := *d
+		it.make = func(now time.Time) machine.Input { return operatorInput(now, cmd) }
+	default:
+		p.reject(m, ev.SagaID, fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject()), nil)
+		return
+	}
+	p.enqueue(it)
+}
+
+func operatorInput(now time.Time, cmd events.OperatorCommand) machine.Input {
+	switch cmd.Action {
+	case events.ActionAbort:
+		return machine.Abort{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
+	case events.ActionRetry:
+		return machine.RetryUndo{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
+	case events.ActionResolve:
+		return machine.Resolve{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
+	default:
+		return machine.Abandon{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
+	}
+}
+
+// onTimer turns a fired retry timer into an input.
+func (p *partition) onTimer(m jetstream.Msg) {
+	var tm timerMsg
+	if err := json.Unmarshal(m.Data(), &tm); err != nil || streams.ValidateSagaID(tm.SagaID) != nil {
+		p.reject(m, "", "malformed timer", err)
+		return
+	}
+	t := tm.Timer
+	p.enqueue(item{sagaID: tm.SagaID, msg: m, what: "timer " + t.ID(),
+		make: func(now time.Time) machine.Input { return machine.TimerFired{Now: now, Timer: t} }})
+}
+
+func (p *partition) reject(m jetstream.Msg, sagaID, reason string, err error) {
+	p.c.stats.rejected.Add(1)
+	args := []any{"partition", p.id, "subject", m.Subject(), "reason", reason}
+	if sagaID != "" {
+		args = append(args, "saga_id", sagaID)
+	}
+	if err != nil {
+		args = append(args, "error", err)
+	}
+	p.c.logger.Warn("input rejected", args...)
+	_ = m.Term()
+}
+
+// maxConflicts is how often one input is decided again after losing a
+// write race before it is left for redelivery.
+const maxConflicts = 3
+
+// handle decides one input and carries out the decision.
+func (p *partition) handle(it item) {
+	if it.what == "recover" {
+		p.recover()
+		return
+	}
+	c := p.c
+	logger := c.logger.With("saga_id", it.sagaID, "partition", p.id, "input", it.what)
+	for range maxConflicts {
+		r, err := p.load(it.sagaID, it.start)
+		if errors.Is(err, streams.ErrNotFound) {
+			c.stats.rejected.Add(1)
+			logger.Warn("input for an unknown saga rejected")
+			p.term(it)
+			return
+		}
+		if err != nil {
+			logger.Error("cannot load saga; will retry", "error", err)
+			p.retryLater(it)
+			return
+		}
+		done, conflict := p.decide(r, it, logger)
+		if !conflict {
+			if done {
+				p.ack(it)
+			}
+			return
+		}
+	}
+	logger.Warn("input lost the write race repeatedly; leaving it for redelivery")
+	p.retryLater(it)
+}
+
+// decide decides, appends and acts for one input on a loaded saga. It
+// reports whether the input is finished with (to be acked) and whether the
+// append lost a race (decide again from the log).
+func (p *partition) decide(r *run, it item, logger interface {
+	Warn(string, ...any)
+	Info(string, ...any)
+	Debug(string, ...any)
+	Error(string, ...any)
+}) (done, conflict bool) {
+	c := p.c
+	now := time.Now()
+	before := r.state.InFlight()
+	reserved := 0
+	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Admit: c.admit(&reserved)}
+	d, err := machine.Decide(r.state, it.make(now), opts)
+	if err != nil {
+		c.inflight.Add(-int64(reserved))
+		c.stats.rejected.Add(1)
+		if errors.Is(err, machine.ErrRejected) {
+			logger.Info("input rejected", "reason", err)
+		} else {
+			logger.Error("input refused", "error", err)
+		}
+		return true, false
+	}
+	prev := r.state.Status
+	if len(d.Events) > 0 {
+		ctx, cancel := c.opCtx()
+		defer cancel()
+		if prev == machine.StatusNew {
+			// The marker comes first, so recovery can never miss a saga
+			// whose log exists.
+			if err := c.ix.MarkInFlight(ctx, p.id, it.sagaID); err != nil {
+				c.inflight.Add(-int64(reserved))
+				logger.Error("cannot mark saga in flight; will retry", "error", err)
+				p.evict(it.sagaID)
+				p.retryLater(it)
+				return false, false
+			}
+		}
+		b, err := events.EncodeBatch(d.Events)
+		if err != nil {
+			c.inflight.Add(-int64(reserved))
+			logger.Error("cannot encode decision", "error", err)
+			return true, false
+		}
+		seq, err := c.log.Append(ctx, it.sagaID, r.seq, b, events.ContentTypeBatch)
+		if err != nil {
+			c.inflight.Add(-int64(reserved))
+			p.evict(it.sagaID)
+			if errors.Is(err, streams.ErrConflict) {
+				c.stats.conflicts.Add(1)
+				logger.Warn("lost a write race; deciding again from the log", "error", err)
+				return false, true
+			}
+			logger.Error("cannot append decision; will retry", "error", err)
+			p.retryLater(it)
+			return false, false
+		}
+		r.seq = seq
+	}
+	r.state = d.State
+	delta := int64(d.State.InFlight()-before) - int64(reserved)
+	c.inflight.Add(delta)
+	if prev == machine.StatusNew {
+		c.stats.started.Add(1)
+	}
+	p.execute(r, d.Commands, logger)
+	if d.Throttled {
+		p.throttled[it.sagaID] = true
+	} else {
+		delete(p.throttled, it.sagaID)
+	}
+	if r.state.Status != prev || it.what == "recover saga" {
+		p.index(r)
+	}
+	if r.state.Status.Finished() {
+		c.stats.finished.Add(1)
+		ctx, cancel := c.opCtx()
+		if err := c.ix.ClearInFlight(ctx, p.id, it.sagaID); err != nil {
+			logger.Warn("cannot clear in-flight marker; recovery will", "error", err)
+		}
+		cancel()
+		logger.Info("saga finished", "status", r.state.Status)
+		p.evict(it.sagaID)
+	}
+	if d.State.InFlight() < before && c.cfg.MaxInFlight > 0 {
+		c.wakeAll()
+	}
+	return true, false
+}
+
+// load returns the saga from memory, or reads and folds its log. A start
+// of a saga with no log gets an empty state.
+func (p *partition) load(id string, start bool) (*run, error) {
+	if r, ok := p.sagas[id]; ok {
+		return r, nil
+	}
+	ctx, cancel := p.c.opCtx()
+	defer cancel()
+	entries, err := p.c.log.Read(ctx, id, 0)
+	if errors.Is(err, streams.ErrNotFound) && start {
+		return p.keep(id, &run{state: machine.New(id)}), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := machine.New(id)
+	for _, e := range entries {
+		evs, err := events.DecodeBatch(e.Data)
+		if err != nil {
+			return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+		}
+		if err := s.ApplyAll(evs); err != nil {
+			return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+		}
+	}
+	r := &run{state: s}
+	if n := len(entries); n > 0 {
+		r.seq = entries[n-1].Seq
+	}
+	if s.Status.Finished() {
+		return r, nil // not kept: nothing will happen to it
+	}
+	p.c.inflight.Add(int64(s.InFlight()))
+	return p.keep(id, r), nil
+}
+
+func (p *partition) keep(id string, r *run) *run {
+	r.timers = map[string]*time.Timer{}
+	p.sagas[id] = r
+	p.loaded.Store(int64(len(p.sagas)))
+	return r
+}
+
+// evict forgets a saga (finished, or to be read again from the log).
+func (p *partition) evict(id string) {
+	r, ok := p.sagas[id]
+	if !ok {
+		return
+	}
+	for _, t := range r.timers {
+		t.Stop()
+	}
+	if !r.state.Status.Finished() {
+		p.c.inflight.Add(-int64(r.state.InFlight()))
+	}
+	delete(p.sagas, id)
+	delete(p.throttled, id)
+	p.loaded.Store(int64(len(p.sagas)))
+}
+
+func (p *partition) stopTimers() {
+	for _, r := range p.sagas {
+		for _, t := range r.timers {
+			t.Stop()
+		}
+	}
+}
+
+// execute carries out a durable decision's commands. Requests are
+// published together and their acks awaited together. If any command
+// fails, the saga is recovered a little later, which sends every
+// outstanding request and arms every timer again.
+func (p *partition) execute(r *run, cmds []machine.Command, logger interface{ Warn(string, ...any) }) {
+	c := p.c
+	id := r.state.SagaID
+	var futures []jetstream.PubAckFuture
+	failed := false
+	now := time.Now().UTC()
+	for _, cmd := range cmds {
+		switch cmd := cmd.(type) {
+		case machine.SendRequest:
+			req := cmd.Request
+			req.ReplyTo = streams.ReplySubject(p.id)
+			b, err := events.Encode(events.Event{ID: cmd.ID, Source: c.source, SagaID: id, Time: now, Data: &req})
+			if err != nil {
+				logger.Warn("cannot encode request", "error", err)
+				failed = true
+				continue
+			}
+			m := nats.NewMsg(streams.RequestSubject(cmd.Action))
+			m.Data = b
+			m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+			m.Header.Set("Content-Type", events.ContentTypeEvent)
+			f, err := c.js.PublishMsgAsync(m)
+			if err != nil {
+				logger.Warn("cannot publish request", "node", req.Node, "error", err)
+				failed = true
+				continue
+			}
+			futures = append(futures, f)
+		case machine.ArmTimer:
+			if cmd.Timer.Kind == machine.TimerTimeout {
+				p.armInMemory(r, cmd)
+				continue
+			}
+			f, err := p.schedule(id, cmd)
+			if err != nil {
+				logger.Warn("cannot schedule timer", "timer", cmd.Timer.ID(), "error", err)
+				failed = true
+				continue
+			}
+			futures = append(futures, f)
+		}
+	}
+	timeout := time.NewTimer(c.cfg.RequestTimeout)
+	defer timeout.Stop()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			logger.Warn("publish failed", "subject", f.Msg().Subject, "error", err)
+			failed = true
+		case <-timeout.C:
+			logger.Warn("publish not acknowledged in time", "subject", f.Msg().Subject)
+			failed = true
+		}
+	}
+	if failed {
+		p.recoverLater(id)
+	}
+}
+
+// armInMemory arms an attempt deadline. It is in the log, so a restarted
+// coordinator re-arms it on recovery.
+func (p *partition) armInMemory(r *run, cmd machine.ArmTimer) {
+	id, t := r.state.SagaID, cmd.Timer
+	if old, ok := r.timers[t.ID()]; ok {
+		old.Stop()
+	}
+	r.timers[t.ID()] = time.AfterFunc(time.Until(cmd.At), func() {
+		p.enqueue(item{sagaID: id, what: "timer " + t.ID(),
+			make: func(now time.Time) machine.Input { return machine.TimerFired{Now: now, Timer: t} }})
+	})
+}
+
+// schedule arms a retry as a message schedule in JETSAGA_TIMERS. The
+// schedule's subject is fixed for the saga and timer, so arming it again
+// (on recovery) replaces it.
+func (p *partition) schedule(sagaID string, cmd machine.ArmTimer) (jetstream.PubAckFuture, error) {
+	h := fnv.New64a()
+	h.Write([]byte(sagaID))
+	h.Write([]byte{0})
+	h.Write([]byte(cmd.Timer.ID()))
+	b, err := json.Marshal(timerMsg{SagaID: sagaID, Timer: cmd.Timer})
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(streams.TimerScheduleSubject(p.id, strconv.FormatUint(h.Sum64(), 16)))
+	m.Data = b
+	at := cmd.At
+	if min := time.Now().Add(time.Second); at.Before(min) {
+		at = min // a schedule in the past may be refused
+	}
+	m.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339Nano))
+	m.Header.Set("Nats-Schedule-Target", streams.TimerFireSubject(p.id))
+	m.Header.Set("Nats-Schedule-TTL", "1h") // fired timers expire
+	return p.c.js.PublishMsgAsync(m)
+}
+
+// index writes the saga's summary. The index is derived from the log:
+// a failure is logged, and recovery writes it again.
+func (p *partition) index(r *run) {
+	s := r.state
+	if s.Created == nil {
+		return
+	}
+	sum := index.Summary{ID: s.SagaID, Name: s.Created.Definition.Name, Status: string(s.Status), Partition: p.id,
+		IdempotencyKey: s.Created.IdempotencyKey, Metadata: s.Created.Metadata, Updated: s.Updated}
+	if s.Unwinding != nil {
+		sum.Node = s.Unwinding.Node
+	}
+	ctx, cancel := p.c.opCtx()
+	defer cancel()
+	if old, err := p.c.ix.Get(ctx, s.SagaID); err == nil {
+		sum.Created = old.Created
+	}
+	if sum.Created.IsZero() {
+		sum.Created = s.Updated
+	}
+	if err := p.c.ix.Put(ctx, sum); err != nil {
+		p.c.logger.Warn("cannot update saga index", "saga_id", s.SagaID, "error", err)
+	}
+}
+
+func (p *partition) ack(it item) {
+	if it.msg != nil {
+		if err := it.msg.Ack(); err != nil {
+			p.c.logger.Debug("ack failed; the input will come again and be rejected as stale", "saga_id", it.sagaID, "error", err)
+		}
+	}
+}
+
+func (p *partition) term(it item) {
+	if it.msg != nil {
+		_ = it.msg.Term()
+	}
+}
+
+// retryLater leaves an input for later: a message is redelivered after a
+// delay; an internal input is enqueued again after one.
+func (p *partition) retryLater(it item) {
+	if it.msg != nil {
+		_ = it.msg.NakWithDelay(time.Second)
+		return
+	}
+	time.AfterFunc(time.Second, func() { p.enqueue(it) })
+}
+
+// recoverLater recovers a saga (re-sends its requests, re-arms its timers)
+// after a short delay.
+func (p *partition) recoverLater(id string) {
+	time.AfterFunc(time.Second, func() {
+		p.enqueue(item{sagaID: id, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }})
+	})
+}
+
+// advanceThrottled gives held-back sagas a chance to start nodes.
+func (p *partition) advanceThrottled() {
+	for id := range p.throttled {
+		p.handle(item{sagaID: id, what: "advance", make: func(now time.Time) machine.Input { return machine.Advance{Now: now} }})
+	}
+}
+
+// recover resumes every saga of the partition marked in flight that is not
+// loaded here. A saga that fails to load is reported and tried again on the
+// next pass; it does not stop the others.
+func (p *partition) recover() {
+	c := p.c
+	ctx, cancel := c.opCtx()
+	ids, err := c.ix.InFlight(ctx, p.id)
+	cancel()
+	if err != nil {
+		c.stats.recoveryFailures.Add(1)
+		c.stats.failure(fmt.Sprintf("partition %d: list in-flight sagas: %v", p.id, err))
+		c.logger.Error("recovery: cannot list in-flight sagas", "partition", p.id, "error", err)
+		return
+	}
+	for _, id := range ids {
+		if _, ok := p.sagas[id]; ok {
+			continue
+		}
+		r, err := p.load(id, false)
+		switch {
+		case errors.Is(err, streams.ErrNotFound):
+			// Marked, but the start has not reached the log yet: its
+			// command is still to be handled.
+			continue
+		case err != nil:
+			c.stats.recoveryFailures.Add(1)
+			c.stats.failure(fmt.Sprintf("saga %s: %v", id, err))
+			c.logger.Error("recovery: cannot load saga", "saga_id", id, "error", err)
+			continue
+		case r.state.Status.Finished():
+			p.index(r)
+			ctx, cancel := c.opCtx()
+			if err := c.ix.ClearInFlight(ctx, p.id, id); err != nil {
+				c.logger.Warn("recovery: cannot clear in-flight marker", "saga_id", id, "error", err)
+			}
+			cancel()
+			continue
+		}
+		c.stats.recovered.Add(1)
+		p.handle(item{sagaID: id, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }})
+	}
+	c.stats.mu.Lock()
+	c.stats.lastRecovery = time.Now()
+	c.stats.mu.Unlock()
+}

@@ -1,0 +1,153 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/client"
+	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// testPartitions keeps the number of consumers small in tests.
+const testPartitions = 4
+
+// env is a server, a coordinator and a client.
+type env struct {
+	t     *testing.T
+	url   string
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	coord *coordinator.Coordinator
+	cl    *client.Client
+	topo  streams.Config
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	e := &env{t: t, url: srv.ClientURL(), topo: streams.Config{Partitions: testPartitions}}
+	e.nc, e.js = natstest.Connect(t, e.url)
+	e.startCoordinator("c1")
+	cl, err := client.New(context.Background(), e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cl = cl
+	return e
+}
+
+func (e *env) startCoordinator(name string) {
+	e.t.Helper()
+	_, js := natstest.Connect(e.t, e.url)
+	c, err := coordinator.New(js, coordinator.Config{Name: name, Topology: e.topo, Logger: testLogger(e.t)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.coord = c
+	e.t.Cleanup(func() { _ = c.Stop(context.Background()) })
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// rawParticipant answers requests with nothing but a NATS client and the
+// wire protocol (docs/protocol.md), as a participant in another language
+// would. behave decides each reply; ok false means no reply (a timeout).
+type rawParticipant struct {
+	mu       sync.Mutex
+	requests []events.ActionRequest
+	cc       jetstream.ConsumeContext
+}
+
+type behaviour func(req events.ActionRequest) (out any, err *events.Error, reply bool)
+
+func succeedAll(req events.ActionRequest) (any, *events.Error, bool) {
+	return map[string]string{"node": req.Node, "op": string(req.Op)}, nil, true
+}
+
+func startRaw(t *testing.T, js jetstream.JetStream, behave behaviour) *rawParticipant {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := js.CreateOrUpdateConsumer(ctx, streams.WorkStream, jetstream.ConsumerConfig{
+		Durable: "raw-" + fmt.Sprint(time.Now().UnixNano()), FilterSubject: "jetsaga.req.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawParticipant{}
+	p.cc, err = cons.Consume(func(m jetstream.Msg) {
+		ev, err := events.Decode(m.Data())
+		if err != nil {
+			t.Errorf("participant got a malformed request: %v", err)
+			_ = m.Term()
+			return
+		}
+		req := *ev.Data.(*events.ActionRequest)
+		p.mu.Lock()
+		p.requests = append(p.requests, req)
+		p.mu.Unlock()
+		out, rerr, reply := behave(req)
+		if reply {
+			rep := &events.ActionReply{RequestID: ev.ID, Op: req.Op, Node: req.Node, Attempt: req.Attempt, OK: rerr == nil, Error: rerr}
+			if rerr == nil {
+				rep.Output, _ = json.Marshal(out)
+			}
+			b, _ := events.Encode(events.Event{ID: events.ReplyID(ev.ID), Source: "/test/raw", SagaID: ev.SagaID, Data: rep})
+			msg := nats.NewMsg(req.ReplyTo)
+			msg.Data = b
+			msg.Header.Set(jetstream.MsgIDHeader, events.ReplyID(ev.ID))
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Errorf("reply: %v", err)
+			}
+		}
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.cc.Stop)
+	return p
+}
+
+func (p *rawParticipant) seen() []events.ActionRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]events.ActionRequest(nil), p.requests...)
+}
+
+// waitStatus waits until the saga reaches one of the states.
+func (e *env) wait(id string) *client.Saga {
+	e.t.Helper()
+	s, err := e.cl.Wait(ctxT(e.t), id)
+	if err != nil {
+		e.t.Fatalf("wait for saga %s: %v", id, err)
+	}
+	return s
+}
