@@ -181,6 +181,9 @@ func (c *Cluster) waitWhole(ctx context.Context) error {
 			missing = fmt.Sprintf("meta leader sees peers %v, want %d", leader.NATS().JetStreamClusterPeers(), want)
 		}
 		if missing == "" {
+			missing = c.probePlacement(ctx, leader, want)
+		}
+		if missing == "" {
 			return nil
 		}
 		t := time.NewTimer(20 * time.Millisecond)
@@ -191,6 +194,33 @@ func (c *Cluster) waitWhole(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// probePlacement creates and deletes a stream with one replica per running
+// node. The meta leader can list every peer and still place nothing on one
+// it has not heard from lately ("no suitable peers for placement, peer
+// offline"), so this is the check that placement works. It returns what is
+// wrong, or "".
+func (c *Cluster) probePlacement(ctx context.Context, leader *embedded.Server, replicas int) string {
+	nc, err := nats.Connect(leader.ClientURL())
+	if err != nil {
+		return "probe: " + err.Error()
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "probe: " + err.Error()
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	cfg := jetstream.StreamConfig{Name: "NATSTEST_PROBE", Subjects: []string{"natstest.probe"}, Storage: jetstream.MemoryStorage, Replicas: replicas}
+	if _, err := js.CreateStream(pctx, cfg); err != nil {
+		return "probe stream: " + err.Error()
+	}
+	if err := js.DeleteStream(pctx, cfg.Name); err != nil {
+		return "probe stream delete: " + err.Error()
+	}
+	return ""
 }
 
 func freePorts(n int) ([]int, error) {
