@@ -149,8 +149,12 @@ func (c *Client) operatorCommand(ctx context.Context, id string, cmd events.Oper
 	if err := streams.ValidateSagaID(id); err != nil {
 		return err
 	}
-	if _, err := c.log.Last(ctx, id); err != nil {
+	last, err := c.log.Last(ctx, id)
+	if err != nil {
 		return err
+	}
+	if last == 0 {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	cmd.Operator = c.operator
 	return c.command(ctx, id, fmt.Sprintf("%s:%s:%s", cmd.Action, id, uuid.NewString()), &cmd)

@@ -187,10 +187,12 @@ func (s *State) apply(e events.Event) error {
 				return illegal(d.Node, "a node is undone only after all its descendants are undone or never ran")
 			}
 		case n.State == NodeUndoStarted && !n.UndoWaiting && d.Attempt == n.UndoAttempt+1:
-			if d.Attempt > undoPolicy(g.Spec).MaxAttempts {
-				return illegal(d.Node, "undo attempt %d exceeds the retry policy's %d", d.Attempt, undoPolicy(g.Spec).MaxAttempts)
+			if d.Attempt-n.UndoBase > undoPolicy(g.Spec).MaxAttempts {
+				return illegal(d.Node, "undo attempt %d exceeds the retry policy's %d (counted from %d)", d.Attempt, undoPolicy(g.Spec).MaxAttempts, n.UndoBase)
 			}
-		case n.State == NodeUndoFailed && n.RetryAuthorized && d.Attempt == 1:
+		case n.State == NodeUndoFailed && n.RetryAuthorized && d.Attempt == n.UndoAttempt+1:
+			// An operator's retry starts a new round of attempts.
+			n.UndoBase = n.UndoAttempt
 		default:
 			return illegal(d.Node, "undo attempt %d cannot start (undo attempt so far %d)", d.Attempt, n.UndoAttempt)
 		}
@@ -205,7 +207,7 @@ func (s *State) apply(e events.Event) error {
 		if n.State != NodeUndoStarted || !n.UndoWaiting || d.Attempt != n.UndoAttempt {
 			return illegal(d.Node, "only the outstanding undo attempt %d can fail", n.UndoAttempt)
 		}
-		if d.Attempt >= undoPolicy(g.Spec).MaxAttempts {
+		if d.Attempt-n.UndoBase >= undoPolicy(g.Spec).MaxAttempts {
 			return illegal(d.Node, "undo attempt %d is the last the policy allows: the undo must fail", d.Attempt)
 		}
 		n.UndoWaiting, n.UndoRetryAt, n.Error = false, d.RetryAt, &d.Error

@@ -207,8 +207,8 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 			return reject(in.Node, "only a failed undo can be retried")
 		}
 		d.must(&events.OperatorRetry{Node: in.Node, Operator: in.Operator, Reason: in.Reason})
-		g, _, _ := d.s.Node(in.Node)
-		d.startUndo(g, 1)
+		g, n, _ := d.s.Node(in.Node)
+		d.startUndo(g, n.UndoAttempt+1)
 	case Resolve:
 		_, n, ok := s.Node(in.Node)
 		if !ok || n.State != NodeUndoFailed {
@@ -346,7 +346,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
 	attempt := n.UndoAttempt
 	p := undoPolicy(g.Spec)
-	if e.Kind != events.ErrorPermanent && attempt < p.MaxAttempts {
+	if e.Kind != events.ErrorPermanent && attempt-n.UndoBase < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpUndo, attempt), retryAfter))
 		d.must(&events.UndoAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: at})
@@ -354,7 +354,7 @@ func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAf
 	}
 	final := e
 	if e.Kind != events.ErrorPermanent {
-		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d undo attempts failed; last: %s", attempt, e.Message)}
+		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d undo attempts failed; last: %s", attempt-n.UndoBase, e.Message)}
 	}
 	d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: final})
 	d.must(&events.SagaStuck{Node: g.Path, Error: final})

@@ -311,6 +311,11 @@ func TestUndoFailureIsStuckThenRetryOrResolveOrAbandon(t *testing.T) {
 				if m.s.Status != machine.StatusUnwinding {
 					t.Fatal(m.s.Status)
 				}
+				// A new round, but a new attempt number: the request must
+				// not share an id (and so a dedupe) with the failed one.
+				if r := m.req("b", events.OpUndo); r.Request.Attempt != 2 || r.ID != events.RequestID(sagaID, "b", events.OpUndo, 2) {
+					t.Fatalf("retried undo request %s attempt %d", r.ID, r.Request.Attempt)
+				}
 				m.undone("b")
 				m.undone("a")
 				if m.s.Status != machine.StatusUnwound {

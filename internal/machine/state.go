@@ -62,7 +62,11 @@ type Node struct {
 	// Error is the latest error of the action or undo.
 	Error *events.Error `json:"error,omitempty"`
 
+	// UndoAttempt is the latest attempt of the undo. Numbers keep growing
+	// across an operator's retry, so every request has its own id;
+	// UndoBase is the last attempt before the current round.
 	UndoAttempt  int       `json:"undo_attempt,omitempty"`
+	UndoBase     int       `json:"undo_base,omitempty"`
 	UndoWaiting  bool      `json:"undo_waiting,omitempty"`
 	UndoDeadline time.Time `json:"undo_deadline,omitzero"`
 	UndoRetryAt  time.Time `json:"undo_retry_at,omitzero"`
