@@ -102,7 +102,21 @@ func startRaw(t *testing.T, js jetstream.JetStream, behave behaviour) *rawPartic
 		t.Fatal(err)
 	}
 	p := &rawParticipant{}
-	p.cc, err = cons.Consume(func(m jetstream.Msg) {
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	// Each request is handled on its own goroutine, so one held back does
+	// not hold back the rest.
+	p.cc, err = cons.Consume(func(m jetstream.Msg) { wg.Go(func() { p.handle(t, js, behave, m) }) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.cc.Stop)
+	return p
+}
+
+func (p *rawParticipant) handle(t *testing.T, js jetstream.JetStream, behave behaviour, m jetstream.Msg) {
+	ctx := context.Background()
+	{
 		ev, err := events.Decode(m.Data())
 		if err != nil {
 			t.Errorf("participant got a malformed request: %v", err)
@@ -128,12 +142,7 @@ func startRaw(t *testing.T, js jetstream.JetStream, behave behaviour) *rawPartic
 			}
 		}
 		_ = m.Ack()
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	t.Cleanup(p.cc.Stop)
-	return p
 }
 
 func (p *rawParticipant) seen() []events.ActionRequest {
