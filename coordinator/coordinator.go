@@ -39,6 +39,7 @@ type Coordinator struct {
 	ctx     context.Context // cancelled by Stop, after draining
 	cancel  context.CancelFunc
 	parts   map[int]*partition
+	subs    []*nats.Subscription // status and saga-state requests
 	wg      sync.WaitGroup // every goroutine the coordinator starts
 	stopped chan struct{}
 
@@ -115,6 +116,13 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		}
 		c.parts[p] = part
 	}
+	if c.subs, err = c.serve(); err != nil {
+		for _, started := range c.parts {
+			started.stop(ctx)
+		}
+		c.cancel()
+		return fmt.Errorf("coordinator: serve status: %w", err)
+	}
 	c.state = running
 	c.logger.Info("coordinator started", "partitions", len(c.parts), "server", c.nc.ConnectedUrlRedacted())
 	return nil
@@ -182,6 +190,9 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.state = stopping
 	parts := c.parts
 	c.mu.Unlock()
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
+	}
 
 	for _, p := range parts {
 		p.stop(ctx)

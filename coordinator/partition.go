@@ -51,6 +51,9 @@ type item struct {
 	msg   jetstream.Msg
 	start bool // a saga start: the saga may not exist yet
 	what  string
+	// query, if set, is called with the loaded saga (nil if not loaded)
+	// instead of deciding anything.
+	query func(*run)
 }
 
 // timerMsg is the body of a fired retry timer.
@@ -237,6 +240,10 @@ const maxConflicts = 3
 func (p *partition) handle(it item) {
 	if it.what == "recover" {
 		p.recover()
+		return
+	}
+	if it.query != nil {
+		it.query(p.sagas[it.sagaID])
 		return
 	}
 	c := p.c

@@ -174,3 +174,16 @@ func ValidateSagaID(id string) error {
 	}
 	return nil
 }
+
+// Core NATS request subjects coordinators answer (not stored in any stream).
+const (
+	// StatusSubject: every coordinator replies with its status (JSON), so a
+	// request gathers replies for a moment.
+	StatusSubject = "jetsaga.coordinator.status"
+	sagaStatePref = "jetsaga.coordinator.saga."
+)
+
+// SagaStateSubject is where the coordinator driving a saga answers with the
+// state it holds in memory: jetsaga.coordinator.saga.<sagaID>. No answer
+// means no coordinator has the saga loaded (finished, or not recovered).
+func SagaStateSubject(sagaID string) string { return sagaStatePref + sagaID }
