@@ -3,7 +3,6 @@ package coordinator
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -47,7 +46,7 @@ func (c Config) withDefaults() Config {
 		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Topology.Partitions == 0 {
 		c.Topology.Partitions = streams.DefaultPartitions

@@ -40,7 +40,7 @@ type Coordinator struct {
 	cancel  context.CancelFunc
 	parts   map[int]*partition
 	subs    []*nats.Subscription // status and saga-state requests
-	wg      sync.WaitGroup // every goroutine the coordinator starts
+	wg      sync.WaitGroup       // every goroutine the coordinator starts
 	stopped chan struct{}
 
 	// inflight counts requests awaiting replies or retries across sagas,

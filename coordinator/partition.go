@@ -542,18 +542,12 @@ func (p *partition) index(r *run) {
 		return
 	}
 	sum := index.Summary{ID: s.SagaID, Name: s.Created.Definition.Name, Status: string(s.Status), Partition: p.id,
-		IdempotencyKey: s.Created.IdempotencyKey, Metadata: s.Created.Metadata, Updated: s.Updated}
+		IdempotencyKey: s.Created.IdempotencyKey, Metadata: s.Created.Metadata, Created: s.CreatedAt, Updated: s.Updated}
 	if s.Unwinding != nil {
 		sum.Node = s.Unwinding.Node
 	}
 	ctx, cancel := p.c.opCtx()
 	defer cancel()
-	if old, err := p.c.ix.Get(ctx, s.SagaID); err == nil {
-		sum.Created = old.Created
-	}
-	if sum.Created.IsZero() {
-		sum.Created = s.Updated
-	}
 	if err := p.c.ix.Put(ctx, sum); err != nil {
 		p.c.logger.Warn("cannot update saga index", "saga_id", s.SagaID, "error", err)
 	}

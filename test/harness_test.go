@@ -49,16 +49,26 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) startCoordinator(name string) {
 	e.t.Helper()
-	_, js := natstest.Connect(e.t, e.url)
-	c, err := coordinator.New(js, coordinator.Config{Name: name, Topology: e.topo, Logger: testLogger(e.t)})
+	e.coord = startCoordinator(e.t, e.url, name, e.topo, testLogger(e.t))
+}
+
+// startCoordinatorB starts a coordinator that logs nothing, for benchmarks.
+func (e *env) startCoordinatorB(b *testing.B, name string) {
+	e.coord = startCoordinator(b, e.url, name, e.topo, nil)
+}
+
+func startCoordinator(t testing.TB, url, name string, topo streams.Config, logger *slog.Logger) *coordinator.Coordinator {
+	t.Helper()
+	_, js := natstest.Connect(t, url)
+	c, err := coordinator.New(js, coordinator.Config{Name: name, Topology: topo, Logger: logger})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := c.Start(context.Background()); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.coord = c
-	e.t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	return c
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -93,7 +103,7 @@ func succeedAll(req events.ActionRequest) (any, *events.Error, bool) {
 	return map[string]string{"node": req.Node, "op": string(req.Op)}, nil, true
 }
 
-func startRaw(t *testing.T, js jetstream.JetStream, behave behaviour) *rawParticipant {
+func startRaw(t testing.TB, js jetstream.JetStream, behave behaviour) *rawParticipant {
 	t.Helper()
 	ctx := context.Background()
 	cons, err := js.CreateOrUpdateConsumer(ctx, streams.WorkStream, jetstream.ConsumerConfig{
@@ -114,7 +124,7 @@ func startRaw(t *testing.T, js jetstream.JetStream, behave behaviour) *rawPartic
 	return p
 }
 
-func (p *rawParticipant) handle(t *testing.T, js jetstream.JetStream, behave behaviour, m jetstream.Msg) {
+func (p *rawParticipant) handle(t testing.TB, js jetstream.JetStream, behave behaviour, m jetstream.Msg) {
 	ctx := context.Background()
 	{
 		ev, err := events.Decode(m.Data())

@@ -69,7 +69,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return illegal("", "definition: %v", err)
 		}
-		s.Created, s.Graph, s.Status = created, g, StatusRunning
+		s.Created, s.CreatedAt, s.Graph, s.Status = created, e.Time, g, StatusRunning
 		s.Nodes = make([]Node, len(g.Nodes))
 		for i := range s.Nodes {
 			s.Nodes[i].State = NodePending

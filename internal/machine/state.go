@@ -80,9 +80,10 @@ type Node struct {
 type State struct {
 	SagaID string
 	Graph  *saga.Graph
-	// Created is the saga's first event.
-	Created *events.SagaCreated
-	Status  Status
+	// Created is the saga's first event, CreatedAt its time.
+	Created   *events.SagaCreated
+	CreatedAt time.Time
+	Status    Status
 	// Nodes are indexed like Graph.Nodes.
 	Nodes []Node
 	// Events counts the events applied; the next event's id is
