@@ -1,0 +1,370 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// Participant runs the handlers of the actions registered with it for the
+// requests coordinators send. Several participants (in one process or many)
+// may serve the same action: they share its durable consumer and so share
+// its requests.
+type Participant struct {
+	js     jetstream.JetStream
+	cfg    Config
+	log    *slog.Logger
+	source string // CloudEvents source of replies
+	owner  string // barrier lock owner: name and instance id
+	tick   time.Duration
+
+	mu      sync.Mutex
+	state   lifecycle
+	actions map[string]*action
+	barrier *barrier // nil when disabled
+
+	slots    chan struct{}   // one per running handler
+	stopping chan struct{}   // closed by Stop
+	done     chan struct{}   // closed when every goroutine ended
+	base     context.Context // handlers' base; cancelled when Stop runs out of time
+	hardStop context.CancelCauseFunc
+	loops    sync.WaitGroup // one consume loop per action
+	running  sync.WaitGroup // handlers
+}
+
+type lifecycle int
+
+const (
+	lifecycleNew lifecycle = iota
+	lifecycleStarted
+	lifecycleStopped
+)
+
+// action is one registered action and its consumer.
+type action struct {
+	name     string
+	do, undo Handler
+
+	mu   sync.Mutex // guards iter, replaced when the consumer is recreated
+	iter jetstream.MessagesContext
+}
+
+// Timing of retries, as naks with a delay.
+const (
+	// ioTimeout bounds each KV operation and reply publish.
+	ioTimeout = 10 * time.Second
+	// retryBase and retryMax: a request whose reply or barrier write failed
+	// comes back after retryBase, doubling with each delivery to retryMax.
+	retryBase = 500 * time.Millisecond
+	retryMax  = 15 * time.Second
+	// waitMin and waitMax bound the delay of a request waiting for another
+	// worker's lock.
+	waitMin = 50 * time.Millisecond
+	waitMax = time.Second
+	// corruptDelay: a request whose barrier record cannot be read waits
+	// this long for an operator.
+	corruptDelay = time.Minute
+	// reopenMax is the longest pause between attempts to recreate a
+	// consumer that disappeared.
+	reopenMax = 5 * time.Second
+)
+
+// New returns a participant using js, after checking cfg: every problem is
+// reported at once (errors.Join), each wrapping ErrInvalidConfig. Register
+// actions, then Start.
+func New(js jetstream.JetStream, cfg Config) (*Participant, error) {
+	var errs []error
+	if js == nil {
+		errs = append(errs, fmt.Errorf("%w: JetStream is nil", ErrInvalidConfig))
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Participant{
+		js:       js,
+		cfg:      cfg,
+		log:      cfg.Logger.With("participant", cfg.Name),
+		source:   events.SourceParticipant + "/" + cfg.Name,
+		owner:    cfg.Name + "/" + uuid.NewString(),
+		tick:     min(cfg.AckWait, cfg.LockTTL) / 3,
+		actions:  map[string]*action{},
+		slots:    make(chan struct{}, cfg.Concurrency),
+		stopping: make(chan struct{}),
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// Register sets the handlers of the action called name (such as
+// "payments.charge"): do runs its requests, undo its undo requests (they
+// come on the action's subject too). undo may be nil
+// for an action without compensation: an undo request then gets a
+// permanent error (unless the barrier knows the action never ran), and the
+// saga gets stuck, visibly. Register must be called before Start. Errors
+// wrap ErrInvalidRegistration (and streams.ErrInvalidActionName for a bad
+// name), or are ErrStarted.
+func (p *Participant) Register(name string, do, undo Handler) error {
+	if err := streams.ValidateActionName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRegistration, err)
+	}
+	if do == nil {
+		return fmt.Errorf("%w: action %s: do handler is nil", ErrInvalidRegistration, name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != lifecycleNew {
+		return fmt.Errorf("%w: cannot register action %s", ErrStarted, name)
+	}
+	if _, ok := p.actions[name]; ok {
+		return fmt.Errorf("%w: action %s is registered already", ErrInvalidRegistration, name)
+	}
+	p.actions[name] = &action{name: name, do: do, undo: undo}
+	return nil
+}
+
+// Start checks the topology (the JETSAGA_WORK stream and, with the barrier
+// on, the barrier bucket must exist: a missing one is a
+// *streams.MissingError), creates or updates each action's durable
+// consumer, and starts handling requests. It returns once they are being
+// consumed; ctx bounds only that. Start is idempotent; after Stop it
+// returns ErrStopped. With nothing registered it returns ErrNoActions.
+func (p *Participant) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.state {
+	case lifecycleStarted:
+		return nil
+	case lifecycleStopped:
+		return ErrStopped
+	}
+	if len(p.actions) == 0 {
+		return ErrNoActions
+	}
+	if err := p.checkTopology(ctx); err != nil {
+		return err
+	}
+	names := slices.Sorted(maps.Keys(p.actions))
+	for i, name := range names {
+		a := p.actions[name]
+		it, err := p.open(ctx, a.name)
+		if err != nil {
+			for _, prev := range names[:i] {
+				p.actions[prev].iter.Stop()
+			}
+			return err
+		}
+		a.iter = it
+	}
+	p.base, p.hardStop = context.WithCancelCause(context.WithoutCancel(ctx))
+	for _, name := range names {
+		a := p.actions[name]
+		p.loops.Go(func() { p.consume(a) })
+	}
+	p.state = lifecycleStarted
+	p.log.Info("participant started", "actions", names, "barrier", p.barrier != nil,
+		"concurrency", p.cfg.Concurrency, "ack_wait", p.cfg.AckWait)
+	return nil
+}
+
+// checkTopology fails fast, naming what is missing, when the stream or
+// bucket the participant needs does not exist; it binds the barrier bucket.
+func (p *Participant) checkTopology(ctx context.Context) error {
+	var errs []error
+	if _, err := p.js.Stream(ctx, streams.WorkStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		errs = append(errs, &streams.MissingError{Kind: "stream", Name: streams.WorkStream})
+	} else if err != nil {
+		errs = append(errs, fmt.Errorf("participant: look up stream %s: %w", streams.WorkStream, err))
+	}
+	if !p.cfg.DisableBarrier {
+		kv, err := p.js.KeyValue(ctx, streams.BarrierBucket)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+			errs = append(errs, &streams.MissingError{Kind: "bucket", Name: streams.BarrierBucket})
+		case err != nil:
+			errs = append(errs, fmt.Errorf("participant: bind bucket %s: %w", streams.BarrierBucket, err))
+		default:
+			p.barrier = &barrier{kv: kv}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("participant: topology not ready (run streams.Apply or jetsaga dev first): %w", err)
+	}
+	return nil
+}
+
+// open creates or updates action's consumer and starts fetching from it.
+func (p *Participant) open(ctx context.Context, name string) (jetstream.MessagesContext, error) {
+	cons, err := p.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.ActionConsumer(name, p.cfg.AckWait))
+	if err != nil {
+		return nil, fmt.Errorf("participant: consumer of action %s: %w", name, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency))
+	if err != nil {
+		return nil, fmt.Errorf("participant: consume action %s: %w", name, err)
+	}
+	return it, nil
+}
+
+// Stop stops taking requests and waits for the handlers running to finish
+// and their replies to be sent (requests fetched but not started are given
+// back at once, for another participant). If ctx ends first, the handlers'
+// contexts are cancelled (cause ErrStopping), their requests given back
+// without a reply, and Stop returns ctx's error once they have returned.
+// Stop is idempotent and may be called before Start.
+func (p *Participant) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	switch p.state {
+	case lifecycleNew:
+		p.state = lifecycleStopped
+		close(p.stopping)
+		close(p.done)
+	case lifecycleStarted:
+		p.state = lifecycleStopped
+		p.log.Info("participant stopping")
+		close(p.stopping)
+		for _, a := range p.actions {
+			a.mu.Lock()
+			a.iter.Drain()
+			a.mu.Unlock()
+		}
+		go func() { // owned by Stop: done is closed when it ends
+			p.loops.Wait()
+			p.running.Wait()
+			p.hardStop(ErrStopping) // releases the context
+			p.log.Info("participant stopped")
+			close(p.done)
+		}()
+	}
+	p.mu.Unlock()
+
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+	}
+	p.log.Warn("participant: stop timed out; cancelling running handlers", "error", ctx.Err())
+	p.hardStop(ErrStopping)
+	<-p.done
+	return fmt.Errorf("participant: stop: %w", ctx.Err())
+}
+
+// consume hands action a's requests to handlers, at most Concurrency at a
+// time over all actions, until Stop.
+func (p *Participant) consume(a *action) {
+	log := p.log.With("action", a.name)
+	a.mu.Lock()
+	it := a.iter
+	a.mu.Unlock()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				log.Warn("participant: fetching requests", "error", err)
+				continue
+			}
+			if p.isStopping() {
+				return
+			}
+			if p.js.Conn().IsClosed() {
+				log.Error("participant: NATS connection closed; no longer taking requests", "error", err)
+				return
+			}
+			log.Warn("participant: request consumer closed; recreating it", "error", err)
+			if it = p.reopen(a); it == nil {
+				return
+			}
+			continue
+		}
+		if p.isStopping() || !p.acquire(msg) {
+			// Stopping: give it back at once, for another participant.
+			_ = msg.Nak()
+			continue
+		}
+		p.running.Go(func() {
+			defer p.release()
+			p.handle(a, msg)
+		})
+	}
+}
+
+// reopen recreates a's consumer (it may have been deleted) until it works
+// or Stop; nil means Stop.
+func (p *Participant) reopen(a *action) jetstream.MessagesContext {
+	wait := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		it, err := p.open(ctx, a.name)
+		cancel()
+		if err == nil {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if p.isStopping() { // Stop drained the old one before we set it
+				it.Stop()
+				return nil
+			}
+			a.iter = it
+			return it
+		}
+		p.log.Warn("participant: recreating request consumer", "action", a.name, "error", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-p.stopping:
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, reopenMax)
+	}
+}
+
+func (p *Participant) isStopping() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// acquire waits for a handler slot, keeping msg from being redelivered
+// meanwhile; false if Stop came first.
+func (p *Participant) acquire(msg jetstream.Msg) bool {
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTicker(p.tick)
+	defer t.Stop()
+	for {
+		select {
+		case p.slots <- struct{}{}:
+			return true
+		case <-t.C:
+			_ = msg.InProgress()
+		case <-p.stopping:
+			return false
+		}
+	}
+}
+
+func (p *Participant) release() { <-p.slots }
