@@ -1,0 +1,104 @@
+// Package trip is the trip-booking example: book a flight, then a hotel,
+// then a car. When the car cannot be booked, the hotel and the flight are
+// cancelled, in that order. Bookings are kept in a KV bucket (the ledger),
+// standing in for the airline's, hotel's and rental company's systems.
+package trip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/examples/internal/ledger"
+	"github.com/jetsaga/jetsaga/participant"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// Bucket holds the bookings.
+const Bucket = "example_trip_bookings"
+
+// Params are a trip's params.
+type Params struct {
+	Traveller   string `json:"traveller"`
+	Destination string `json:"destination"`
+}
+
+// NoCars is a destination without rental cars: booking one fails for good.
+const NoCars = "Atlantis"
+
+// Definition is the trip saga: flight → hotel → car.
+func Definition() *saga.Definition {
+	return saga.New("trip.book").
+		Then(saga.Action("flight", "flights.book").Undo("flights.cancel")).
+		Then(saga.Action("hotel", "hotels.book").Undo("hotels.cancel")).
+		Then(saga.Action("car", "cars.book").Undo("cars.cancel").Reads("flight")).
+		MustBuild()
+}
+
+// Booking is what each service records.
+type Booking struct {
+	Kind      string `json:"kind"`
+	Ref       string `json:"ref"`
+	Traveller string `json:"traveller"`
+	Where     string `json:"where"`
+}
+
+// Register adds the flight, hotel and car participants to p.
+func Register(ctx context.Context, js jetstream.JetStream, p *participant.Participant) error {
+	l, err := ledger.Open(ctx, js, Bucket)
+	if err != nil {
+		return err
+	}
+	book := func(kind string) participant.Handler {
+		return func(ctx context.Context, req *participant.Request) (any, error) {
+			var tp Params
+			if err := req.DecodeParams(&tp); err != nil {
+				return nil, err
+			}
+			if kind == "car" {
+				var flight Booking
+				if err := participant.Lookup(ctx, "flight", &flight); err != nil {
+					return nil, err
+				}
+				if tp.Destination == NoCars {
+					return nil, participant.Permanent(fmt.Errorf("no rental cars in %s", tp.Destination))
+				}
+			}
+			b := Booking{Kind: kind, Ref: fmt.Sprintf("%s-%.8s", kind, req.SagaID), Traveller: tp.Traveller, Where: tp.Destination}
+			// Add is idempotent on the request's key: a repeat books nothing new.
+			return l.Add(ctx, req.IdempotencyKey, b)
+		}
+	}
+	cancel := func(ctx context.Context, req *participant.Request) (any, error) {
+		return nil, l.Remove(ctx, req.IdempotencyKey)
+	}
+	return errors.Join(
+		p.Register("flights.book", book("flight"), cancel),
+		p.Register("hotels.book", book("hotel"), cancel),
+		p.Register("cars.book", book("car"), cancel),
+	)
+}
+
+// Bookings lists what a saga left booked.
+func Bookings(ctx context.Context, js jetstream.JetStream, sagaID string) (map[string]Booking, error) {
+	l, err := ledger.Open(ctx, js, Bucket)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := l.Records(ctx, sagaID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Booking{}
+	for k, v := range recs {
+		var b Booking
+		if err := json.Unmarshal(v, &b); err != nil {
+			return nil, err
+		}
+		out[k] = b
+	}
+	return out, nil
+}
