@@ -3,6 +3,8 @@ package trip_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/jetsaga/jetsaga/examples/internal/demo"
 	"github.com/jetsaga/jetsaga/examples/trip"
 	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/saga"
 )
 
 func TestMain(m *testing.M) { natstest.Main(m) }
@@ -43,5 +46,19 @@ func TestTripDemo(t *testing.T) {
 	gone, err := trip.Bookings(ctx, env.JS, sagas[1].ID)
 	if err != nil || len(gone) != 0 {
 		t.Fatalf("the unwound trip left %v (%v)", gone, err)
+	}
+}
+
+func TestYAMLIsTheSameSaga(t *testing.T) {
+	b, err := os.ReadFile("trip.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := saga.ParseYAML(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(def, trip.Definition()) {
+		t.Fatalf("trip.yaml differs from trip.Definition():\n%+v\n%+v", def, trip.Definition())
 	}
 }

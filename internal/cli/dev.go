@@ -2,26 +2,47 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/client"
+	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/examples/trip"
 	"github.com/jetsaga/jetsaga/internal/embedded"
+	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
 func init() {
-	register(command{name: "dev", args: "[-dir .jetsaga] [-port 4222]", summary: "run an embedded NATS server with jetsaga's streams, for development", run: runDev})
+	register(command{name: "dev", args: "[-dir .jetsaga] [-port 4222] [-demo=false]",
+		summary: "run everything on one machine: embedded NATS, a coordinator, the examples' participants", run: runDev})
+}
+
+// exampleParticipants are the examples whose participants dev runs.
+var exampleParticipants = []func(context.Context, jetstream.JetStream, *participant.Participant) error{
+	trip.Register,
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "dev", "[-dir .jetsaga] [-port 4222]")
+	fs := newFlags(e, "dev", "[-dir .jetsaga] [-port 4222] [-demo=false]")
 	dir := fs.String("dir", ".jetsaga", "where the embedded server stores JetStream data")
 	host := fs.String("host", embedded.DefaultHost, "address to listen on")
 	port := fs.Int("port", embedded.DefaultPort, "client port (-1 for a random one)")
+	demo := fs.Bool("demo", true, "run the trip example once at start: one saga succeeds, one unwinds")
 	debug := fs.Bool("debug", false, "print the NATS server's log")
+	logf := addLogFlags(fs, "warn")
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := logf.logger(e.stderr)
+	if err != nil {
 		return err
 	}
 	srv, err := embedded.Start(ctx, embedded.Config{Dir: *dir, Host: *host, Port: *port, Debug: *debug})
@@ -38,14 +59,75 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := streams.Apply(ctx, js, streams.Config{}); err != nil {
+	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Logger: logger})
+	if err != nil {
 		return err
 	}
+	if err := coord.Start(ctx); err != nil {
+		return err
+	}
+	defer stopWithin(coord.Stop)
+	part, err := participant.New(js, participant.Config{Name: "dev-examples", Logger: logger})
+	if err != nil {
+		return err
+	}
+	for _, reg := range exampleParticipants {
+		if err := reg(ctx, js, part); err != nil {
+			return err
+		}
+	}
+	if err := part.Start(ctx); err != nil {
+		return err
+	}
+	defer stopWithin(part.Stop)
+
+	st := coord.Status()
 	fmt.Fprintf(e.stdout, "jetsaga dev: NATS with JetStream at %s (data in %s)\n", srv.ClientURL(), *dir)
-	fmt.Fprintf(e.stdout, "  streams: %s, %s, %s\n", streams.LogStream, streams.WorkStream, streams.TimerStream)
-	fmt.Fprintf(e.stdout, "  inspect: nats --server %s stream info %s\n", srv.ClientURL(), streams.LogStream)
-	fmt.Fprintln(e.stdout, "Ctrl-C stops.")
+	fmt.Fprintf(e.stdout, "  coordinator %q drives %d partitions and resumes any unfinished sagas\n", st.Name, len(st.Partitions))
+	fmt.Fprintf(e.stdout, "  streams: %s %s %s — try: nats --server %s stream view %s\n", streams.LogStream, streams.WorkStream, streams.TimerStream, srv.ClientURL(), streams.LogStream)
+	if *demo {
+		cl, err := client.New(ctx, js)
+		if err != nil {
+			return err
+		}
+		if _, err := trip.Demo(ctx, cl, e.stdout); err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	fmt.Fprintln(e.stdout, "Ready. Ctrl-C stops; the next `jetsaga dev` resumes unfinished sagas.")
 	<-ctx.Done()
 	fmt.Fprintln(e.stdout, "jetsaga dev: stopping")
 	return nil
+}
+
+// stopWithin stops a component, giving it a bounded time to drain.
+func stopWithin(stop func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = stop(ctx)
+}
+
+// logFlags are the logging flags of long-running commands.
+type logFlags struct{ level, format string }
+
+func addLogFlags(fs *flag.FlagSet, level string) *logFlags {
+	l := &logFlags{}
+	fs.StringVar(&l.level, "log-level", level, "log level: debug, info, warn or error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+	return l
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("%w: -log-level %q: want debug, info, warn or error", errUsage, l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("%w: -log-format %q: want text or json", errUsage, l.format)
 }

@@ -21,6 +21,8 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "replay", "[flags] SAGA_ID")
 	conn := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	verify := fs.Bool("verify", true, "compare the fold with the state of the coordinator driving the saga (or with the saga index)")
+	verifyWait := fs.Duration("verify-timeout", time.Second, "how long to wait for the coordinator's answer")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -42,15 +44,30 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	r, err := replay(id, entries)
+	var v *verification
+	if err == nil && *verify {
+		// A log that does not fold is the finding; there is nothing to
+		// compare then.
+		v = verifyReplay(ctx, nc, js, r, *verifyWait)
+	}
 	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if encErr := enc.Encode(r.jsonView()); encErr != nil {
+		view := r.jsonView()
+		if v != nil {
+			view["verification"] = v
+		}
+		if encErr := writeJSON(e.stdout, view); encErr != nil {
 			return encErr
 		}
-		return err
+	} else {
+		r.print(e.stdout)
+		if v != nil {
+			fmt.Fprintln(e.stdout)
+			v.print(e.stdout)
+		}
 	}
-	r.print(e.stdout)
+	if err == nil && v != nil {
+		err = v.err()
+	}
 	return err
 }
 
@@ -86,11 +103,7 @@ func replay(id string, entries []streams.Entry) (*replayed, error) {
 func (r *replayed) print(w io.Writer) {
 	for _, en := range r.entries {
 		for i, ev := range en.events {
-			seq := fmt.Sprintf("#%d", en.seq)
-			if i > 0 {
-				seq = ""
-			}
-			fmt.Fprintf(w, "%-8s %s  %-28s %s\n", seq, ev.Time.Format("15:04:05.000"), client.ShortType(ev.Type()), describe(ev))
+			printEvent(w, en.seq, i == 0, ev)
 		}
 	}
 	s := r.state
@@ -109,6 +122,16 @@ func (r *replayed) print(w io.Writer) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// printEvent prints an event as a timeline line; the first event of a log
+// message shows the message's stream sequence.
+func printEvent(w io.Writer, seq uint64, first bool, ev events.Event) {
+	s := ""
+	if first {
+		s = fmt.Sprintf("#%d", seq)
+	}
+	fmt.Fprintf(w, "%-8s %s  %-28s %s\n", s, ev.Time.Local().Format("15:04:05.000"), client.ShortType(ev.Type()), describe(ev))
 }
 
 // describe says what an event carries, in one line.
@@ -164,7 +187,7 @@ func clip(b json.RawMessage) string {
 	return s
 }
 
-func (r *replayed) jsonView() any {
+func (r *replayed) jsonView() map[string]any {
 	type ev struct {
 		Seq  uint64          `json:"seq"`
 		ID   string          `json:"id"`

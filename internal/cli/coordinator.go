@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+func init() {
+	register(command{name: "coordinator", args: coordinatorArgs, summary: "run a coordinator until interrupted", run: runCoordinator})
+}
+
+const coordinatorArgs = "[flags] [-name N] [-partitions 64] [-own 0-31] [-replicas 1] [-max-in-flight N] [-log-level info] [-log-format text|json]"
+
+func runCoordinator(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "coordinator", coordinatorArgs)
+	conn := addConnFlags(fs)
+	name := fs.String("name", "", "the coordinator's name in logs, status and the log's event sources (default host-pid)")
+	partitions := fs.Int("partitions", streams.DefaultPartitions, "partitions of the topology; the same for every coordinator and participant")
+	own := fs.String("own", "", "partitions this coordinator drives, like 0-31 or 0-15,32-47 (default all; split them when running several)")
+	replicas := fs.Int("replicas", 1, "replicas of every stream and bucket jetsaga creates (3 in a production cluster)")
+	maxInFlight := fs.Int("max-in-flight", 0, "bound on requests awaiting replies or retries across all sagas (0: none)")
+	maxPerSaga := fs.Int("max-in-flight-per-saga", 0, "bound on one saga's requests awaiting replies or retries (0: none)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long to let inputs being handled finish")
+	logf := addLogFlags(fs, "info")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	}
+	logger, err := logf.logger(e.stderr)
+	if err != nil {
+		return err
+	}
+	cfg := coordinator.Config{
+		Name:               *name,
+		Logger:             logger,
+		Topology:           streams.Config{Partitions: *partitions, Replicas: *replicas},
+		MaxInFlight:        *maxInFlight,
+		MaxInFlightPerSaga: *maxPerSaga,
+		RequestTimeout:     conn.timeout,
+	}
+	if *own != "" {
+		if cfg.Partitions, err = parseRanges(*own); err != nil {
+			return fmt.Errorf("%w: -own: %v", errUsage, err)
+		}
+	}
+	if *drain <= 0 {
+		return fmt.Errorf("%w: -drain-timeout must be positive", errUsage)
+	}
+
+	nc, js, err := conn.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	// The connection reconnects for a while after losing the server; once
+	// it gives up, the coordinator can do nothing more, so the process ends
+	// with an error for its supervisor to restart it.
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) {
+		if err != nil { // nil: our own Close at the end
+			logger.Warn("disconnected from NATS; reconnecting", "error", err)
+		}
+	})
+	nc.SetReconnectHandler(func(nc *nats.Conn) { logger.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted()) })
+
+	c, err := coordinator.New(js, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	st := c.Status()
+	ids := make([]int, len(st.Partitions))
+	for i, p := range st.Partitions {
+		ids[i] = p.ID
+	}
+	slices.Sort(ids)
+	logger.Info("jetsaga coordinator running; SIGINT or SIGTERM stops it", "name", st.Name, "partitions", ranges(ids), "server", nc.ConnectedUrlRedacted())
+
+	var lost error
+	select {
+	case <-ctx.Done():
+	case <-closed:
+		lost = errors.New("the connection to NATS is closed (reconnects ran out); stopping")
+		logger.Error(lost.Error())
+	}
+	// ctx is done; the drain gets its own time.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
+	defer cancel()
+	logger.Info("stopping: finishing the inputs being handled", "drain_timeout", *drain)
+	if err := c.Stop(stopCtx); err != nil {
+		return fmt.Errorf("stop: %w (inputs not finished stay in their streams for the next coordinator)", err)
+	}
+	return lost
+}

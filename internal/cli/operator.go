@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jetsaga/jetsaga/client"
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// operatorCmd is one of the commands an operator sends a saga.
+type operatorCmd struct {
+	action events.OperatorAction
+	args   string
+	// node: the command names a node (retry, resolve).
+	node bool
+	// needsReason: the reason is recorded as why the command was right.
+	needsReason bool
+}
+
+func init() {
+	for _, c := range []struct {
+		operatorCmd
+		summary string
+	}{
+		{operatorCmd{action: events.ActionAbort, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "make a running saga unwind"},
+		{operatorCmd{action: events.ActionRetry, args: "[flags] SAGA_ID NODE [--reason R] [--wait]", node: true}, "run a failed undo of a stuck saga again"},
+		{operatorCmd{action: events.ActionResolve, args: "[flags] SAGA_ID NODE --reason R [--wait]", node: true, needsReason: true}, "declare a failed undo done by other means"},
+		{operatorCmd{action: events.ActionAbandon, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "end a saga as it is, without undoing more"},
+	} {
+		register(command{name: string(c.action), args: c.args, summary: c.summary, run: c.run})
+	}
+}
+
+func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
+	name := string(c.action)
+	fs := newFlags(e, name, c.args)
+	conn := addConnFlags(fs)
+	setDefault(fs, "timeout", "1m", "how long to wait for NATS and, with --wait, for the saga")
+	reasonHelp := "why (recorded in the saga's log)"
+	if c.needsReason {
+		reasonHelp += "; required"
+	}
+	reason := fs.String("reason", "", reasonHelp)
+	operator := fs.String("operator", operatorName(), "who acts, recorded in the saga's log (default $USER)")
+	wait := fs.Bool("wait", false, "wait until the command has taken effect and the saga has ended or is stuck again; print its status")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	want := 1
+	if c.node {
+		want = 2
+	}
+	switch {
+	case len(pos) != want && c.node:
+		return fmt.Errorf("%w: want a saga id and a node", errUsage)
+	case len(pos) != want:
+		return fmt.Errorf("%w: want one saga id", errUsage)
+	case c.needsReason && strings.TrimSpace(*reason) == "":
+		return fmt.Errorf("%w: --reason is required: the log records why the undo counts as done", errUsage)
+	}
+	id, node := pos[0], ""
+	if c.node {
+		node = pos[1]
+	}
+	if err := sagaIDArg(id); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
+	defer cancel()
+	nc, js, err := conn.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cl, err := client.New(ctx, js, client.WithOperator(*operator))
+	if err != nil {
+		return err
+	}
+	entries, err := streams.NewLog(js).Read(ctx, id, 0)
+	if err != nil {
+		return noSaga(id, err)
+	}
+	r, err := replay(id, entries)
+	if err != nil {
+		return err
+	}
+	// The coordinator decides with the same pure machine and ignores a
+	// command the saga's state does not allow; deciding here first turns
+	// that silence into a clear error.
+	if _, err := machine.Decide(r.state, c.input(node, *operator, *reason), machine.Options{}); err != nil {
+		var rej *machine.RejectedError
+		if errors.As(err, &rej) {
+			return fmt.Errorf("cannot %s saga %s: %s%s", name, id, rej.Reason, failedUndos(r.state, c.node))
+		}
+		return err
+	}
+	before := r.state.Events
+	switch c.action {
+	case events.ActionAbort:
+		err = cl.Abort(ctx, id, *reason)
+	case events.ActionRetry:
+		err = cl.RetryUndo(ctx, id, node, *reason)
+	case events.ActionResolve:
+		err = cl.Resolve(ctx, id, node, *reason)
+	case events.ActionAbandon:
+		err = cl.Abandon(ctx, id, *reason)
+	}
+	if err != nil {
+		return noSaga(id, err)
+	}
+	if !*wait {
+		if *asJSON {
+			return writeJSON(e.stdout, map[string]string{"id": id, "sent": name, "node": node, "operator": *operator})
+		}
+		what := name
+		if node != "" {
+			what += " of " + node
+		}
+		fmt.Fprintf(e.stdout, "%s sent for saga %s (by %s)\n", what, id, *operator)
+		return nil
+	}
+	s, err := cl.WaitFor(ctx, id, func(s *client.Saga) bool {
+		return c.applied(s, before, node) && (s.Finished() || s.Status == client.StatusStuck)
+	})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("saga %s: the %s has not taken effect, or the saga has not ended, after %s (jetsaga show %s tells where it is)", id, name, conn.timeout, id)
+		}
+		return err
+	}
+	if *asJSON {
+		if err := writeJSON(e.stdout, s); err != nil {
+			return err
+		}
+	} else {
+		printSaga(e.stdout, s)
+	}
+	if s.Status == client.StatusStuck {
+		return fmt.Errorf("saga %s is stuck: waiting for an operator", id)
+	}
+	return nil
+}
+
+func (c operatorCmd) input(node, operator, reason string) machine.Input {
+	now := time.Now()
+	switch c.action {
+	case events.ActionAbort:
+		return machine.Abort{Now: now, Operator: operator, Reason: reason}
+	case events.ActionRetry:
+		return machine.RetryUndo{Now: now, Node: node, Operator: operator, Reason: reason}
+	case events.ActionResolve:
+		return machine.Resolve{Now: now, Node: node, Operator: operator, Reason: reason}
+	}
+	return machine.Abandon{Now: now, Operator: operator, Reason: reason}
+}
+
+// applied reports whether the saga's log has the command's event after the
+// first before events.
+func (c operatorCmd) applied(s *client.Saga, before int, node string) bool {
+	want := "operator." + string(c.action)
+	for _, en := range s.Timeline[min(before, len(s.Timeline)):] {
+		if en.Type == want && en.Node == node {
+			return true
+		}
+	}
+	return false
+}
+
+// failedUndos lists the nodes a retry or resolve may name.
+func failedUndos(st *machine.State, forNode bool) string {
+	if !forNode || st.Graph == nil {
+		return ""
+	}
+	var names []string
+	for i, g := range st.Graph.Nodes {
+		if st.Nodes[i].State == machine.NodeUndoFailed {
+			names = append(names, g.Path)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf(" (no undo has failed; the saga is %s)", st.Status)
+	}
+	return " (failed undos: " + strings.Join(names, ", ") + ")"
+}

@@ -1,0 +1,177 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+func init() {
+	register(command{name: "status", args: "[flags] [--timeout 1s]", summary: "show every running coordinator: partitions, sagas in flight, counters", run: runStatus})
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "status", "[flags] [--timeout 1s]")
+	conn := addConnFlags(fs)
+	setDefault(fs, "timeout", "1s", "how long to gather coordinators' replies (every coordinator answers)")
+	asJSON := fs.Bool("json", false, "print the coordinators' statuses as a JSON array")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	}
+	nc, js, err := conn.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	sts, err := gatherStatus(ctx, nc, conn.timeout)
+	if err != nil {
+		return err
+	}
+	if len(sts) == 0 {
+		return fmt.Errorf("no coordinator answered on %s within %s: none is running (start one with jetsaga coordinator)", streams.StatusSubject, conn.timeout)
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, sts)
+	}
+	printStatus(e.stdout, sts, topologyPartitions(ctx, js))
+	return nil
+}
+
+// gatherStatus asks every coordinator for its status and returns the
+// replies that come within window, sorted by name. A request reaches all of
+// them, so there is no telling when the last one has answered.
+func gatherStatus(ctx context.Context, nc *nats.Conn, window time.Duration) ([]coordinator.Status, error) {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the connection closes soon after
+	if err := nc.PublishRequest(streams.StatusSubject, inbox, nil); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	var out []coordinator.Status
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) || (err != nil && ctx.Err() != nil) {
+			break // nobody listens, or the window is over
+		}
+		if err != nil {
+			return nil, err
+		}
+		var st coordinator.Status
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			return nil, fmt.Errorf("a reply on %s is not a coordinator's status: %w", streams.StatusSubject, err)
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// topologyPartitions is the partition count the topology records, or 0 if
+// it cannot be read.
+func topologyPartitions(ctx context.Context, js jetstream.JetStream) int {
+	st, err := js.Stream(ctx, streams.WorkStream)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(st.CachedInfo().Config.Metadata["jetsaga.partitions"])
+	return n
+}
+
+func printStatus(w io.Writer, sts []coordinator.Status, partitions int) {
+	drivers := map[int][]string{}
+	for _, st := range sts {
+		for _, p := range st.Partitions {
+			drivers[p.ID] = append(drivers[p.ID], st.Name)
+		}
+	}
+	fmt.Fprintf(w, "%s answered", count(len(sts), "coordinator"))
+	if partitions > 0 {
+		var none, shared []int
+		for p := range partitions {
+			switch len(drivers[p]) {
+			case 0:
+				none = append(none, p)
+			case 1:
+			default:
+				shared = append(shared, p)
+			}
+		}
+		fmt.Fprintf(w, "; the topology has %d partitions", partitions)
+		if len(none) == 0 && len(shared) == 0 {
+			fmt.Fprint(w, ", each driven by one coordinator")
+		}
+		fmt.Fprintln(w)
+		if len(none) > 0 {
+			fmt.Fprintf(w, "WARNING: no coordinator drives partitions %s: their sagas do not advance\n", ranges(none))
+		}
+		if len(shared) > 0 {
+			fmt.Fprintf(w, "WARNING: several coordinators drive partitions %s: they compete for inputs and lose write races\n", ranges(shared))
+		}
+	} else {
+		fmt.Fprintln(w)
+	}
+	for _, st := range sts {
+		fmt.Fprintln(w)
+		printCoordinator(w, st)
+	}
+}
+
+func printCoordinator(w io.Writer, st coordinator.Status) {
+	ids := make([]int, len(st.Partitions))
+	var loaded []string
+	parts := append([]coordinator.PartitionStatus(nil), st.Partitions...)
+	sort.Slice(parts, func(i, j int) bool { return parts[i].ID < parts[j].ID })
+	for i, p := range parts {
+		ids[i] = p.ID
+		if p.Sagas > 0 {
+			loaded = append(loaded, fmt.Sprintf("%d:%d", p.ID, p.Sagas))
+		}
+	}
+	fmt.Fprintf(w, "coordinator %s\n", st.Name)
+	fmt.Fprintf(w, "  partitions       %d: %s\n", len(ids), clipTo(ranges(ids), 100))
+	inFlight := count(st.InFlightSagas, "saga") + ", " + count(int(st.InFlightRequests), "request")
+	if len(loaded) > 0 {
+		inFlight += " (sagas by partition " + clipTo(strings.Join(loaded, " "), 80) + ")"
+	}
+	fmt.Fprintf(w, "  in flight        %s\n", inFlight)
+	fmt.Fprintf(w, "  sagas            %d started, %d finished, %d recovered\n", st.Started, st.Finished, st.Recovered)
+	fmt.Fprintf(w, "  problems         %d recovery failures, %d inputs rejected, %d write conflicts\n", st.RecoveryFailures, st.Rejected, st.Conflicts)
+	if !st.LastRecovery.IsZero() {
+		fmt.Fprintf(w, "  last recovery    %s (%s ago)\n", st.LastRecovery.Local().Format("2006-01-02 15:04:05"), time.Since(st.LastRecovery).Round(time.Second))
+	}
+	if len(st.RecentFailures) > 0 {
+		fmt.Fprintf(w, "  recent failures  (%d, newest last)\n", len(st.RecentFailures))
+		for _, f := range st.RecentFailures[max(0, len(st.RecentFailures)-5):] {
+			fmt.Fprintf(w, "    %s\n", clipTo(f, 160))
+		}
+	}
+}
+
+// count writes n things, in the plural but for one.
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
