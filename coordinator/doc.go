@@ -38,7 +38,8 @@
 // An attempt's deadline is in the log (node.started), so it is armed in
 // memory and re-armed from the log on recovery: a durable timer per attempt
 // would cost a fourth JetStream write per node on the happy path. A retry's
-// wait is armed as a NATS message schedule (server 2.12+), which fires into
-// JETSAGA_TIMERS even if no coordinator is running, and is re-armed from the
-// log on recovery as well.
+// wait of 5 s or more is armed as a NATS message schedule (server 2.12+),
+// which fires into JETSAGA_TIMERS even if no coordinator is running; shorter
+// waits, below the schedules' one-second granularity, are armed in memory.
+// Both are re-armed from the log on recovery.
 package coordinator

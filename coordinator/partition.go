@@ -466,7 +466,7 @@ func (p *partition) execute(r *run, cmds []machine.Command, logger interface{ Wa
 			}
 			futures = append(futures, f)
 		case machine.ArmTimer:
-			if cmd.Timer.Kind == machine.TimerTimeout {
+			if cmd.Timer.Kind == machine.TimerTimeout || time.Until(cmd.At) < scheduleAtLeast {
 				p.armInMemory(r, cmd)
 				continue
 			}
@@ -497,8 +497,14 @@ func (p *partition) execute(r *run, cmds []machine.Command, logger interface{ Wa
 	}
 }
 
-// armInMemory arms an attempt deadline. It is in the log, so a restarted
-// coordinator re-arms it on recovery.
+// scheduleAtLeast is the shortest retry wait armed as a message schedule.
+// Schedules fire with about a second's granularity, so shorter waits are
+// armed in memory; like attempt deadlines, they are in the log
+// (node.attempt_failed's retry_at) and re-armed on recovery.
+const scheduleAtLeast = 5 * time.Second
+
+// armInMemory arms a timer in this process. Its time is in the log, so a
+// restarted coordinator re-arms it on recovery.
 func (p *partition) armInMemory(r *run, cmd machine.ArmTimer) {
 	id, t := r.state.SagaID, cmd.Timer
 	if old, ok := r.timers[t.ID()]; ok {

@@ -14,7 +14,9 @@ import (
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/examples/payments"
 	"github.com/jetsaga/jetsaga/examples/trip"
+	"github.com/jetsaga/jetsaga/examples/vm"
 	"github.com/jetsaga/jetsaga/internal/embedded"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
@@ -28,6 +30,8 @@ func init() {
 // exampleParticipants are the examples whose participants dev runs.
 var exampleParticipants = []func(context.Context, jetstream.JetStream, *participant.Participant) error{
 	trip.Register,
+	vm.Register,
+	payments.Register,
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {
