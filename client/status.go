@@ -111,7 +111,7 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 		if i == 0 {
 			v.Created = e.Time
 		}
-		v.Timeline = append(v.Timeline, Entry{Seq: e.Seq, Time: e.Time, Type: ShortType(e.Type()), Node: NodeOf(e.Event)})
+		v.Timeline = append(v.Timeline, Entry{Seq: e.Seq, Time: e.Time, Type: ShortType(e.Type()), Node: events.NodeOf(e.Event)})
 	}
 	return v
 }
@@ -119,37 +119,6 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 // ShortType is an event type without its prefix and version.
 func ShortType(t events.Type) string {
 	return strings.TrimSuffix(strings.TrimPrefix(string(t), "io.jetsaga."), ".v1")
-}
-
-// NodeOf is the node an event is about, if any.
-func NodeOf(e events.Event) string {
-	switch d := e.Data.(type) {
-	case *events.NodeStarted:
-		return d.Node
-	case *events.NodeSucceeded:
-		return d.Node
-	case *events.NodeAttemptFailed:
-		return d.Node
-	case *events.NodeFailed:
-		return d.Node
-	case *events.UndoStarted:
-		return d.Node
-	case *events.UndoAttemptFailed:
-		return d.Node
-	case *events.UndoFinished:
-		return d.Node
-	case *events.UndoFailed:
-		return d.Node
-	case *events.SagaStuck:
-		return d.Node
-	case *events.SagaUnwinding:
-		return d.Node
-	case *events.OperatorRetry:
-		return d.Node
-	case *events.OperatorResolve:
-		return d.Node
-	}
-	return ""
 }
 
 // Summary is a saga as listed.

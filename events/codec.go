@@ -46,6 +46,38 @@ func (e Event) Type() Type {
 	return e.Data.EventType()
 }
 
+// NodeOf is the node a log event is about: "" for saga-level events
+// (and for saga.unwinding, the node whose failure caused it).
+func NodeOf(e Event) string {
+	switch d := e.Data.(type) {
+	case *NodeStarted:
+		return d.Node
+	case *NodeSucceeded:
+		return d.Node
+	case *NodeAttemptFailed:
+		return d.Node
+	case *NodeFailed:
+		return d.Node
+	case *UndoStarted:
+		return d.Node
+	case *UndoAttemptFailed:
+		return d.Node
+	case *UndoFinished:
+		return d.Node
+	case *UndoFailed:
+		return d.Node
+	case *SagaStuck:
+		return d.Node
+	case *SagaUnwinding:
+		return d.Node
+	case *OperatorRetry:
+		return d.Node
+	case *OperatorResolve:
+		return d.Node
+	}
+	return ""
+}
+
 // LogEventID is the id of the n-th event (from 0) of a saga's log.
 func LogEventID(sagaID string, n int) string { return fmt.Sprintf("%s:%d", sagaID, n) }
 

@@ -51,6 +51,19 @@ func setDefault(fs *flag.FlagSet, name, value, usage string) {
 // malformed, like replay has always done).
 func sagaIDArg(id string) error { return streams.ValidateSagaID(id) }
 
+// parseSagaID parses the flags of a command about one saga and returns the
+// saga id, its one positional argument.
+func parseSagaID(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", fmt.Errorf("%w: want one saga id", errUsage)
+	}
+	return pos[0], sagaIDArg(pos[0])
+}
+
 // noSaga turns the ways "no such saga" comes back into one message.
 func noSaga(id string, err error) error {
 	if errors.Is(err, client.ErrNotFound) || errors.Is(err, streams.ErrNotFound) {

@@ -15,15 +15,8 @@ func init() {
 func runExport(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "export", "[flags] SAGA_ID")
 	conn := addConnFlags(fs)
-	pos, err := parse(fs, args)
+	id, err := parseSagaID(fs, args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one saga id", errUsage)
-	}
-	id := pos[0]
-	if err := sagaIDArg(id); err != nil {
 		return err
 	}
 	nc, js, err := conn.connect(ctx)

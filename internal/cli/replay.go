@@ -23,15 +23,8 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	verify := fs.Bool("verify", true, "compare the fold with the state of the coordinator driving the saga (or with the saga index)")
 	verifyWait := fs.Duration("verify-timeout", time.Second, "how long to wait for the coordinator's answer")
-	pos, err := parse(fs, args)
+	id, err := parseSagaID(fs, args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one saga id", errUsage)
-	}
-	id := pos[0]
-	if err := streams.ValidateSagaID(id); err != nil {
 		return err
 	}
 	nc, js, err := conn.connect(ctx)

@@ -19,15 +19,8 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "show", "[flags] SAGA_ID")
 	conn := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print the saga's status as JSON")
-	pos, err := parse(fs, args)
+	id, err := parseSagaID(fs, args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one saga id", errUsage)
-	}
-	id := pos[0]
-	if err := sagaIDArg(id); err != nil {
 		return err
 	}
 	nc, cl, err := conn.dial(ctx)

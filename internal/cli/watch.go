@@ -22,15 +22,8 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "watch", "[flags] SAGA_ID")
 	conn := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print each event as a CloudEvent, one JSON object a line")
-	pos, err := parse(fs, args)
+	id, err := parseSagaID(fs, args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one saga id", errUsage)
-	}
-	id := pos[0]
-	if err := sagaIDArg(id); err != nil {
 		return err
 	}
 	nc, js, err := conn.connect(ctx)

@@ -200,40 +200,12 @@ func (m *sim) types() []string {
 		s := string(e.Type())
 		s = s[len("io.jetsaga."):]
 		s = s[:len(s)-len(".v1")]
-		if n := nodeOf(e); n != "" {
+		if n := events.NodeOf(e); n != "" {
 			s += " " + n
 		}
 		out = append(out, s)
 	}
 	return out
-}
-
-func nodeOf(e events.Event) string {
-	switch d := e.Data.(type) {
-	case *events.NodeStarted:
-		return d.Node
-	case *events.NodeSucceeded:
-		return d.Node
-	case *events.NodeAttemptFailed:
-		return d.Node
-	case *events.NodeFailed:
-		return d.Node
-	case *events.UndoStarted:
-		return d.Node
-	case *events.UndoAttemptFailed:
-		return d.Node
-	case *events.UndoFinished:
-		return d.Node
-	case *events.UndoFailed:
-		return d.Node
-	case *events.SagaStuck:
-		return d.Node
-	case *events.OperatorRetry:
-		return d.Node
-	case *events.OperatorResolve:
-		return d.Node
-	}
-	return ""
 }
 
 func requireRejected(t testing.TB, err error, want string) {
