@@ -22,6 +22,8 @@ import (
 // testPartitions keeps the number of consumers small in tests.
 const testPartitions = 4
 
+func testTopo() streams.Config { return streams.Config{Partitions: testPartitions} }
+
 // env is a server, a coordinator and a client.
 type env struct {
 	t     *testing.T
@@ -36,7 +38,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := natstest.RunServer(t)
-	e := &env{t: t, url: srv.ClientURL(), topo: streams.Config{Partitions: testPartitions}}
+	e := &env{t: t, url: srv.ClientURL(), topo: testTopo()}
 	e.nc, e.js = natstest.Connect(t, e.url)
 	e.startCoordinator("c1")
 	cl, err := client.New(context.Background(), e.js)
