@@ -22,9 +22,16 @@ type Config struct {
 	// Topology is the JetStream topology; Start applies it (creating what is
 	// missing). Its Partitions must be the same for every coordinator.
 	Topology streams.Config
-	// Partitions lists the partitions this coordinator drives. Default: all
-	// of them (0 to Topology.Partitions-1), for a single coordinator.
+	// Partitions, if set, pins the partitions this coordinator drives,
+	// without leases (for tests and hand-split setups; coordinators given
+	// the same partition compete, safely but wastefully). Default: none
+	// pinned — coordinators share all partitions with leases and fail over
+	// on their own.
 	Partitions []int
+	// LeaseTTL is how long a partition lease and the coordinator's
+	// heartbeat last without renewal: a dead coordinator's partitions are
+	// taken over after at most this long. At least 1s. Default: 10s.
+	LeaseTTL time.Duration
 	// MaxInFlightPerSaga bounds one saga's requests awaiting replies or
 	// retries; 0 means no bound.
 	MaxInFlightPerSaga int
@@ -50,11 +57,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Topology.Partitions == 0 {
 		c.Topology.Partitions = streams.DefaultPartitions
-	}
-	if c.Partitions == nil {
-		for p := range c.Topology.Partitions {
-			c.Partitions = append(c.Partitions, p)
-		}
 	}
 	if c.RecoveryInterval == 0 {
 		c.RecoveryInterval = 30 * time.Second
@@ -85,6 +87,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxInFlight < 0 || c.MaxInFlightPerSaga < 0 {
 		bad("MaxInFlight and MaxInFlightPerSaga must not be negative")
+	}
+	if c.LeaseTTL != 0 && c.LeaseTTL < time.Second {
+		bad("LeaseTTL %s is under 1s", c.LeaseTTL)
 	}
 	if c.RecoveryInterval < 0 || c.RequestTimeout < 0 {
 		bad("RecoveryInterval and RequestTimeout must not be negative")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
+	"github.com/jetsaga/jetsaga/internal/lease"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -31,8 +33,9 @@ type Coordinator struct {
 	logger *slog.Logger
 	source string
 
-	log *streams.Log
-	ix  *index.Index
+	log    *streams.Log
+	ix     *index.Index
+	leases *lease.Keeper // nil when Config.Partitions pins the partitions
 
 	mu      sync.Mutex
 	state   lifecycle
@@ -105,23 +108,43 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.ix = ix
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	for _, p := range c.cfg.Partitions {
-		part, err := c.startPartition(ctx, p)
-		if err != nil {
-			for _, started := range c.parts {
-				started.stop(ctx)
-			}
-			c.cancel()
-			return err
+	fail := func(err error) error {
+		if c.leases != nil {
+			c.mu.Unlock()
+			c.leases.Stop(ctx)
+			c.mu.Lock()
 		}
-		c.parts[p] = part
-	}
-	if c.subs, err = c.serve(); err != nil {
 		for _, started := range c.parts {
 			started.stop(ctx)
 		}
+		c.parts = map[int]*partition{}
 		c.cancel()
-		return fmt.Errorf("coordinator: serve status: %w", err)
+		return err
+	}
+	if c.subs, err = c.serve(); err != nil {
+		return fail(fmt.Errorf("coordinator: serve status: %w", err))
+	}
+	if c.cfg.Partitions != nil {
+		for _, p := range c.cfg.Partitions {
+			part, err := c.startPartition(ctx, p, 0)
+			if err != nil {
+				return fail(err)
+			}
+			c.parts[p] = part
+		}
+	} else {
+		c.leases, err = lease.New(ctx, c.js, lease.Config{Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
+			TTL: c.cfg.LeaseTTL, Logger: c.logger, Acquire: c.acquire, Lose: c.lose})
+		if err != nil {
+			return fail(err)
+		}
+		// The keeper calls acquire, which takes c.mu.
+		c.mu.Unlock()
+		err = c.leases.Start(ctx)
+		c.mu.Lock()
+		if err != nil {
+			return fail(err)
+		}
 	}
 	c.state = running
 	c.logger.Info("coordinator started", "partitions", len(c.parts), "server", c.nc.ConnectedUrlRedacted())
@@ -188,12 +211,20 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		}
 	}
 	c.state = stopping
-	parts := c.parts
 	c.mu.Unlock()
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
 	}
-
+	// With leases, stopping the keeper stops each partition (draining it)
+	// and then releases its lease, so another coordinator takes it over at
+	// once rather than after the lease's TTL.
+	if c.leases != nil {
+		c.leases.Stop(ctx)
+	}
+	c.mu.Lock()
+	parts := c.parts
+	c.parts = map[int]*partition{}
+	c.mu.Unlock()
 	for _, p := range parts {
 		p.stop(ctx)
 	}
@@ -213,6 +244,56 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.mu.Unlock()
 	c.logger.Info("coordinator stopped")
 	return err
+}
+
+// acquire starts driving partition p, newly leased with epoch.
+func (c *Coordinator) acquire(p int, epoch uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stopping || c.state == stopped {
+		return ErrStopped
+	}
+	if _, ok := c.parts[p]; ok {
+		return nil
+	}
+	ctx, cancel := c.opCtx()
+	defer cancel()
+	part, err := c.startPartition(ctx, p, epoch)
+	if err != nil {
+		return err
+	}
+	c.parts[p] = part
+	c.stats.acquired.Add(1)
+	return nil
+}
+
+// lose stops driving partition p at once.
+func (c *Coordinator) lose(p int) {
+	c.mu.Lock()
+	part, ok := c.parts[p]
+	delete(c.parts, p)
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	part.stop(ctx)
+	c.stats.lost.Add(1)
+	c.logger.Info("stopped driving partition", "partition", p)
+}
+
+// owns reports whether the coordinator may write for partition p now: its
+// lease is held and not past the time it can be trusted. Checked before
+// every append, so a coordinator paused past its lease writes nothing when
+// it wakes. (The append's optimistic concurrency is what makes it safe even
+// if a pause falls between this check and the write.)
+func (c *Coordinator) owns(p int) bool {
+	if c.leases == nil {
+		return true
+	}
+	_, ok := c.leases.Owns(p)
+	return ok
 }
 
 // go runs f in a goroutine that Stop waits for.
@@ -260,6 +341,7 @@ func (c *Coordinator) wakeAll() {
 // stats are the coordinator's counters.
 type stats struct {
 	recovered, recoveryFailures, rejected, conflicts, started, finished atomic.Int64
+	skipped, observedFinished, acquired, lost, fenced                   atomic.Int64
 	mu                                                                  sync.Mutex
 	lastFailures                                                        []string
 	lastRecovery                                                        time.Time
@@ -288,16 +370,29 @@ type Status struct {
 	RecoveryFailures int64 `json:"recovery_failures"`
 	// Rejected counts inputs ignored as stale, duplicate, forged or
 	// malformed.
-	Rejected       int64     `json:"inputs_rejected"`
-	Conflicts      int64     `json:"write_conflicts"`
+	Rejected  int64 `json:"inputs_rejected"`
+	Conflicts int64 `json:"write_conflicts"`
+	// Skipped counts in-flight sagas a recovery pass found already driven
+	// here; ObservedFinished those it found finished (their markers removed).
+	Skipped          int64 `json:"recovery_skipped"`
+	ObservedFinished int64 `json:"recovery_observed_finished"`
+	// LeasesAcquired and LeasesLost count partitions taken and given up
+	// (lost, expired or handed off); Fenced counts appends not made because
+	// the lease could no longer be trusted.
+	LeasesAcquired int64     `json:"leases_acquired"`
+	LeasesLost     int64     `json:"leases_lost"`
+	Fenced         int64     `json:"appends_fenced"`
+	Pinned         bool      `json:"pinned,omitempty"`
 	LastRecovery   time.Time `json:"last_recovery,omitzero"`
 	RecentFailures []string  `json:"recent_failures,omitempty"`
 }
 
 // PartitionStatus describes one partition the coordinator drives.
 type PartitionStatus struct {
-	ID    int `json:"id"`
-	Sagas int `json:"sagas"`
+	ID int `json:"id"`
+	// Epoch is the revision of the partition's lease (0 when pinned).
+	Epoch uint64 `json:"epoch"`
+	Sagas int    `json:"sagas"`
 }
 
 // Status reports the coordinator's partitions and counters.
@@ -310,10 +405,13 @@ func (c *Coordinator) Status() Status {
 	c.mu.Unlock()
 	st := Status{Name: c.cfg.Name, InFlightRequests: c.inflight.Load(), Started: c.stats.started.Load(),
 		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
-		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load()}
+		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load(), Skipped: c.stats.skipped.Load(),
+		ObservedFinished: c.stats.observedFinished.Load(), LeasesAcquired: c.stats.acquired.Load(), LeasesLost: c.stats.lost.Load(),
+		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil}
+	slices.SortFunc(parts, func(a, b *partition) int { return a.id - b.id })
 	for _, p := range parts {
 		n := int(p.loaded.Load())
-		st.Partitions = append(st.Partitions, PartitionStatus{ID: p.id, Sagas: n})
+		st.Partitions = append(st.Partitions, PartitionStatus{ID: p.id, Epoch: p.epoch, Sagas: n})
 		st.InFlightSagas += n
 	}
 	c.stats.mu.Lock()

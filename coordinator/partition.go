@@ -24,6 +24,7 @@ import (
 type partition struct {
 	c     *Coordinator
 	id    int
+	epoch uint64 // the lease's revision when taken; 0 when pinned
 	inbox chan item
 	wake  chan struct{}
 	quit  chan struct{}
@@ -62,8 +63,8 @@ type timerMsg struct {
 	Timer  machine.Timer `json:"timer"`
 }
 
-func (c *Coordinator) startPartition(ctx context.Context, p int) (*partition, error) {
-	part := &partition{c: c, id: p, inbox: make(chan item, 256), wake: make(chan struct{}, 1),
+func (c *Coordinator) startPartition(ctx context.Context, p int, epoch uint64) (*partition, error) {
+	part := &partition{c: c, id: p, epoch: epoch, inbox: make(chan item, 256), wake: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{}), sagas: map[string]*run{}, throttled: map[string]bool{}}
 	work, err := c.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.PartitionConsumer(p))
 	if err != nil {
@@ -268,6 +269,11 @@ func (p *partition) handle(it item) {
 			}
 			return
 		}
+		if !c.owns(p.id) {
+			logger.Info("lost a write race and no longer own the partition; leaving the input to the owner")
+			p.retryLater(it)
+			return
+		}
 	}
 	logger.Warn("input lost the write race repeatedly; leaving it for redelivery")
 	p.retryLater(it)
@@ -318,6 +324,15 @@ func (p *partition) decide(r *run, it item, logger interface {
 			c.inflight.Add(-int64(reserved))
 			logger.Error("cannot encode decision", "error", err)
 			return true, false
+		}
+		// Fencing: no write without a lease that can still be trusted.
+		if !c.owns(p.id) {
+			c.inflight.Add(-int64(reserved))
+			c.stats.fenced.Add(1)
+			logger.Warn("not appending: the partition's lease is lost or may have expired")
+			p.evict(it.sagaID)
+			p.retryLater(it)
+			return false, false
 		}
 		seq, err := c.log.Append(ctx, it.sagaID, r.seq, b, events.ContentTypeBatch)
 		if err != nil {
@@ -614,6 +629,7 @@ func (p *partition) recover() {
 	}
 	for _, id := range ids {
 		if _, ok := p.sagas[id]; ok {
+			c.stats.skipped.Add(1)
 			continue
 		}
 		r, err := p.load(id, false)
@@ -628,6 +644,7 @@ func (p *partition) recover() {
 			c.logger.Error("recovery: cannot load saga", "saga_id", id, "error", err)
 			continue
 		case r.state.Status.Finished():
+			c.stats.observedFinished.Add(1)
 			p.index(r)
 			ctx, cancel := c.opCtx()
 			if err := c.ix.ClearInFlight(ctx, p.id, id); err != nil {

@@ -17,6 +17,11 @@ import (
 // redelivering; long actions extend it with InProgress.
 const DefaultAckWait = 30 * time.Second
 
+// coordinatorAckWait is the ack wait of the coordinators' consumers. A
+// coordinator handles an input in milliseconds; when one dies, what it had
+// taken and not acked comes back to the partition's next owner after this.
+const coordinatorAckWait = 5 * time.Second
+
 // PartitionConsumer is the durable consumer on JETSAGA_WORK through which
 // the owner of partition p receives saga starts, operator commands and
 // participant replies for the partition's sagas. Its name is fixed, so a new
@@ -28,7 +33,7 @@ func PartitionConsumer(p int) jetstream.ConsumerConfig {
 		FilterSubjects: []string{CommandSubject(p), ReplySubject(p)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        DefaultAckWait,
+		AckWait:        coordinatorAckWait,
 		MaxDeliver:     -1,
 		MaxAckPending:  10000,
 	}
@@ -43,7 +48,7 @@ func TimerConsumer(p int) jetstream.ConsumerConfig {
 		FilterSubject: TimerFireSubject(p),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       DefaultAckWait,
+		AckWait:       coordinatorAckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 10000,
 	}
