@@ -348,7 +348,8 @@ func TestStatus(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	code, out, errs := e.run("status")
-	for _, want := range []string{"1 coordinator answered; the topology has 2 partitions, each driven by one coordinator", "coordinator c1", "partitions       2: 0-1", "in flight        0 sagas, 0 requests"} {
+	for _, want := range []string{"1 coordinator answered; the topology has 2 partitions, each driven by one coordinator", "coordinator c1", "partitions       2: 0-1", "in flight        0 sagas, 0 requests",
+		"epochs           0@", "recovery         ", "leases (partition: holder@epoch)", "0:c1@"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

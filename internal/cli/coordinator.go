@@ -24,7 +24,8 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	conn := addConnFlags(fs)
 	name := fs.String("name", "", "the coordinator's name in logs, status and the log's event sources (default host-pid)")
 	partitions := fs.Int("partitions", streams.DefaultPartitions, "partitions of the topology; the same for every coordinator and participant")
-	own := fs.String("own", "", "partitions this coordinator drives, like 0-31 or 0-15,32-47 (default all; split them when running several)")
+	own := fs.String("own", "", "pin the partitions this coordinator drives, like 0-31 or 0-15,32-47, without leases (default: share all partitions with the running coordinators through leases)")
+	leaseTTL := fs.Duration("lease-ttl", 0, "lease TTL: a dead coordinator's partitions are taken over after at most this long (default 10s)")
 	replicas := fs.Int("replicas", 1, "replicas of every stream and bucket jetsaga creates (3 in a production cluster)")
 	maxInFlight := fs.Int("max-in-flight", 0, "bound on requests awaiting replies or retries across all sagas (0: none)")
 	maxPerSaga := fs.Int("max-in-flight-per-saga", 0, "bound on one saga's requests awaiting replies or retries (0: none)")
@@ -45,6 +46,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 		Name:               *name,
 		Logger:             logger,
 		Topology:           streams.Config{Partitions: *partitions, Replicas: *replicas},
+		LeaseTTL:           *leaseTTL,
 		MaxInFlight:        *maxInFlight,
 		MaxInFlightPerSaga: *maxPerSaga,
 		RequestTimeout:     conn.timeout,

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/internal/lease"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -50,7 +51,27 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, sts)
 	}
 	printStatus(e.stdout, sts, topologyPartitions(ctx, js))
+	if holders, err := lease.Holders(ctx, js); err == nil && len(holders) > 0 {
+		printLeases(e.stdout, holders)
+	}
 	return nil
+}
+
+// printLeases prints the lease table: which member holds each partition,
+// with its epoch (the lease's revision), runs of one member folded.
+func printLeases(w io.Writer, hs []lease.Holder) {
+	fmt.Fprintln(w, "\nleases (partition: holder@epoch)")
+	var line []string
+	for _, h := range hs {
+		line = append(line, fmt.Sprintf("%d:%s@%d", h.Partition, h.Member, h.Epoch))
+		if len(line) == 6 {
+			fmt.Fprintln(w, "  "+strings.Join(line, "  "))
+			line = nil
+		}
+	}
+	if len(line) > 0 {
+		fmt.Fprintln(w, "  "+strings.Join(line, "  "))
+	}
 }
 
 // gatherStatus asks every coordinator for its status and returns the
@@ -155,8 +176,21 @@ func printCoordinator(w io.Writer, st coordinator.Status) {
 		inFlight += " (sagas by partition " + clipTo(strings.Join(loaded, " "), 80) + ")"
 	}
 	fmt.Fprintf(w, "  in flight        %s\n", inFlight)
-	fmt.Fprintf(w, "  sagas            %d started, %d finished, %d recovered\n", st.Started, st.Finished, st.Recovered)
-	fmt.Fprintf(w, "  problems         %d recovery failures, %d inputs rejected, %d write conflicts\n", st.RecoveryFailures, st.Rejected, st.Conflicts)
+	var epochs []string
+	for _, p := range parts {
+		if p.Epoch > 0 {
+			epochs = append(epochs, fmt.Sprintf("%d@%d", p.ID, p.Epoch))
+		}
+	}
+	if len(epochs) > 0 {
+		fmt.Fprintf(w, "  epochs           %s\n", clipTo(strings.Join(epochs, " "), 100))
+	} else if st.Pinned {
+		fmt.Fprintf(w, "  epochs           none: partitions pinned with -own, no leases\n")
+	}
+	fmt.Fprintf(w, "  leases           %d acquired, %d lost or handed off, %d appends fenced\n", st.LeasesAcquired, st.LeasesLost, st.Fenced)
+	fmt.Fprintf(w, "  sagas            %d started, %d finished\n", st.Started, st.Finished)
+	fmt.Fprintf(w, "  recovery         %d recovered, %d failed, %d skipped (already driven), %d observed finished\n", st.Recovered, st.RecoveryFailures, st.Skipped, st.ObservedFinished)
+	fmt.Fprintf(w, "  problems         %d inputs rejected, %d write conflicts\n", st.Rejected, st.Conflicts)
 	if !st.LastRecovery.IsZero() {
 		fmt.Fprintf(w, "  last recovery    %s (%s ago)\n", st.LastRecovery.Local().Format("2006-01-02 15:04:05"), time.Since(st.LastRecovery).Round(time.Second))
 	}
