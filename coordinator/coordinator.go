@@ -345,6 +345,42 @@ type stats struct {
 	mu                                                                  sync.Mutex
 	lastFailures                                                        []string
 	lastRecovery                                                        time.Time
+	lastPass                                                            RecoveryPass
+	recentRecoveries                                                    []string
+}
+
+// RecoveryPass summarizes one recovery pass over a partition's sagas in
+// flight.
+type RecoveryPass struct {
+	Partition int       `json:"partition"`
+	At        time.Time `json:"at"`
+	// Listed are the sagas marked in flight; each was recovered, skipped
+	// (already driven here, or not started yet), found finished, or failed
+	// to load (tried again next pass).
+	Listed    int `json:"listed"`
+	Recovered int `json:"recovered"`
+	Skipped   int `json:"skipped"`
+	Finished  int `json:"finished"`
+	Failed    int `json:"failed"`
+}
+
+func (s *stats) pass(p RecoveryPass) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastRecovery = p.At
+	// The last pass that found something is the one worth showing.
+	if p.Listed > 0 || p.Failed > 0 || s.lastPass.At.IsZero() {
+		s.lastPass = p
+	}
+}
+
+func (s *stats) recoveredSaga(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recentRecoveries = append(s.recentRecoveries, id)
+	if len(s.recentRecoveries) > 20 {
+		s.recentRecoveries = s.recentRecoveries[len(s.recentRecoveries)-20:]
+	}
 }
 
 func (s *stats) failure(msg string) {
@@ -384,7 +420,11 @@ type Status struct {
 	Fenced         int64     `json:"appends_fenced"`
 	Pinned         bool      `json:"pinned,omitempty"`
 	LastRecovery   time.Time `json:"last_recovery,omitzero"`
-	RecentFailures []string  `json:"recent_failures,omitempty"`
+	// LastPass is the latest recovery pass that found sagas in flight.
+	LastPass RecoveryPass `json:"last_pass"`
+	// RecentRecoveries are the latest sagas recovered (ids).
+	RecentRecoveries []string `json:"recent_recoveries,omitempty"`
+	RecentFailures   []string `json:"recent_failures,omitempty"`
 }
 
 // PartitionStatus describes one partition the coordinator drives.
@@ -416,6 +456,8 @@ func (c *Coordinator) Status() Status {
 	}
 	c.stats.mu.Lock()
 	st.LastRecovery = c.stats.lastRecovery
+	st.LastPass = c.stats.lastPass
+	st.RecentRecoveries = append([]string(nil), c.stats.recentRecoveries...)
 	st.RecentFailures = append([]string(nil), c.stats.lastFailures...)
 	c.stats.mu.Unlock()
 	return st

@@ -618,18 +618,23 @@ func (p *partition) advanceThrottled() {
 // next pass; it does not stop the others.
 func (p *partition) recover() {
 	c := p.c
+	pass := RecoveryPass{Partition: p.id, At: time.Now()}
+	defer func() { c.stats.pass(pass) }()
 	ctx, cancel := c.opCtx()
 	ids, err := c.ix.InFlight(ctx, p.id)
 	cancel()
 	if err != nil {
 		c.stats.recoveryFailures.Add(1)
+		pass.Failed++
 		c.stats.failure(fmt.Sprintf("partition %d: list in-flight sagas: %v", p.id, err))
 		c.logger.Error("recovery: cannot list in-flight sagas", "partition", p.id, "error", err)
 		return
 	}
+	pass.Listed = len(ids)
 	for _, id := range ids {
 		if _, ok := p.sagas[id]; ok {
 			c.stats.skipped.Add(1)
+			pass.Skipped++
 			continue
 		}
 		r, err := p.load(id, false)
@@ -637,14 +642,17 @@ func (p *partition) recover() {
 		case errors.Is(err, streams.ErrNotFound):
 			// Marked, but the start has not reached the log yet: its
 			// command is still to be handled.
+			pass.Skipped++
 			continue
 		case err != nil:
 			c.stats.recoveryFailures.Add(1)
+			pass.Failed++
 			c.stats.failure(fmt.Sprintf("saga %s: %v", id, err))
-			c.logger.Error("recovery: cannot load saga", "saga_id", id, "error", err)
+			c.logger.Error("recovery: cannot load saga; will try again next pass", "saga_id", id, "error", err)
 			continue
 		case r.state.Status.Finished():
 			c.stats.observedFinished.Add(1)
+			pass.Finished++
 			p.index(r)
 			ctx, cancel := c.opCtx()
 			if err := c.ix.ClearInFlight(ctx, p.id, id); err != nil {
@@ -654,9 +662,8 @@ func (p *partition) recover() {
 			continue
 		}
 		c.stats.recovered.Add(1)
+		pass.Recovered++
+		c.stats.recoveredSaga(id)
 		p.handle(item{sagaID: id, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }})
 	}
-	c.stats.mu.Lock()
-	c.stats.lastRecovery = time.Now()
-	c.stats.mu.Unlock()
 }

@@ -194,6 +194,13 @@ func printCoordinator(w io.Writer, st coordinator.Status) {
 	if !st.LastRecovery.IsZero() {
 		fmt.Fprintf(w, "  last recovery    %s (%s ago)\n", st.LastRecovery.Local().Format("2006-01-02 15:04:05"), time.Since(st.LastRecovery).Round(time.Second))
 	}
+	if lp := st.LastPass; !lp.At.IsZero() {
+		fmt.Fprintf(w, "  last pass        partition %d at %s: %d listed, %d recovered, %d skipped, %d finished, %d failed\n",
+			lp.Partition, lp.At.Local().Format("15:04:05"), lp.Listed, lp.Recovered, lp.Skipped, lp.Finished, lp.Failed)
+	}
+	if n := len(st.RecentRecoveries); n > 0 {
+		fmt.Fprintf(w, "  recovered        %s\n", clipTo(strings.Join(st.RecentRecoveries[max(0, n-3):], " "), 120))
+	}
 	if len(st.RecentFailures) > 0 {
 		fmt.Fprintf(w, "  recent failures  (%d, newest last)\n", len(st.RecentFailures))
 		for _, f := range st.RecentFailures[max(0, len(st.RecentFailures)-5):] {
