@@ -292,7 +292,7 @@ func (p *partition) decide(r *run, it item, logger interface {
 	now := time.Now()
 	before := r.state.InFlight()
 	reserved := 0
-	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Admit: c.admit(&reserved)}
+	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Epoch: p.epoch, Admit: c.admit(&reserved)}
 	d, err := machine.Decide(r.state, it.make(now), opts)
 	if err != nil {
 		c.inflight.Add(-int64(reserved))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,11 @@ type Event struct {
 	// TraceParent carries W3C trace context (CloudEvents distributed
 	// tracing extension); empty when there is none.
 	TraceParent string
+	// Epoch is the writer's lease epoch for the saga's partition, on log
+	// events (extension attribute jetsagaepoch; 0 when none). Along one
+	// saga's log it never decreases: a decrease would mean a coordinator
+	// wrote after a newer owner of the partition had.
+	Epoch uint64
 	// Data is the body; its EventType is the CloudEvents type.
 	Data Data
 }
@@ -100,6 +106,7 @@ type wire struct {
 	Time            string          `json:"time,omitempty"`
 	DataContentType string          `json:"datacontenttype,omitempty"`
 	TraceParent     string          `json:"traceparent,omitempty"`
+	Epoch           string          `json:"jetsagaepoch,omitempty"`
 	Data            json.RawMessage `json:"data,omitempty"`
 	DataBase64      string          `json:"data_base64,omitempty"`
 }
@@ -116,6 +123,9 @@ func toWire(e Event) (wire, error) {
 		Subject: e.SagaID, DataContentType: "application/json", TraceParent: e.TraceParent, Data: data}
 	if !e.Time.IsZero() {
 		w.Time = e.Time.UTC().Format(time.RFC3339Nano)
+	}
+	if e.Epoch > 0 {
+		w.Epoch = strconv.FormatUint(e.Epoch, 10)
 	}
 	return w, nil
 }
@@ -208,6 +218,13 @@ func fromWire(w wire, index int) (Event, error) {
 		return fail("type", "unknown event type", nil)
 	}
 	e := Event{ID: w.ID, Source: w.Source, SagaID: w.Subject, TraceParent: w.TraceParent, Data: data}
+	if w.Epoch != "" {
+		n, err := strconv.ParseUint(w.Epoch, 10, 64)
+		if err != nil {
+			return fail("jetsagaepoch", "is not a whole number", err)
+		}
+		e.Epoch = n
+	}
 	if w.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, w.Time)
 		if err != nil {

@@ -46,7 +46,7 @@ func allEvents() []events.Event {
 	out := make([]events.Event, len(bodies))
 	for i, b := range bodies {
 		out[i] = events.Event{ID: events.LogEventID(sagaID, i), Source: events.SourceCoordinator, SagaID: sagaID, Time: now, Data: b,
-			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Epoch: uint64(i + 1)}
 	}
 	return out
 }

@@ -136,6 +136,9 @@ func TestLeasesShareHandOffAndFailOver(t *testing.T) {
 		if err != nil || s.Status != client.StatusSucceeded {
 			t.Fatalf("saga %s: %v %v", id, s, err)
 		}
+		if err := epochsNeverDecrease(ctx, cl, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st := c2.Status()
 	if st.LeasesAcquired < testPartitions/2 || !slices.Equal(owned(c2), []int{0, 1, 2, 3}) {
@@ -149,4 +152,26 @@ func behaviourUntil(hold chan struct{}) behaviour {
 		<-hold
 		return succeedAll(req)
 	}
+}
+
+// epochsNeverDecrease checks the fencing invariant on one saga's log: every
+// event carries its writer's lease epoch, and along the log it never goes
+// down — a decrease would be a coordinator writing after a newer owner had.
+func epochsNeverDecrease(ctx context.Context, cl *client.Client, id string) error {
+	evs, err := cl.Events(ctx, id)
+	if err != nil {
+		return err
+	}
+	var last uint64
+	var lastWriter string
+	for _, e := range evs {
+		if e.Epoch == 0 {
+			return fmt.Errorf("saga %s: event %s (%s) carries no epoch", id, e.ID, e.Source)
+		}
+		if e.Epoch < last {
+			return fmt.Errorf("saga %s: event %s by %s at epoch %d follows one by %s at epoch %d", id, e.ID, e.Source, e.Epoch, lastWriter, last)
+		}
+		last, lastWriter = e.Epoch, e.Source
+	}
+	return nil
 }

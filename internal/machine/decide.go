@@ -136,6 +136,8 @@ type Options struct {
 	// events.SourceCoordinator. Coordinators put their name in it, so two
 	// writers never produce identical log messages.
 	Source string
+	// Epoch is the writer's lease epoch, stamped on the events emitted.
+	Epoch uint64
 }
 
 // Decision is what Decide returns.
@@ -253,7 +255,7 @@ type decider struct {
 // emit applies an event to the working state and records it.
 func (d *decider) emit(data events.Data) error {
 	e := events.Event{ID: events.LogEventID(d.s.SagaID, d.s.Events), Source: d.opt.Source,
-		SagaID: d.s.SagaID, Time: d.now, Data: data}
+		SagaID: d.s.SagaID, Time: d.now, Epoch: d.opt.Epoch, Data: data}
 	if err := d.s.Apply(e); err != nil {
 		return err
 	}
