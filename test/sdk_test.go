@@ -196,7 +196,10 @@ func TestParticipantKilledMidAction(t *testing.T) {
 				return nil, ctx.Err()
 			}
 			return map[string]string{"done": req.Node}, nil
-		}, func(ctx context.Context, req *participant.Request) (any, error) { fx.undo(req.IdempotencyKey); return nil, nil })
+		}, func(ctx context.Context, req *participant.Request) (any, error) {
+			fx.undo(req.IdempotencyKey)
+			return nil, nil
+		})
 	}
 	if err := p1.Start(context.Background()); err != nil {
 		t.Fatal(err)
