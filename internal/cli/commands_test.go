@@ -349,7 +349,7 @@ func TestStatus(t *testing.T) {
 	e := setup(t)
 	code, out, errs := e.run("status")
 	for _, want := range []string{"1 coordinator answered; the topology has 2 partitions, each driven by one coordinator", "coordinator c1", "partitions       2: 0-1", "in flight        0 sagas, 0 requests",
-		"epochs           0@", "recovery         ", "leases (partition: holder@epoch)", "0:c1@"} {
+		"epochs           0@", "recovery         ", "leases (partition: holder@revision", "0:c1@"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

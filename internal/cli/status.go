@@ -60,7 +60,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 // printLeases prints the lease table: which member holds each partition,
 // with its epoch (the lease's revision), runs of one member folded.
 func printLeases(w io.Writer, hs []lease.Holder) {
-	fmt.Fprintln(w, "\nleases (partition: holder@epoch)")
+	fmt.Fprintln(w, "\nleases (partition: holder@revision; the revision moves on at each renewal, the epoch is the revision when taken)")
 	var line []string
 	for _, h := range hs {
 		line = append(line, fmt.Sprintf("%d:%s@%d", h.Partition, h.Member, h.Epoch))
