@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -249,7 +250,9 @@ func (p *partition) handle(it item) {
 	}
 	c := p.c
 	logger := c.logger.With("saga_id", it.sagaID, "partition", p.id, "input", it.what)
-	for range maxConflicts {
+	refreshed := false
+	for range maxConflicts + 1 {
+		_, cached := p.sagas[it.sagaID]
 		r, err := p.load(it.sagaID, it.start)
 		if errors.Is(err, streams.ErrNotFound) {
 			c.stats.rejected.Add(1)
@@ -262,32 +265,57 @@ func (p *partition) handle(it item) {
 			p.retryLater(it)
 			return
 		}
-		done, conflict := p.decide(r, it, logger)
-		if !conflict {
-			if done {
-				p.ack(it)
+		switch p.decide(r, it, logger) {
+		case handled:
+			p.ack(it)
+			return
+		case retry:
+			return // decide left the input for later
+		case rejected:
+			// The state in memory may be behind the log (another owner
+			// moved the saga on while this one was paused, say): a reply
+			// to an attempt it has not seen is news, not a stale echo.
+			// Read the log once more before throwing an input away.
+			if cached && !refreshed {
+				refreshed = true
+				p.evict(it.sagaID)
+				continue
 			}
+			if !c.owns(p.id) {
+				p.retryLater(it) // the partition's owner decides
+				return
+			}
+			c.stats.rejected.Add(1)
+			p.ack(it)
 			return
-		}
-		if !c.owns(p.id) {
-			logger.Info("lost a write race and no longer own the partition; leaving the input to the owner")
-			p.retryLater(it)
-			return
+		case conflict:
+			if !c.owns(p.id) {
+				logger.Info("lost a write race and no longer own the partition; leaving the input to the owner")
+				p.retryLater(it)
+				return
+			}
 		}
 	}
 	logger.Warn("input lost the write race repeatedly; leaving it for redelivery")
 	p.retryLater(it)
 }
 
-// decide decides, appends and acts for one input on a loaded saga. It
-// reports whether the input is finished with (to be acked) and whether the
-// append lost a race (decide again from the log).
-func (p *partition) decide(r *run, it item, logger interface {
-	Warn(string, ...any)
-	Info(string, ...any)
-	Debug(string, ...any)
-	Error(string, ...any)
-}) (done, conflict bool) {
+// outcome is what became of an input.
+type outcome int
+
+const (
+	// handled: decided, durable and acted on (ack the input).
+	handled outcome = iota
+	// rejected: the machine refused the input (stale, duplicate, forged…).
+	rejected
+	// conflict: the append lost a race; decide again from the log.
+	conflict
+	// retry: the input was left for later (nak'd or re-enqueued).
+	retry
+)
+
+// decide decides, appends and acts for one input on a loaded saga.
+func (p *partition) decide(r *run, it item, logger *slog.Logger) outcome {
 	c := p.c
 	now := time.Now()
 	before := r.state.InFlight()
@@ -296,13 +324,12 @@ func (p *partition) decide(r *run, it item, logger interface {
 	d, err := machine.Decide(r.state, it.make(now), opts)
 	if err != nil {
 		c.inflight.Add(-int64(reserved))
-		c.stats.rejected.Add(1)
 		if errors.Is(err, machine.ErrRejected) {
 			logger.Info("input rejected", "reason", err)
 		} else {
 			logger.Error("input refused", "error", err)
 		}
-		return true, false
+		return rejected
 	}
 	prev := r.state.Status
 	if len(d.Events) > 0 {
@@ -316,14 +343,14 @@ func (p *partition) decide(r *run, it item, logger interface {
 				logger.Error("cannot mark saga in flight; will retry", "error", err)
 				p.evict(it.sagaID)
 				p.retryLater(it)
-				return false, false
+				return retry
 			}
 		}
 		b, err := events.EncodeBatch(d.Events)
 		if err != nil {
 			c.inflight.Add(-int64(reserved))
 			logger.Error("cannot encode decision", "error", err)
-			return true, false
+			return handled
 		}
 		// Fencing: no write without a lease that can still be trusted.
 		if !c.owns(p.id) {
@@ -332,7 +359,7 @@ func (p *partition) decide(r *run, it item, logger interface {
 			logger.Warn("not appending: the partition's lease is lost or may have expired")
 			p.evict(it.sagaID)
 			p.retryLater(it)
-			return false, false
+			return retry
 		}
 		seq, err := c.log.Append(ctx, it.sagaID, r.seq, b, events.ContentTypeBatch)
 		if err != nil {
@@ -341,11 +368,11 @@ func (p *partition) decide(r *run, it item, logger interface {
 			if errors.Is(err, streams.ErrConflict) {
 				c.stats.conflicts.Add(1)
 				logger.Warn("lost a write race; deciding again from the log", "error", err)
-				return false, true
+				return conflict
 			}
 			logger.Error("cannot append decision; will retry", "error", err)
 			p.retryLater(it)
-			return false, false
+			return retry
 		}
 		r.seq = seq
 	}
@@ -377,7 +404,7 @@ func (p *partition) decide(r *run, it item, logger interface {
 	if d.State.InFlight() < before && c.cfg.MaxInFlight > 0 {
 		c.wakeAll()
 	}
-	return true, false
+	return handled
 }
 
 // load returns the saga from memory, or reads and folds its log. A start
