@@ -143,12 +143,41 @@ func TestChaosPausedCoordinator(t *testing.T) {
 		t.Logf("%s, paused %s–%s: wrote %d events in the 5 s after it resumed",
 			p.coordinator, p.from.Format("15:04:05.000"), p.to.Format("15:04:05.000"), len(after))
 	}
-	// TODO(leases): once partitions are leased, assert here that a
-	// coordinator writes nothing, after it resumes, to the sagas of the
-	// partitions whose leases it lost while paused (writesByCoordinator
-	// gives every event with its writer and time).
+	// A coordinator paused past its leases' life must not write, once it
+	// resumes, under any lease it held before the pause: it may write again
+	// only under a lease taken anew (a new epoch). Its decisions are stamped
+	// with the time they were made, so one made before the pause and
+	// appended after it (the append's optimistic concurrency makes that
+	// safe) is not counted.
+	for _, p := range pauses {
+		if p.to.Sub(p.from) < leaseTTL+time.Second {
+			continue
+		}
+		old := map[uint64]bool{}
+		for _, w := range writes[p.coordinator] {
+			if w.Time.Before(p.from) {
+				old[w.Epoch] = true
+			}
+		}
+		stale := 0
+		for _, w := range writesBetween(writes, p.coordinator, p.to, time.Now().Add(time.Hour)) {
+			if old[w.Epoch] {
+				stale++
+				if stale <= 5 {
+					t.Errorf("%s resumed at %s after a pause past its lease and wrote %s to saga %s at %s under epoch %d, a lease from before the pause",
+						p.coordinator, p.to.Format("15:04:05.000"), w.Type, w.SagaID, w.Time.Format("15:04:05.000"), w.Epoch)
+				}
+			}
+		}
+		t.Logf("%s, paused past its lease (%s): %d writes after it under a lease from before the pause",
+			p.coordinator, p.to.Sub(p.from).Round(time.Millisecond), stale)
+	}
 	r.logFigures(rep)
 }
+
+// leaseTTL is the coordinators' lease TTL (the default: the chaos suite
+// starts them without -lease-ttl).
+const leaseTTL = 10 * time.Second
 
 // pause is when a coordinator was paused.
 type pause struct {

@@ -264,13 +264,15 @@ type write struct {
 	Type events.Type
 	// Time is when the coordinator decided the event (its clock).
 	Time time.Time
+	// Epoch is the writer's lease epoch for the saga's partition.
+	Epoch uint64
 }
 
 func writesOf(id string, evs []client.LogEvent) []write {
 	out := make([]write, 0, len(evs))
 	for _, e := range evs {
 		name := strings.TrimPrefix(e.Source, events.SourceCoordinator+"/")
-		out = append(out, write{Coordinator: name, SagaID: id, Seq: e.Seq, Type: e.Type(), Time: e.Time})
+		out = append(out, write{Coordinator: name, SagaID: id, Seq: e.Seq, Type: e.Type(), Time: e.Time, Epoch: e.Epoch})
 	}
 	return out
 }
