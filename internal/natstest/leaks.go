@@ -14,8 +14,15 @@ import (
 // run if goroutines started by the tests are still running: a server, a
 // connection or a component nobody stopped. Goroutines get a few seconds to
 // wind down first.
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainWith(m, nil) }
+
+// MainWith is Main with a clean-up step run after the tests and before the
+// check (stopping what the package's TestMain started, removing files).
+func MainWith(m *testing.M, after func()) {
 	code := m.Run()
+	if after != nil {
+		after()
+	}
 	if code == 0 {
 		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
 			fmt.Fprintf(os.Stderr, "natstest: goroutines still running after the tests:\n\n%s\n", leaked)

@@ -33,10 +33,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jetsaga/jetsaga/internal/natstest"
 )
 
 // jetsagaBin is the jetsaga binary TestMain built, run by every child
@@ -55,20 +56,12 @@ func TestMain(m *testing.M) {
 			jetsagaBin = filepath.Join(dir, "jetsaga")
 		}
 	}
-	code := m.Run()
-	stopSpawner()
-	// natstest.Main would exit before the binary could be removed, so its
-	// check for leaked goroutines is repeated here.
-	if dir != "" {
-		_ = os.RemoveAll(dir)
-	}
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "chaos: goroutines still running after the tests:\n\n%s\n", leaked)
-			code = 1
+	natstest.MainWith(m, func() {
+		stopSpawner()
+		if dir != "" {
+			_ = os.RemoveAll(dir)
 		}
-	}
-	os.Exit(code)
+	})
 }
 
 // requireBinary skips the test in -short mode and fails it if the jetsaga
@@ -127,55 +120,4 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-// leakedGoroutines waits up to timeout for every goroutine but the test
-// framework's and the runtime's to end, and returns the stacks of those
-// that did not ("" if none).
-func leakedGoroutines(timeout time.Duration) string {
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		leaked := interestingGoroutines()
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		t := time.NewTimer(wait)
-		<-t.C
-		wait = min(2*wait, 100*time.Millisecond)
-	}
-}
-
-func interestingGoroutines() []string {
-	buf := make([]byte, 2<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		stack := strings.TrimSpace(string(g))
-		if stack == "" || ignoredGoroutine(stack) {
-			continue
-		}
-		out = append(out, stack)
-	}
-	return out
-}
-
-func ignoredGoroutine(stack string) bool {
-	for _, s := range []string{
-		"chaos.interestingGoroutines", // the goroutine checking
-		"testing.(*M).",               // the test framework
-		"testing.tRunner",
-		"testing.runTests",
-		"os/signal.signal_recv", // the runtime's
-		"os/signal.loop",
-		"runtime.ensureSigM",
-	} {
-		if strings.Contains(stack, s) {
-			return true
-		}
-	}
-	return false
 }
