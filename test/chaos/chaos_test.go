@@ -46,17 +46,69 @@ func TestChaosCoordinatorKills(t *testing.T) {
 	r.connect(srv.ClientURL())
 	r.startCoordinators(srv.ClientURL(), 3)
 	r.startClient(2)
+	var kills []pause
 	r.chaos(func(i int) string {
 		c := r.coords[r.rng.IntN(len(r.coords))]
+		at := time.Now()
 		c.kill()
 		down := r.downFor(i)
 		sleepUntil(context.Background(), time.Now().Add(down))
 		c.restart()
+		kills = append(kills, pause{coordinator: c.name, from: at, to: time.Now()})
 		r.waitCoordinatorUp(c)
 		return fmt.Sprintf("killed %s, restarted after %s", c.name, down.Round(time.Millisecond))
 	})
 	rep := r.finish(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	writes, err := writesByCoordinator(ctx, r.cl, r.ids())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFailovers(t, kills, writes)
 	r.logFigures(rep)
+}
+
+// logFailovers reports, for each kill that kept a coordinator down past
+// its leases' life, the failover time: from the SIGKILL to the first event
+// another coordinator appended to a saga of a partition the victim drove
+// (the partitions it wrote to in the 5 s before the kill). A figure, not an
+// assertion.
+func logFailovers(t *testing.T, kills []pause, writes map[string][]write) {
+	t.Helper()
+	var all []write
+	for _, ws := range writes {
+		all = append(all, ws...)
+	}
+	var samples []time.Duration
+	for _, k := range kills {
+		if k.to.Sub(k.from) < leaseTTL+time.Second {
+			continue
+		}
+		victims := map[int]bool{}
+		for _, w := range writes[k.coordinator] {
+			if w.Time.Before(k.from) && w.Time.After(k.from.Add(-5*time.Second)) {
+				victims[streams.Partition(w.SagaID, partitions)] = true
+			}
+		}
+		var first time.Duration
+		for _, w := range all {
+			if w.Coordinator != k.coordinator && w.Time.After(k.from) && victims[streams.Partition(w.SagaID, partitions)] &&
+				(first == 0 || w.Time.Sub(k.from) < first) {
+				first = w.Time.Sub(k.from)
+			}
+		}
+		if first > 0 {
+			samples = append(samples, first)
+			t.Logf("failover: %s killed at %s; another coordinator wrote to a saga of its partitions %s later (lease TTL %s)",
+				k.coordinator, k.from.Format("15:04:05.000"), first.Round(time.Millisecond), leaseTTL)
+		}
+	}
+	if len(samples) > 0 {
+		slices.Sort(samples)
+		t.Logf("failover after SIGKILL, lease TTL %s: %d samples, median %s, max %s", leaseTTL, len(samples),
+			samples[len(samples)/2].Round(time.Millisecond), samples[len(samples)-1].Round(time.Millisecond))
+	}
 }
 
 // A NATS node of a 3-node cluster killed (SIGKILL) mid-run and restarted
