@@ -90,8 +90,12 @@ func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
 		}
 		return nil, fmt.Errorf("index: list partition %d: %w", p, err)
 	}
+	keys, err := streams.Keys(ctx, lister)
+	if err != nil {
+		return nil, fmt.Errorf("index: list partition %d: %w", p, err)
+	}
 	var ids []string
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		ids = append(ids, strings.TrimPrefix(k, prefix))
 	}
 	return ids, nil

@@ -372,7 +372,11 @@ func (k *Keeper) view(ctx context.Context) ([]string, map[int]Holder, error) {
 		return nil, nil, err
 	}
 	if lister != nil {
-		for key := range lister.Keys() {
+		keys, err := streams.Keys(ctx, lister)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, key := range keys {
 			switch {
 			case strings.HasPrefix(key, "member."):
 				members = append(members, strings.TrimPrefix(key, "member."))
@@ -404,8 +408,12 @@ func Holders(ctx context.Context, js jetstream.JetStream) ([]Holder, error) {
 	if err != nil {
 		return nil, err
 	}
+	keys, err := streams.Keys(ctx, lister)
+	if err != nil {
+		return nil, err
+	}
 	var out []Holder
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		e, err := kv.Get(ctx, key)
 		if err != nil {
 			continue

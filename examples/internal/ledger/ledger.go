@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // Ledger is a KV bucket of records, keyed by the idempotency key of the
@@ -77,8 +79,12 @@ func (l *Ledger) Records(ctx context.Context, sagaID string) (map[string]json.Ra
 		}
 		return nil, err
 	}
+	keys, err := streams.Keys(ctx, lister)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]json.RawMessage{}
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		e, err := l.kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
