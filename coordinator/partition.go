@@ -265,6 +265,16 @@ func (p *partition) handle(it item) {
 			p.retryLater(it)
 			return
 		}
+		if !cached && it.what != "recover saga" && r.state.Status != machine.StatusNew && !r.state.Status.Finished() {
+			// Read afresh from the log, the saga may have decisions whose
+			// commands never ran (an append whose answer was lost, a
+			// previous owner's last decision): send its outstanding
+			// requests and arm its timers again before anything else.
+			rec := item{sagaID: it.sagaID, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }}
+			if p.decide(r, rec, logger) == conflict {
+				continue
+			}
+		}
 		switch p.decide(r, it, logger) {
 		case handled:
 			p.ack(it)
@@ -467,11 +477,14 @@ func (p *partition) evict(id string) {
 	p.loaded.Store(int64(len(p.sagas)))
 }
 
+// stopTimers forgets the partition's sagas when it stops: their timers,
+// and their requests in the coordinator's in-flight count.
 func (p *partition) stopTimers() {
 	for _, r := range p.sagas {
 		for _, t := range r.timers {
 			t.Stop()
 		}
+		p.c.inflight.Add(-int64(r.state.InFlight()))
 	}
 }
 
