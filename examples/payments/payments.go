@@ -18,7 +18,6 @@ package payments
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -181,21 +180,5 @@ func ref(prefix, sagaID string) string { return fmt.Sprintf("%s-%.8s", prefix, s
 
 // Entries lists what a saga left in the ledger, by key.
 func Entries(ctx context.Context, js jetstream.JetStream, sagaID string) (map[string]Entry, error) {
-	l, err := ledger.Open(ctx, js, Bucket)
-	if err != nil {
-		return nil, err
-	}
-	recs, err := l.Records(ctx, sagaID)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]Entry{}
-	for k, v := range recs {
-		var e Entry
-		if err := json.Unmarshal(v, &e); err != nil {
-			return nil, err
-		}
-		out[k] = e
-	}
-	return out, nil
+	return ledger.Read[Entry](ctx, js, Bucket, sagaID)
 }

@@ -6,7 +6,6 @@ package trip
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -84,21 +83,5 @@ func Register(ctx context.Context, js jetstream.JetStream, p *participant.Partic
 
 // Bookings lists what a saga left booked.
 func Bookings(ctx context.Context, js jetstream.JetStream, sagaID string) (map[string]Booking, error) {
-	l, err := ledger.Open(ctx, js, Bucket)
-	if err != nil {
-		return nil, err
-	}
-	recs, err := l.Records(ctx, sagaID)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]Booking{}
-	for k, v := range recs {
-		var b Booking
-		if err := json.Unmarshal(v, &b); err != nil {
-			return nil, err
-		}
-		out[k] = b
-	}
-	return out, nil
+	return ledger.Read[Booking](ctx, js, Bucket, sagaID)
 }

@@ -103,7 +103,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 
 func startCluster(t testing.TB, dirs []string) (*Cluster, error) {
 	n := len(dirs)
-	ports, err := freePorts(2 * n)
+	ports, err := FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +223,8 @@ func (c *Cluster) probePlacement(ctx context.Context, leader *embedded.Server, r
 	return ""
 }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct ports that were free a moment ago.
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var ls []net.Listener
 	defer func() {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,7 +48,7 @@ func startNATSCluster(t *testing.T, ps *procs, n int) *natsCluster {
 }
 
 func tryNATSCluster(t *testing.T, ps *procs, n, try int) (*natsCluster, error) {
-	ports, err := freePorts(2 * n)
+	ports, err := natstest.FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -194,24 +193,4 @@ func streamLeader(js jetstream.JetStream, stream string) (string, error) {
 		return cl.Leader, nil
 	}
 	return "", errors.New("no leader")
-}
-
-// freePorts returns n distinct ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

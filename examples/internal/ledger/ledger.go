@@ -96,3 +96,24 @@ func (l *Ledger) Records(ctx context.Context, sagaID string) (map[string]json.Ra
 	}
 	return out, nil
 }
+
+// Read lists the records one saga left in bucket, decoded as T, by key.
+func Read[T any](ctx context.Context, js jetstream.JetStream, bucket, sagaID string) (map[string]T, error) {
+	l, err := Open(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := l.Records(ctx, sagaID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]T, len(recs))
+	for k, v := range recs {
+		var t T
+		if err := json.Unmarshal(v, &t); err != nil {
+			return nil, fmt.Errorf("ledger %s: record %s: %w", bucket, k, err)
+		}
+		out[k] = t
+	}
+	return out, nil
+}
