@@ -75,6 +75,7 @@ type StartOption func(*startOptions)
 type startOptions struct {
 	id, key  string
 	metadata map[string]string
+	faults   []events.Fault
 }
 
 // WithSagaID gives the saga's id (a UUID); starting an id that exists
@@ -87,6 +88,13 @@ func WithIdempotencyKey(key string) StartOption { return func(o *startOptions) {
 
 // WithMetadata attaches labels to the saga.
 func WithMetadata(m map[string]string) StartOption { return func(o *startOptions) { o.metadata = m } }
+
+// WithFaults injects faults into the saga as it is created, to test how
+// the saga and its participants cope (see events.Fault). They are recorded
+// in the saga's log. Each must name an action node of the definition.
+func WithFaults(faults ...events.Fault) StartOption {
+	return func(o *startOptions) { o.faults = append(o.faults, faults...) }
+}
 
 // SagaIDForKey is the id Start gives a saga started with an idempotency key.
 func SagaIDForKey(key string) string { return uuid.NewSHA1(namespace, []byte(key)).String() }
@@ -102,6 +110,15 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 	}
 	if err := saga.Validate(def); err != nil {
 		return "", err
+	}
+	if len(o.faults) > 0 {
+		g, err := saga.Compile(def)
+		if err != nil {
+			return "", err
+		}
+		if err := machine.CheckFaults(g, o.faults); err != nil {
+			return "", fmt.Errorf("client: %w", err)
+		}
 	}
 	raw, err := json.Marshal(params)
 	if err != nil {
@@ -119,7 +136,7 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 	if err := streams.ValidateSagaID(id); err != nil {
 		return "", err
 	}
-	cmd := &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: raw, IdempotencyKey: o.key, Metadata: o.metadata}}
+	cmd := &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: raw, IdempotencyKey: o.key, Metadata: o.metadata}, Faults: o.faults}
 	if err := c.command(ctx, id, "start:"+id, cmd); err != nil {
 		return "", err
 	}
@@ -182,6 +199,28 @@ func (c *Client) Resolve(ctx context.Context, id, node, reason string) error {
 // Abandon ends a saga as it is.
 func (c *Client) Abandon(ctx context.Context, id, reason string) error {
 	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionAbandon, Reason: reason})
+}
+
+// InjectFault sets the fault of one action node of a saga that has not
+// finished, replacing the node's fault if it had one; a Fault naming only
+// its node clears it. The fault is recorded in the saga's log with reason.
+// It takes effect at the node's next action or undo request.
+func (c *Client) InjectFault(ctx context.Context, id string, f events.Fault, reason string) error {
+	s, err := c.Status(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.Finished() {
+		return fmt.Errorf("client: saga %s has finished (%s): no fault can take effect", id, s.Status)
+	}
+	g, err := saga.Compile(s.Definition)
+	if err != nil {
+		return err
+	}
+	if err := machine.CheckFault(g, f); err != nil {
+		return fmt.Errorf("client: saga %s: %w", id, err)
+	}
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionFault, Reason: reason, Fault: &f})
 }
 
 // Events returns a saga's log, decoded, with the stream sequence of the

@@ -73,6 +73,8 @@ type Node struct {
 	Error       *events.Error   `json:"error,omitempty"`
 	// Resolved is an operator's reason for treating a failed undo as done.
 	Resolved string `json:"resolved,omitempty"`
+	// Fault is the fault injected into the node, if any.
+	Fault *events.Fault `json:"fault,omitempty"`
 }
 
 // Entry is one event of the timeline.
@@ -97,7 +99,7 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 		for i, g := range s.Graph.Nodes {
 			n := s.Nodes[i]
 			node := Node{Path: g.Path, Kind: string(g.Kind), State: string(n.State), Attempt: n.Attempt, UndoAttempt: n.UndoAttempt,
-				Output: n.Output, Error: n.Error, Resolved: n.Resolved}
+				Output: n.Output, Error: n.Error, Resolved: n.Resolved, Fault: n.Fault}
 			if g.Kind == saga.KindAction {
 				node.Action, node.Undo = g.Spec.Action, g.Spec.Undo
 			}

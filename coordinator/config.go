@@ -45,6 +45,13 @@ type Config struct {
 	RecoveryInterval time.Duration
 	// RequestTimeout bounds each call to NATS. Default: 10s.
 	RequestTimeout time.Duration
+	// AfterAppend, if set, is called each time a decision is durable in a
+	// saga's log, before its requests are sent or timers armed, with the
+	// number of messages the log now holds. It is a hook for tests: the
+	// sagatest package's CrashAtEveryEvent closes the coordinator's
+	// connection there, as if the process died. It runs on the saga's
+	// partition goroutine and must not block for long.
+	AfterAppend func(sagaID string, messages int)
 }
 
 func (c Config) withDefaults() Config {

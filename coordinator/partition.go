@@ -41,6 +41,7 @@ type partition struct {
 type run struct {
 	state  *machine.State
 	seq    uint64                 // stream sequence of its last log message
+	msgs   int                    // messages in its log
 	timers map[string]*time.Timer // in-memory attempt deadlines, by timer id
 }
 
@@ -183,9 +184,9 @@ func (p *partition) onWork(m jetstream.Msg) {
 		rep := *d
 		it.make = func(now time.Time) machine.Input { return machine.Reply{Now: now, Reply: rep} }
 	case *events.StartSaga:
-		created := d.SagaCreated
+		created, faults := d.SagaCreated, d.Faults
 		it.start = true
-		it.make = func(now time.Time) machine.Input { return machine.Start{Now: now, Created: created} }
+		it.make = func(now time.Time) machine.Input { return machine.Start{Now: now, Created: created, Faults: faults} }
 	case *events.OperatorCommand:
 		cmd := *d
 		it.make = func(now time.Time) machine.Input { return operatorInput(now, cmd) }
@@ -204,6 +205,8 @@ func operatorInput(now time.Time, cmd events.OperatorCommand) machine.Input {
 		return machine.RetryUndo{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
 	case events.ActionResolve:
 		return machine.Resolve{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
+	case events.ActionFault:
+		return machine.InjectFault{Now: now, Fault: *cmd.Fault, Operator: cmd.Operator, Reason: cmd.Reason}
 	default:
 		return machine.Abandon{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
 	}
@@ -385,6 +388,10 @@ func (p *partition) decide(r *run, it item, logger *slog.Logger) outcome {
 			return retry
 		}
 		r.seq = seq
+		r.msgs++
+		if c.cfg.AfterAppend != nil {
+			c.cfg.AfterAppend(it.sagaID, r.msgs)
+		}
 	}
 	r.state = d.State
 	delta := int64(d.State.InFlight()-before) - int64(reserved)
@@ -442,7 +449,7 @@ func (p *partition) load(id string, start bool) (*run, error) {
 			return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
 		}
 	}
-	r := &run{state: s}
+	r := &run{state: s, msgs: len(entries)}
 	if n := len(entries); n > 0 {
 		r.seq = entries[n-1].Seq
 	}
@@ -501,21 +508,13 @@ func (p *partition) execute(r *run, cmds []machine.Command, logger interface{ Wa
 	for _, cmd := range cmds {
 		switch cmd := cmd.(type) {
 		case machine.SendRequest:
-			req := cmd.Request
-			req.ReplyTo = streams.ReplySubject(p.id)
-			b, err := events.Encode(events.Event{ID: cmd.ID, Source: c.source, SagaID: id, Time: now, Data: &req})
-			if err != nil {
-				logger.Warn("cannot encode request", "error", err)
-				failed = true
+			if cmd.NotBefore.After(now) {
+				p.sendLater(r, cmd)
 				continue
 			}
-			m := nats.NewMsg(streams.RequestSubject(cmd.Action))
-			m.Data = b
-			m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-			m.Header.Set("Content-Type", events.ContentTypeEvent)
-			f, err := c.js.PublishMsgAsync(m)
+			f, err := p.sendRequest(id, cmd, now)
 			if err != nil {
-				logger.Warn("cannot publish request", "node", req.Node, "error", err)
+				logger.Warn("cannot send request", "node", cmd.Request.Node, "error", err)
 				failed = true
 				continue
 			}
@@ -550,6 +549,46 @@ func (p *partition) execute(r *run, cmds []machine.Command, logger interface{ Wa
 	if failed {
 		p.recoverLater(id)
 	}
+}
+
+// sendRequest publishes an action or undo request.
+func (p *partition) sendRequest(sagaID string, cmd machine.SendRequest, now time.Time) (jetstream.PubAckFuture, error) {
+	req := cmd.Request
+	req.ReplyTo = streams.ReplySubject(p.id)
+	b, err := events.Encode(events.Event{ID: cmd.ID, Source: p.c.source, SagaID: sagaID, Time: now, Data: &req})
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(streams.RequestSubject(cmd.Action))
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	m.Header.Set("Content-Type", events.ContentTypeEvent)
+	return p.c.js.PublishMsgAsync(m)
+}
+
+// sendLater sends a request held back by an injected delay when its time
+// comes. The delay is in the log (node.started's not_before), so recovery
+// holds the request back again; a request lost here is sent by recovery.
+func (p *partition) sendLater(r *run, cmd machine.SendRequest) {
+	id := r.state.SagaID
+	key := "send:" + cmd.ID
+	if old, ok := r.timers[key]; ok {
+		old.Stop()
+	}
+	r.timers[key] = time.AfterFunc(time.Until(cmd.NotBefore), func() {
+		f, err := p.sendRequest(id, cmd, time.Now().UTC())
+		if err == nil {
+			select {
+			case <-f.Ok():
+				return
+			case err = <-f.Err():
+			case <-time.After(p.c.cfg.RequestTimeout):
+				err = errors.New("no acknowledgement in time")
+			}
+		}
+		p.c.logger.Warn("cannot send a delayed request; recovering the saga", "saga_id", id, "request", cmd.ID, "error", err)
+		p.recoverLater(id)
+	})
 }
 
 // scheduleAtLeast is the shortest retry wait armed as a message schedule.

@@ -80,6 +80,12 @@ func NodeOf(e Event) string {
 		return d.Node
 	case *OperatorResolve:
 		return d.Node
+	case *FaultInjected:
+		return d.Node
+	case *NodeRepeated:
+		return d.Node
+	case *UndoRepeated:
+		return d.Node
 	}
 	return ""
 }

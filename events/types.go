@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jetsaga/jetsaga/saga"
@@ -30,6 +31,10 @@ const (
 	TypeOperatorRetry     Type = "io.jetsaga.operator.retry.v1"
 	TypeOperatorResolve   Type = "io.jetsaga.operator.resolve.v1"
 	TypeOperatorAbandon   Type = "io.jetsaga.operator.abandon.v1"
+	// Fault injection (see Fault).
+	TypeFaultInjected Type = "io.jetsaga.fault.injected.v1"
+	TypeNodeRepeated  Type = "io.jetsaga.node.repeated.v1"
+	TypeUndoRepeated  Type = "io.jetsaga.node.undo_repeated.v1"
 )
 
 // Command types: what clients send coordinators on jetsaga.cmd.<partition>.
@@ -93,6 +98,12 @@ func newData(t Type) (Data, bool) {
 		return &OperatorResolve{}, true
 	case TypeOperatorAbandon:
 		return &OperatorAbandon{}, true
+	case TypeFaultInjected:
+		return &FaultInjected{}, true
+	case TypeNodeRepeated:
+		return &NodeRepeated{}, true
+	case TypeUndoRepeated:
+		return &UndoRepeated{}, true
 	case TypeCommandStart:
 		return &StartSaga{}, true
 	case TypeCommandOperator:
@@ -123,6 +134,9 @@ const (
 	ErrorOutcomeUnknown ErrorKind = "outcome_unknown"
 	// ErrorCanceled: the saga began unwinding while the node waited to retry.
 	ErrorCanceled ErrorKind = "canceled"
+	// ErrorInjected: a fault injected into the saga (Fault) failed the
+	// action or undo without running it.
+	ErrorInjected ErrorKind = "injected"
 )
 
 // Error is an error recorded in the log or sent in a reply.
@@ -168,6 +182,9 @@ type NodeStarted struct {
 	Node     string    `json:"node"`
 	Attempt  int       `json:"attempt"`
 	Deadline time.Time `json:"deadline,omitzero"`
+	// NotBefore, when set, holds the request back until then: an injected
+	// delay (Fault.Delay). Deadline counts from it.
+	NotBefore time.Time `json:"not_before,omitzero"`
 }
 
 // NodeSucceeded carries the node's output.
@@ -285,11 +302,114 @@ type OperatorAbandon struct {
 	Reason   string `json:"reason"`
 }
 
+// MaxRepeat bounds Fault.Repeat and Fault.UndoRepeat.
+const MaxRepeat = 100
+
+// MaxFaultDelay bounds Fault.Delay.
+const MaxFaultDelay = 24 * time.Hour
+
+// Fault is a fault injected into one node of a saga, to test how the saga
+// and its participants cope (the sagatest package is built on it). Faults
+// are events in the saga's log (FaultInjected), so they survive a
+// coordinator's crash and show in audits. A node has at most one Fault:
+// injecting another replaces it, and a Fault with only Node set clears it.
+// Faults apply to action nodes only.
+type Fault struct {
+	Node string `json:"node"`
+	// FailAction: the node's action fails for good (error kind injected)
+	// without being requested, and the saga unwinds.
+	FailAction bool `json:"fail_action,omitempty"`
+	// FailUndo: the node's undo fails for good (error kind injected)
+	// without being requested, and the saga is stuck.
+	FailUndo bool `json:"fail_undo,omitempty"`
+	// Repeat: the action runs this many times in all (0 and 1: once). Each
+	// run is a new attempt with the same idempotency key; the last run's
+	// output is kept. Repeats do not count against the retry policy.
+	Repeat int `json:"repeat,omitempty"`
+	// UndoRepeat is Repeat for the node's undo.
+	UndoRepeat int `json:"undo_repeat,omitempty"`
+	// Delay holds each request of the action back this long.
+	Delay saga.Duration `json:"delay,omitempty"`
+}
+
+// Clears reports whether f clears its node's fault.
+func (f Fault) Clears() bool { return f == Fault{Node: f.Node} }
+
+// String describes the fault: "fail action, repeat undo 2".
+func (f Fault) String() string {
+	var parts []string
+	if f.FailAction {
+		parts = append(parts, "fail action")
+	}
+	if f.FailUndo {
+		parts = append(parts, "fail undo")
+	}
+	if f.Repeat > 1 {
+		parts = append(parts, fmt.Sprintf("repeat action %d", f.Repeat))
+	}
+	if f.UndoRepeat > 1 {
+		parts = append(parts, fmt.Sprintf("repeat undo %d", f.UndoRepeat))
+	}
+	if f.Delay > 0 {
+		parts = append(parts, "delay "+f.Delay.Std().String())
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Validate reports the fault's first bad field.
+func (f Fault) Validate() error {
+	if field, reason := f.check(""); field != "" {
+		return fmt.Errorf("fault %s %s", field, reason)
+	}
+	return nil
+}
+
+func (f Fault) check(prefix string) (string, string) {
+	switch {
+	case f.Node == "":
+		return prefix + "node", "is empty"
+	case f.Repeat < 0 || f.Repeat > MaxRepeat:
+		return prefix + "repeat", fmt.Sprintf("is %d, want 0 to %d", f.Repeat, MaxRepeat)
+	case f.UndoRepeat < 0 || f.UndoRepeat > MaxRepeat:
+		return prefix + "undo_repeat", fmt.Sprintf("is %d, want 0 to %d", f.UndoRepeat, MaxRepeat)
+	case f.Delay < 0 || f.Delay.Std() > MaxFaultDelay:
+		return prefix + "delay", fmt.Sprintf("is %s, want 0 to %s", f.Delay.Std(), MaxFaultDelay)
+	}
+	return "", ""
+}
+
+// FaultInjected sets (or clears) the fault of one node.
+type FaultInjected struct {
+	Fault
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// NodeRepeated: an attempt of the action succeeded, and an injected fault
+// asks for it to run again; Output is that run's output, discarded.
+type NodeRepeated struct {
+	Node    string          `json:"node"`
+	Attempt int             `json:"attempt"`
+	Output  json.RawMessage `json:"output,omitempty"`
+}
+
+// UndoRepeated: an attempt of the undo succeeded, and an injected fault
+// asks for it to run again.
+type UndoRepeated struct {
+	Node    string `json:"node"`
+	Attempt int    `json:"attempt"`
+}
+
 // StartSaga asks a coordinator to start a saga (the event's subject is the
 // new saga's id). Starting a saga that exists does nothing: the id, or the
 // idempotency key it is derived from, names one saga only.
 type StartSaga struct {
 	SagaCreated
+	// Faults are injected as the saga is created (see Fault).
+	Faults []Fault `json:"faults,omitempty"`
 }
 
 // OperatorAction is what an operator command asks.
@@ -304,6 +424,8 @@ const (
 	ActionResolve OperatorAction = "resolve"
 	// ActionAbandon ends a saga as it is.
 	ActionAbandon OperatorAction = "abandon"
+	// ActionFault injects a fault into a node (or clears it).
+	ActionFault OperatorAction = "fault"
 )
 
 // OperatorCommand asks a coordinator to act on a saga for an operator.
@@ -313,6 +435,8 @@ type OperatorCommand struct {
 	Node     string `json:"node,omitempty"`
 	Operator string `json:"operator,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Fault is the fault to inject, for ActionFault.
+	Fault *Fault `json:"fault,omitempty"`
 }
 
 // Op is what a request asks of a participant.
@@ -381,6 +505,9 @@ func (*OperatorAbort) EventType() Type     { return TypeOperatorAbort }
 func (*OperatorRetry) EventType() Type     { return TypeOperatorRetry }
 func (*OperatorResolve) EventType() Type   { return TypeOperatorResolve }
 func (*OperatorAbandon) EventType() Type   { return TypeOperatorAbandon }
+func (*FaultInjected) EventType() Type     { return TypeFaultInjected }
+func (*NodeRepeated) EventType() Type      { return TypeNodeRepeated }
+func (*UndoRepeated) EventType() Type      { return TypeUndoRepeated }
 func (*StartSaga) EventType() Type         { return TypeCommandStart }
 func (*OperatorCommand) EventType() Type   { return TypeCommandOperator }
 func (*ActionRequest) EventType() Type     { return TypeActionRequest }
@@ -410,7 +537,7 @@ func (d *NodeFailed) check() (string, string) {
 	if f, r := checkNode(d.Node, d.Attempt); f != "" {
 		return f, r
 	}
-	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted, ErrorOutcomeUnknown, ErrorCanceled)
+	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted, ErrorOutcomeUnknown, ErrorCanceled, ErrorInjected)
 }
 func (d *UndoStarted) check() (string, string)  { return checkNode(d.Node, d.Attempt) }
 func (d *UndoFinished) check() (string, string) { return checkNode(d.Node, d.Attempt) }
@@ -424,7 +551,7 @@ func (d *UndoFailed) check() (string, string) {
 	if f, r := checkNode(d.Node, d.Attempt); f != "" {
 		return f, r
 	}
-	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted)
+	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted, ErrorInjected)
 }
 func (d *SagaUnwinding) check() (string, string) {
 	switch d.Reason {
@@ -468,9 +595,34 @@ func (d *OperatorResolve) check() (string, string) {
 	return "", ""
 }
 func (d *OperatorAbandon) check() (string, string) { return "", "" }
+func (d *FaultInjected) check() (string, string)   { return d.Fault.check("data.") }
+func (d *NodeRepeated) check() (string, string)    { return checkNode(d.Node, d.Attempt) }
+func (d *UndoRepeated) check() (string, string)    { return checkNode(d.Node, d.Attempt) }
+func (d *StartSaga) check() (string, string) {
+	if f, r := d.SagaCreated.check(); f != "" {
+		return f, r
+	}
+	seen := map[string]bool{}
+	for i, f := range d.Faults {
+		prefix := fmt.Sprintf("data.faults[%d].", i)
+		if field, r := f.check(prefix); field != "" {
+			return field, r
+		}
+		if seen[f.Node] {
+			return prefix + "node", fmt.Sprintf("%q has two faults; give one per node", f.Node)
+		}
+		seen[f.Node] = true
+	}
+	return "", ""
+}
 func (d *OperatorCommand) check() (string, string) {
 	switch d.Action {
 	case ActionAbort, ActionAbandon:
+	case ActionFault:
+		if d.Fault == nil {
+			return "data.fault", "is missing: fault needs the fault to inject"
+		}
+		return d.Fault.check("data.fault.")
 	case ActionRetry, ActionResolve:
 		if d.Node == "" {
 			return "data.node", fmt.Sprintf("is empty: %s needs the node whose undo failed", d.Action)
@@ -479,7 +631,7 @@ func (d *OperatorCommand) check() (string, string) {
 			return "data.reason", "is empty: say why the node may be treated as undone"
 		}
 	default:
-		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve or abandon", d.Action)
+		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve, abandon or fault", d.Action)
 	}
 	return "", ""
 }

@@ -113,6 +113,9 @@ func (r *replayed) print(w io.Writer) {
 		if n.Resolved != "" {
 			line += "  resolved: " + n.Resolved
 		}
+		if n.Fault != nil {
+			line += "  fault: " + n.Fault.String()
+		}
 		fmt.Fprintln(w, line)
 	}
 }
@@ -168,6 +171,15 @@ func describe(ev events.Event) string {
 		return fmt.Sprintf("%s by %s: %s", d.Node, d.Operator, d.Reason)
 	case *events.OperatorAbandon:
 		return fmt.Sprintf("by %s: %s", d.Operator, d.Reason)
+	case *events.FaultInjected:
+		if d.Operator == "" {
+			return fmt.Sprintf("%s: %s", d.Node, d.Fault)
+		}
+		return fmt.Sprintf("%s: %s, by %s: %s", d.Node, d.Fault, d.Operator, d.Reason)
+	case *events.NodeRepeated:
+		return fmt.Sprintf("%s attempt %d → %s (discarded: run again)", d.Node, d.Attempt, clip(d.Output))
+	case *events.UndoRepeated:
+		return fmt.Sprintf("%s attempt %d (run again)", d.Node, d.Attempt)
 	}
 	return ""
 }

@@ -179,6 +179,9 @@ func nodeState(n client.Node) string {
 	case n.Resolved != "":
 		st += " (resolved)"
 	}
+	if n.Fault != nil {
+		st += " [fault: " + n.Fault.String() + "]"
+	}
 	return st
 }
 

@@ -16,7 +16,7 @@ func init() {
 	register(command{name: "start", args: startArgs, summary: "start a saga from a definition file and print its id", run: runStart})
 }
 
-const startArgs = "-f saga.yaml [--params '{json}' | --params-file f] [--key K | --id UUID] [--meta k=v ...] [--wait] [--timeout 1m]"
+const startArgs = "-f saga.yaml [--params '{json}' | --params-file f] [--key K | --id UUID] [--meta k=v ...] [--fault NODE:SPEC ...] [--wait] [--timeout 1m]"
 
 func runStart(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "start", startArgs)
@@ -29,6 +29,8 @@ func runStart(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "the saga's id (a UUID); default a new one")
 	meta := metaFlag{}
 	fs.Var(meta, "meta", "label the saga: key=value (repeatable)")
+	var faults faultsFlag
+	fs.Var(&faults, "fault", "inject a fault, for testing: NODE:SPEC, SPEC a comma list of fail-action, fail-undo, repeat=N, undo-repeat=N, delay=DUR (repeatable; see jetsaga fault -h)")
 	wait := fs.Bool("wait", false, "wait for the saga to end and print its status; exit 1 unless it succeeded")
 	asJSON := fs.Bool("json", false, `print JSON: {"id": …}, or with --wait the saga's status`)
 	pos, err := parse(fs, args)
@@ -91,6 +93,9 @@ func runStart(ctx context.Context, e *env, args []string) error {
 	}
 	if len(meta) > 0 {
 		opts = append(opts, client.WithMetadata(meta))
+	}
+	if len(faults) > 0 {
+		opts = append(opts, client.WithFaults(faults...))
 	}
 	var p any // nil params are JSON null
 	if raw != nil {

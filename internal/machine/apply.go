@@ -106,14 +106,15 @@ func (s *State) apply(e events.Event) error {
 			if !s.parentsSucceeded(g.Index) {
 				return illegal(d.Node, "a node starts only after all its parents succeeded")
 			}
+			n.Repeats = 0
 		case n.State == NodeStarted && !n.Waiting && d.Attempt == n.Attempt+1:
-			if d.Attempt > actionPolicy(g.Spec).MaxAttempts {
-				return illegal(d.Node, "attempt %d exceeds the retry policy's %d", d.Attempt, actionPolicy(g.Spec).MaxAttempts)
+			if tries, most := n.actionTries(d.Attempt), actionPolicy(g.Spec).MaxAttempts; tries > most {
+				return illegal(d.Node, "attempt %d (try %d) exceeds the retry policy's %d", d.Attempt, tries, most)
 			}
 		default:
 			return illegal(d.Node, "attempt %d cannot start after attempt %d (waiting for a reply: %v)", d.Attempt, n.Attempt, n.Waiting)
 		}
-		n.State, n.Attempt, n.Waiting, n.Deadline, n.RetryAt = NodeStarted, d.Attempt, true, d.Deadline, zeroTime
+		n.State, n.Attempt, n.Waiting, n.Deadline, n.RetryAt, n.NotBefore = NodeStarted, d.Attempt, true, d.Deadline, zeroTime, d.NotBefore
 
 	case *events.NodeSucceeded:
 		_, n, err := node(d.Node)
@@ -140,7 +141,7 @@ func (s *State) apply(e events.Event) error {
 		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
 			return illegal(d.Node, "only the outstanding attempt %d can fail", n.Attempt)
 		}
-		if d.Attempt >= actionPolicy(g.Spec).MaxAttempts {
+		if n.actionTries(d.Attempt) >= actionPolicy(g.Spec).MaxAttempts {
 			return illegal(d.Node, "attempt %d is the last the policy allows: the node must fail", d.Attempt)
 		}
 		n.Waiting, n.RetryAt, n.Error = false, d.RetryAt, &d.Error
@@ -156,6 +157,9 @@ func (s *State) apply(e events.Event) error {
 		}
 		if d.Error.Kind == events.ErrorCanceled && s.Status == StatusRunning {
 			return illegal(d.Node, "a node is canceled only when the saga unwinds")
+		}
+		if d.Error.Kind == events.ErrorInjected && !n.failAction() {
+			return illegal(d.Node, "an injected failure needs a fault that fails the action")
 		}
 		n.State, n.Waiting, n.Error = NodeFailed, false, &d.Error
 		n.OutcomeUnknown = d.Error.Kind == events.ErrorOutcomeUnknown
@@ -186,13 +190,14 @@ func (s *State) apply(e events.Event) error {
 			if !s.childrenSettled(g.Index) {
 				return illegal(d.Node, "a node is undone only after all its descendants are undone or never ran")
 			}
+			n.UndoRepeats = 0
 		case n.State == NodeUndoStarted && !n.UndoWaiting && d.Attempt == n.UndoAttempt+1:
-			if d.Attempt-n.UndoBase > undoPolicy(g.Spec).MaxAttempts {
-				return illegal(d.Node, "undo attempt %d exceeds the retry policy's %d (counted from %d)", d.Attempt, undoPolicy(g.Spec).MaxAttempts, n.UndoBase)
+			if tries, most := n.undoTries(d.Attempt), undoPolicy(g.Spec).MaxAttempts; tries > most {
+				return illegal(d.Node, "undo attempt %d (try %d of this round) exceeds the retry policy's %d", d.Attempt, tries, most)
 			}
 		case n.State == NodeUndoFailed && n.RetryAuthorized && d.Attempt == n.UndoAttempt+1:
 			// An operator's retry starts a new round of attempts.
-			n.UndoBase = n.UndoAttempt
+			n.UndoBase, n.UndoRepeats = n.UndoAttempt, 0
 		default:
 			return illegal(d.Node, "undo attempt %d cannot start (undo attempt so far %d)", d.Attempt, n.UndoAttempt)
 		}
@@ -207,7 +212,7 @@ func (s *State) apply(e events.Event) error {
 		if n.State != NodeUndoStarted || !n.UndoWaiting || d.Attempt != n.UndoAttempt {
 			return illegal(d.Node, "only the outstanding undo attempt %d can fail", n.UndoAttempt)
 		}
-		if d.Attempt-n.UndoBase >= undoPolicy(g.Spec).MaxAttempts {
+		if n.undoTries(d.Attempt) >= undoPolicy(g.Spec).MaxAttempts {
 			return illegal(d.Node, "undo attempt %d is the last the policy allows: the undo must fail", d.Attempt)
 		}
 		n.UndoWaiting, n.UndoRetryAt, n.Error = false, d.RetryAt, &d.Error
@@ -229,6 +234,9 @@ func (s *State) apply(e events.Event) error {
 		}
 		if n.State != NodeUndoStarted || d.Attempt != n.UndoAttempt {
 			return illegal(d.Node, "only a started undo's latest attempt (%d) can fail", n.UndoAttempt)
+		}
+		if d.Error.Kind == events.ErrorInjected && !n.failUndo() {
+			return illegal(d.Node, "an injected failure needs a fault that fails the undo")
 		}
 		n.State, n.UndoWaiting, n.Error = NodeUndoFailed, false, &d.Error
 
@@ -270,6 +278,50 @@ func (s *State) apply(e events.Event) error {
 
 	case *events.OperatorAbandon:
 		s.Abandoning = true
+
+	case *events.FaultInjected:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if !hasParticipant(g) {
+			return illegal(d.Node, "faults apply to action nodes; %q is a %s node", d.Node, g.Kind)
+		}
+		if d.Fault.Clears() {
+			n.Fault = nil
+		} else {
+			f := d.Fault
+			n.Fault = &f
+		}
+
+	case *events.NodeRepeated:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if s.Status != StatusRunning {
+			return illegal(d.Node, "an action is repeated only while the saga runs")
+		}
+		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
+			return illegal(d.Node, "only the outstanding attempt %d can be repeated", n.Attempt)
+		}
+		if !n.repeatAction() {
+			return illegal(d.Node, "no injected fault asks for the action to run again")
+		}
+		n.Waiting, n.Repeats = false, n.Repeats+1
+
+	case *events.UndoRepeated:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if n.State != NodeUndoStarted || !n.UndoWaiting || d.Attempt != n.UndoAttempt {
+			return illegal(d.Node, "only the outstanding undo attempt %d can be repeated", n.UndoAttempt)
+		}
+		if !n.repeatUndo() {
+			return illegal(d.Node, "no injected fault asks for the undo to run again")
+		}
+		n.UndoWaiting, n.UndoRepeats = false, n.UndoRepeats+1
 
 	case *events.SagaFinished:
 		switch d.Outcome {

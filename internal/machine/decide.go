@@ -21,6 +21,8 @@ type Input interface{ now() time.Time }
 type Start struct {
 	Now     time.Time
 	Created events.SagaCreated
+	// Faults are injected as the saga is created.
+	Faults []events.Fault
 }
 
 // Reply is a participant's reply, already decoded.
@@ -60,6 +62,13 @@ type Abandon struct {
 	Operator, Reason string
 }
 
+// InjectFault sets or clears the fault of one action node.
+type InjectFault struct {
+	Now              time.Time
+	Fault            events.Fault
+	Operator, Reason string
+}
+
 // Recover resumes a saga loaded from its log: every outstanding request is
 // sent again and every timer armed again.
 type Recover struct{ Now time.Time }
@@ -68,15 +77,16 @@ type Recover struct{ Now time.Time }
 // Options.Admit or Options.MaxInFlight.
 type Advance struct{ Now time.Time }
 
-func (i Start) now() time.Time      { return i.Now }
-func (i Reply) now() time.Time      { return i.Now }
-func (i TimerFired) now() time.Time { return i.Now }
-func (i Abort) now() time.Time      { return i.Now }
-func (i RetryUndo) now() time.Time  { return i.Now }
-func (i Resolve) now() time.Time    { return i.Now }
-func (i Abandon) now() time.Time    { return i.Now }
-func (i Recover) now() time.Time    { return i.Now }
-func (i Advance) now() time.Time    { return i.Now }
+func (i Start) now() time.Time       { return i.Now }
+func (i Reply) now() time.Time       { return i.Now }
+func (i TimerFired) now() time.Time  { return i.Now }
+func (i Abort) now() time.Time       { return i.Now }
+func (i RetryUndo) now() time.Time   { return i.Now }
+func (i Resolve) now() time.Time     { return i.Now }
+func (i Abandon) now() time.Time     { return i.Now }
+func (i Recover) now() time.Time     { return i.Now }
+func (i InjectFault) now() time.Time { return i.Now }
+func (i Advance) now() time.Time     { return i.Now }
 
 // TimerKind says what a timer is for.
 type TimerKind string
@@ -111,6 +121,8 @@ type SendRequest struct {
 	// ID is the request event's id (events.RequestID).
 	ID      string
 	Request events.ActionRequest
+	// NotBefore, when set, is when to send the request (an injected delay).
+	NotBefore time.Time
 }
 
 // ArmTimer arms a durable timer that fires at At.
@@ -189,6 +201,16 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 			c.Params = json.RawMessage("null")
 		}
 		err = d.emit(&c)
+		if err == nil {
+			if err := CheckFaults(d.s.Graph, in.Faults); err != nil {
+				return reject("", "%v", err)
+			}
+		}
+		for _, f := range in.Faults {
+			if err == nil {
+				err = d.emit(&events.FaultInjected{Fault: f})
+			}
+		}
 	case Reply:
 		if reason, node := d.reply(in.Reply); reason != "" {
 			return reject(node, "%s", reason)
@@ -223,6 +245,11 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 	case Abandon:
 		d.must(&events.OperatorAbandon{Operator: in.Operator, Reason: in.Reason})
 		d.must(&events.SagaFinished{Outcome: events.OutcomeAbandoned})
+	case InjectFault:
+		if err := CheckFault(s.Graph, in.Fault); err != nil {
+			return reject(in.Fault.Node, "%v", err)
+		}
+		d.must(&events.FaultInjected{Fault: in.Fault, Operator: in.Operator, Reason: in.Reason})
 	case Recover:
 		d.recover()
 	case Advance:
@@ -289,6 +316,16 @@ func (d *decider) reply(r events.ActionReply) (reason, node string) {
 		if n.State != NodeStarted || r.Attempt > n.Attempt {
 			return fmt.Sprintf("reply to attempt %d, but the node is %s at attempt %d", r.Attempt, n.State, n.Attempt), r.Node
 		}
+		if r.OK && d.s.Status == StatusRunning && n.repeatAction() {
+			// An injected fault runs the action again: only the
+			// outstanding attempt's success counts.
+			if r.Attempt != n.Attempt || !n.Waiting {
+				return fmt.Sprintf("success of attempt %d, while an injected repeat awaits attempt %d", r.Attempt, n.Attempt), r.Node
+			}
+			d.must(&events.NodeRepeated{Node: r.Node, Attempt: r.Attempt, Output: r.Output})
+			d.startAction(g, r.Attempt+1)
+			return "", ""
+		}
 		if r.OK {
 			// Every attempt shares the idempotency key, so success from an
 			// earlier attempt is the node's success.
@@ -302,6 +339,14 @@ func (d *decider) reply(r events.ActionReply) (reason, node string) {
 	case events.OpUndo:
 		if n.State != NodeUndoStarted || r.Attempt > n.UndoAttempt {
 			return fmt.Sprintf("reply to undo attempt %d, but the node is %s at undo attempt %d", r.Attempt, n.State, n.UndoAttempt), r.Node
+		}
+		if r.OK && n.repeatUndo() {
+			if r.Attempt != n.UndoAttempt || !n.UndoWaiting {
+				return fmt.Sprintf("success of undo attempt %d, while an injected repeat awaits undo attempt %d", r.Attempt, n.UndoAttempt), r.Node
+			}
+			d.must(&events.UndoRepeated{Node: r.Node, Attempt: r.Attempt})
+			d.startUndo(g, r.Attempt+1)
+			return "", ""
 		}
 		if r.OK {
 			d.must(&events.UndoFinished{Node: r.Node, Attempt: r.Attempt})
@@ -322,7 +367,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	attempt := n.Attempt
 	timedOut := n.TimedOut || e.Kind == events.ErrorTimeout
 	p := actionPolicy(g.Spec)
-	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && attempt < p.MaxAttempts {
+	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt), retryAfter))
 		d.must(&events.NodeAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: at})
@@ -336,7 +381,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	case d.s.Status != StatusRunning:
 		final = events.Error{Kind: events.ErrorCanceled, Message: "the saga is unwinding: " + e.Message}
 	default:
-		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d attempts failed; last: %s", attempt, e.Message)}
+		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d attempts failed; last: %s", n.actionTries(attempt), e.Message)}
 	}
 	d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: final})
 	if d.s.Status == StatusRunning {
@@ -348,7 +393,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
 	attempt := n.UndoAttempt
 	p := undoPolicy(g.Spec)
-	if e.Kind != events.ErrorPermanent && attempt-n.UndoBase < p.MaxAttempts {
+	if e.Kind != events.ErrorPermanent && n.undoTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpUndo, attempt), retryAfter))
 		d.must(&events.UndoAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: at})
@@ -356,7 +401,7 @@ func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAf
 	}
 	final := e
 	if e.Kind != events.ErrorPermanent {
-		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d undo attempts failed; last: %s", attempt-n.UndoBase, e.Message)}
+		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d undo attempts failed; last: %s", n.undoTries(attempt), e.Message)}
 	}
 	d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: final})
 	d.must(&events.SagaStuck{Node: g.Path, Error: final})
@@ -404,7 +449,7 @@ func (d *decider) recover() {
 		n := &d.s.Nodes[i]
 		switch {
 		case n.State == NodeStarted && n.Waiting:
-			d.sendAction(g, n.Attempt, n.Deadline)
+			d.sendAction(g, n.Attempt, n.Deadline, n.NotBefore)
 		case n.State == NodeStarted:
 			d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: n.Attempt}, At: n.RetryAt})
 		case n.State == NodeUndoStarted && n.UndoWaiting:
@@ -426,15 +471,20 @@ func (d *decider) advance() {
 				continue
 			}
 			if hasParticipant(g) {
-				if !d.admit() {
+				if !s.Nodes[i].failAction() && !d.admit() {
 					continue
 				}
 				d.startAction(g, 1)
+				if s.Status != StatusRunning {
+					break // an injected failure: unwind
+				}
 				continue
 			}
 			d.must(&events.NodeStarted{Node: g.Path, Attempt: 1})
 			d.must(&events.NodeSucceeded{Node: g.Path, Attempt: 1, Output: d.internalOutput(g)})
 		}
+	}
+	if s.Status == StatusRunning {
 		for i := range s.Nodes {
 			if s.Nodes[i].State != NodeSucceeded {
 				return
@@ -466,15 +516,10 @@ func (d *decider) advance() {
 		if !s.Nodes[i].needsUndo() || !s.childrenSettled(i) {
 			continue
 		}
-		if hasUndoRequest(g) {
-			if !d.admit() {
-				continue
-			}
-			d.startUndo(g, 1)
+		if hasUndoRequest(g) && !s.Nodes[i].failUndo() && !d.admit() {
 			continue
 		}
-		d.must(&events.UndoStarted{Node: g.Path, Attempt: 1})
-		d.must(&events.UndoFinished{Node: g.Path, Attempt: 1})
+		d.startUndo(g, 1)
 	}
 	if s.Status == StatusStuck {
 		return
@@ -514,25 +559,53 @@ func (d *decider) internalOutput(g *saga.GraphNode) json.RawMessage {
 }
 
 func (d *decider) startAction(g *saga.GraphNode, attempt int) {
-	deadline := d.now.Add(timeout(g.Spec))
-	d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt, Deadline: deadline})
-	d.sendAction(g, attempt, deadline)
+	n := &d.s.Nodes[g.Index]
+	if n.failAction() {
+		d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt})
+		d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: events.Error{Kind: events.ErrorInjected, Message: "injected fault: the action fails without running"}})
+		if d.s.Status == StatusRunning {
+			d.must(&events.SagaUnwinding{Reason: events.UnwindNodeFailed, Node: g.Path})
+		}
+		return
+	}
+	var notBefore time.Time
+	from := d.now
+	if n.Fault != nil && n.Fault.Delay > 0 {
+		notBefore = d.now.Add(n.Fault.Delay.Std())
+		from = notBefore
+	}
+	deadline := from.Add(timeout(g.Spec))
+	d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt, Deadline: deadline, NotBefore: notBefore})
+	d.sendAction(g, attempt, deadline, notBefore)
 }
 
 func (d *decider) startUndo(g *saga.GraphNode, attempt int) {
+	if d.s.Nodes[g.Index].failUndo() {
+		e := events.Error{Kind: events.ErrorInjected, Message: "injected fault: the undo fails without running"}
+		d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt})
+		d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: e})
+		d.must(&events.SagaStuck{Node: g.Path, Error: e})
+		return
+	}
+	if !hasUndoRequest(g) {
+		// Nothing to undo on a participant: the machine does it.
+		d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt})
+		d.must(&events.UndoFinished{Node: g.Path, Attempt: attempt})
+		return
+	}
 	deadline := d.now.Add(timeout(g.Spec))
 	d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt, Deadline: deadline})
 	d.sendUndo(g, attempt, deadline)
 }
 
-func (d *decider) sendAction(g *saga.GraphNode, attempt int, deadline time.Time) {
+func (d *decider) sendAction(g *saga.GraphNode, attempt int, deadline, notBefore time.Time) {
 	req := d.request(g, events.OpDo, attempt, deadline)
 	req.Outputs = make(map[string]json.RawMessage, len(g.Visible))
 	for _, name := range slices.Sorted(maps.Keys(g.Visible)) {
 		req.Outputs[name] = d.s.Nodes[g.Visible[name]].Output
 	}
 	d.cmds = append(d.cmds,
-		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpDo, attempt), Request: req},
+		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpDo, attempt), Request: req, NotBefore: notBefore},
 		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: deadline})
 }
 

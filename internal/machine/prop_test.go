@@ -35,10 +35,12 @@ func TestPropertyRandomSagas(t *testing.T) {
 		w.run()
 		w.check()
 	})
-	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas", stats.outcomes, stats.stuck, stats.crashes, stats.subsagas)
+	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas, %d injected repeats, %d injected failures",
+		stats.outcomes, stats.stuck, stats.crashes, stats.subsagas, stats.repeats, stats.injected)
 	// The generator must reach every interesting path, or the test proves
 	// less than it claims.
-	if stats.outcomes[machine.StatusSucceeded] == 0 || stats.outcomes[machine.StatusUnwound] == 0 || stats.stuck == 0 || stats.crashes == 0 || stats.subsagas == 0 {
+	if stats.outcomes[machine.StatusSucceeded] == 0 || stats.outcomes[machine.StatusUnwound] == 0 || stats.stuck == 0 || stats.crashes == 0 || stats.subsagas == 0 ||
+		stats.repeats == 0 || stats.injected == 0 {
 		t.Errorf("the generator missed a path: %+v", stats)
 	}
 }
@@ -46,6 +48,7 @@ func TestPropertyRandomSagas(t *testing.T) {
 var stats = struct {
 	outcomes                 map[machine.Status]int
 	stuck, crashes, subsagas int
+	repeats, injected        int // runs repeated and actions failed by injected faults
 }{outcomes: map[machine.Status]int{}}
 
 func setDefaultChecks(n int) {
@@ -75,6 +78,7 @@ type plan struct {
 	undoFail int       // undo attempts that fail transiently first
 	undoPerm bool      // the undo fails permanently (until an operator retries)
 	hasUndo  bool
+	fault    events.Fault // injected at the start
 }
 
 type world struct {
@@ -171,8 +175,26 @@ func newWorld(t *rapid.T) *world {
 		}
 		w.plans[n.Path] = p
 	}
+	// Injected faults, on some nodes.
+	var faults []events.Fault
+	faultRate := rapid.IntRange(0, 20).Draw(t, "faultrate")
+	for _, n := range g.Nodes {
+		if n.Kind != saga.KindAction || rapid.IntRange(0, 99).Draw(t, "faulty") >= faultRate {
+			continue
+		}
+		f := events.Fault{Node: n.Path,
+			FailAction: rapid.IntRange(0, 3).Draw(t, "failaction") == 0,
+			FailUndo:   rapid.IntRange(0, 5).Draw(t, "failundo") == 0,
+			Repeat:     rapid.IntRange(0, 3).Draw(t, "repeat"),
+			UndoRepeat: rapid.IntRange(0, 3).Draw(t, "undorepeat")}
+		if f.Clears() {
+			continue
+		}
+		w.plans[n.Path].fault = f
+		faults = append(faults, f)
+	}
 	w.m = &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
-	w.apply(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{"p":1}`)}})
+	w.apply(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{"p":1}`)}, Faults: faults})
 	return w
 }
 
@@ -373,6 +395,10 @@ func (w *world) operator() {
 			continue
 		}
 		if rapid.Bool().Draw(w.t, "retry") {
+			if w.m.s.Nodes[i].Fault != nil && w.m.s.Nodes[i].Fault.FailUndo {
+				// The operator clears the injected fault first.
+				w.apply(machine.InjectFault{Now: w.m.now, Fault: events.Fault{Node: g.Path}, Operator: "prop"})
+			}
 			w.retried[g.Path] = true
 			w.apply(machine.RetryUndo{Now: w.m.now, Node: g.Path, Operator: "prop"})
 		} else {
@@ -397,6 +423,9 @@ const (
 // fate says, from the plan alone, how the node's action ends. The barrier
 // turns any attempt after one that took effect into a success.
 func (p *plan) fate() fate {
+	if p.fault.FailAction {
+		return fails
+	}
 	effect := false
 	for _, o := range p.attempts {
 		if effect {
@@ -462,6 +491,9 @@ func (w *world) check() {
 		case *events.NodeSucceeded:
 			succeeded[d.Node] = true
 		case *events.NodeFailed:
+			if d.Error.Kind == events.ErrorInjected {
+				stats.injected++
+			}
 			failed[d.Node] = true
 			unknown[d.Node] = d.Error.Kind == events.ErrorOutcomeUnknown
 		case *events.UndoStarted:
@@ -482,6 +514,8 @@ func (w *world) check() {
 			undoneAt[d.Node]++
 		case *events.SagaUnwinding:
 			unwinding++
+		case *events.NodeRepeated, *events.UndoRepeated:
+			stats.repeats++
 		case *events.SagaFinished:
 			finishedCount++
 			if i != len(log)-1 {

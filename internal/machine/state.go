@@ -74,7 +74,34 @@ type Node struct {
 	RetryAuthorized bool `json:"retry_authorized,omitempty"`
 	// Resolved is the operator's reason when a failed undo was resolved.
 	Resolved string `json:"resolved,omitempty"`
+
+	// Fault is the fault injected into the node, if any.
+	Fault *events.Fault `json:"fault,omitempty"`
+	// NotBefore is when the request of Attempt is sent (an injected delay).
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// Repeats counts the runs of the action repeated by Fault.Repeat, and
+	// UndoRepeats those of the undo in the current round; neither counts
+	// against the retry policy.
+	Repeats     int `json:"repeats,omitempty"`
+	UndoRepeats int `json:"undo_repeats,omitempty"`
 }
+
+// repeatAction reports whether an injected fault asks for the action to
+// run again after its current run.
+func (n *Node) repeatAction() bool { return n.Fault != nil && n.Repeats+1 < n.Fault.Repeat }
+
+// repeatUndo reports whether an injected fault asks for the undo to run
+// again after its current run.
+func (n *Node) repeatUndo() bool { return n.Fault != nil && n.UndoRepeats+1 < n.Fault.UndoRepeat }
+
+// failAction and failUndo report injected failures.
+func (n *Node) failAction() bool { return n.Fault != nil && n.Fault.FailAction }
+func (n *Node) failUndo() bool   { return n.Fault != nil && n.Fault.FailUndo }
+
+// actionTries is the number of attempts of the action that count against
+// its retry policy; undoTries, of the undo in the current round.
+func (n *Node) actionTries(attempt int) int { return attempt - n.Repeats }
+func (n *Node) undoTries(attempt int) int   { return attempt - n.UndoBase - n.UndoRepeats }
 
 // State is a saga's state: what folding its log gives.
 type State struct {

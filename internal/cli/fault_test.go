@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jetsaga/jetsaga/client"
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+func TestParseFault(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   string
+		want events.Fault
+		err  string
+	}{
+		{in: "hotel:fail-action", want: events.Fault{Node: "hotel", FailAction: true}},
+		{in: "car/pick:repeat=2,undo-repeat=3,delay=1.5s,fail-undo", want: events.Fault{Node: "car/pick", Repeat: 2, UndoRepeat: 3, Delay: saga.Duration(1500e6), FailUndo: true}},
+		{in: "hotel:clear", want: events.Fault{Node: "hotel"}},
+		{in: "hotel", err: "want NODE:SPEC"},
+		{in: ":fail-action", err: "want NODE:SPEC"},
+		{in: "hotel:", err: "want NODE:SPEC"},
+		{in: "hotel:explode", err: `unknown "explode"`},
+		{in: "hotel:repeat", err: "repeat wants a count"},
+		{in: "hotel:repeat=0", err: "repeat wants a count"},
+		{in: "hotel:repeat=1000", err: "want 0 to 100"},
+		{in: "hotel:delay=soon", err: "delay wants a duration"},
+	} {
+		got, err := parseFault(c.in)
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("parseFault(%q) = %v, want error with %q", c.in, err, c.err)
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("parseFault(%q) = %+v, %v; want %+v", c.in, got, err, c.want)
+		}
+	}
+}
+
+func TestFaultCommands(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+
+	t.Run("start with a fault", func(t *testing.T) {
+		t.Parallel()
+		code, out, errs := e.run("start", "-f", e.file("ok.yaml"), "--fault", "hotel:fail-action", "--fault", "flight:undo-repeat=2", "--wait")
+		if code != 1 || !strings.Contains(errs, "node hotel failed (injected: injected fault: the action fails without running)") ||
+			!strings.Contains(out, "fault: fail action") {
+			t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
+		}
+	})
+	t.Run("start with a fault on a node that is not an action", func(t *testing.T) {
+		t.Parallel()
+		code, _, errs := e.run("start", "-f", e.file("ok.yaml"), "--fault", "car:fail-action")
+		if code != 1 || !strings.Contains(errs, `faults apply to action nodes; "car" is a subsaga node (action nodes: flight, hotel, car/pick, car/pay)`) {
+			t.Fatalf("code %d\nstderr %s", code, errs)
+		}
+	})
+	t.Run("fault a running saga", func(t *testing.T) {
+		t.Parallel()
+		id := e.start("hold.yaml")
+		e.waitRunning(id)
+		code, out, errs := e.run("fault", id, "wait:fail-undo", "--reason", "drill", "--operator", "ada")
+		if code != 0 || out != "fault of wait set to fail undo for saga "+id+" (by ada)\n" {
+			t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
+		}
+		if code, _, errs := e.run("fault", id, "nope:fail-undo"); code != 1 || !strings.Contains(errs, `no node "nope" (action nodes: wait)`) {
+			t.Fatalf("fault of an unknown node: code %d %s", code, errs)
+		}
+		if err := e.cl.Abort(context.Background(), id, "test"); err != nil {
+			t.Fatal(err)
+		}
+		// wait's action timed out (outcome unknown), so it is undone: the
+		// injected fault makes the undo fail and the saga stuck.
+		s := e.wait(id)
+		n, _ := s.Node("wait")
+		if s.Status != client.StatusStuck || n.Error == nil || n.Error.Kind != events.ErrorInjected {
+			t.Fatalf("saga %s, wait %+v", s.Status, n)
+		}
+		code, out, _ = e.run("replay", id)
+		if code != 0 || !strings.Contains(out, "fault.injected") || !strings.Contains(out, "wait: fail undo, by ada: drill") {
+			t.Fatalf("replay: code %d\n%s", code, out)
+		}
+	})
+}

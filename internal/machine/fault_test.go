@@ -1,0 +1,257 @@
+package machine_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// newSimWithFaults starts a saga with faults injected at creation.
+func newSimWithFaults(t *testing.T, def *saga.Definition, faults ...events.Fault) *sim {
+	t.Helper()
+	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	m.must(machine.Start{Now: m.now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}, Faults: faults})
+	return m
+}
+
+func (m *sim) inject(f events.Fault) machine.Decision {
+	m.t.Helper()
+	return m.must(machine.InjectFault{Now: m.now, Fault: f, Operator: "test", Reason: "testing"})
+}
+
+func (m *sim) sent(node string, op events.Op) int {
+	k := 0
+	for _, b := range m.log {
+		for _, e := range b {
+			switch d := e.Data.(type) {
+			case *events.NodeStarted:
+				if op == events.OpDo && d.Node == node && !d.Deadline.IsZero() {
+					k++
+				}
+			case *events.UndoStarted:
+				if op == events.OpUndo && d.Node == node && !d.Deadline.IsZero() {
+					k++
+				}
+			}
+		}
+	}
+	return k
+}
+
+func TestInjectedActionFailureUnwindsWithoutRunningTheAction(t *testing.T) {
+	t.Parallel()
+	m := newSimWithFaults(t, chain("a", "b", "c"), events.Fault{Node: "b", FailAction: true})
+	d := m.succeed("a", `1`)
+	if len(d.Commands) != 2 || m.s.Status != machine.StatusUnwinding {
+		t.Fatalf("status %s, commands %+v; want unwinding with a's undo", m.s.Status, d.Commands)
+	}
+	if r := m.req("a", events.OpUndo); r.Request.Node != "a" {
+		t.Fatal(r)
+	}
+	_, b, _ := m.s.Node("b")
+	if b.State != machine.NodeFailed || b.Error.Kind != events.ErrorInjected || b.OutcomeUnknown {
+		t.Fatalf("b = %+v", b)
+	}
+	m.undone("a")
+	if m.s.Status != machine.StatusUnwound || m.s.Unwinding.Node != "b" {
+		t.Fatalf("status %s, unwinding %+v", m.s.Status, m.s.Unwinding)
+	}
+	if m.sent("b", events.OpDo) != 0 || m.sent("b", events.OpUndo) != 0 {
+		t.Fatal("the failed node's action or undo was requested")
+	}
+	want := []string{"saga.created", "fault.injected b", "node.started a", "node.succeeded a", "node.started b", "node.failed b",
+		"saga.unwinding b", "node.undo_started a", "node.undo_finished a", "saga.finished"}
+	if got := m.types(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("log:\n got %v\nwant %v", got, want)
+	}
+	m.checkReplay()
+}
+
+func TestInjectedFailureOfTheFirstNodeEndsInOneDecision(t *testing.T) {
+	t.Parallel()
+	m := newSimWithFaults(t, chain("a", "b"), events.Fault{Node: "a", FailAction: true})
+	if m.s.Status != machine.StatusUnwound || len(m.log) != 1 || len(m.pending) != 0 {
+		t.Fatalf("status %s after %d messages, pending %v", m.s.Status, len(m.log), m.pendingNames())
+	}
+	m.checkReplay()
+}
+
+func TestInjectedFailureInParallelBranchStopsOtherStarts(t *testing.T) {
+	t.Parallel()
+	def := saga.New("p").Parallel(saga.Action("a", "svc.a").Undo("svc.ua"), saga.Action("b", "svc.b").Undo("svc.ub"), saga.Action("c", "svc.c")).MustBuild()
+	m := newSimWithFaults(t, def, events.Fault{Node: "b", FailAction: true})
+	// a started before b failed; c never starts.
+	if m.state("a") != machine.NodeStarted || m.state("c") != machine.NodePending || m.s.Status != machine.StatusUnwinding {
+		t.Fatalf("a %s, c %s, saga %s", m.state("a"), m.state("c"), m.s.Status)
+	}
+	m.succeed("a", `1`)
+	m.undone("a")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+func TestInjectedUndoFailureSticksUntilClearedAndRetried(t *testing.T) {
+	t.Parallel()
+	m := newSim(t, chain("a", "b"), `{}`)
+	m.inject(events.Fault{Node: "a", FailUndo: true})
+	m.succeed("a", `1`)
+	m.fail("b", events.ErrorPermanent)
+	_, a, _ := m.s.Node("a")
+	if m.s.Status != machine.StatusStuck || a.State != machine.NodeUndoFailed || a.Error.Kind != events.ErrorInjected {
+		t.Fatalf("saga %s, a %+v", m.s.Status, a)
+	}
+	if m.sent("a", events.OpUndo) != 0 {
+		t.Fatal("a's undo was requested")
+	}
+	// Retrying with the fault still there fails again, without a request.
+	m.must(machine.RetryUndo{Now: m.now, Node: "a", Operator: "op"})
+	if m.s.Status != machine.StatusStuck || len(m.pending) != 0 {
+		t.Fatalf("saga %s, pending %v", m.s.Status, m.pendingNames())
+	}
+	m.inject(events.Fault{Node: "a"}) // clears
+	if _, a, _ := m.s.Node("a"); a.Fault != nil {
+		t.Fatalf("fault not cleared: %+v", a.Fault)
+	}
+	m.must(machine.RetryUndo{Now: m.now, Node: "a", Operator: "op"})
+	if r := m.req("a", events.OpUndo); r.Request.Attempt != 3 {
+		t.Fatalf("undo attempt %d, want 3 (after two injected failures)", r.Request.Attempt)
+	}
+	m.undone("a")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+func TestInjectedRepeatRunsTheActionAgainAndKeepsTheLastOutput(t *testing.T) {
+	t.Parallel()
+	// One attempt allowed: repeats do not count against the policy.
+	def := saga.New("r").Then(saga.Action("a", "svc.a").Retry(saga.RetryPolicy{MaxAttempts: 1})).Then(saga.Action("b", "svc.b")).MustBuild()
+	m := newSimWithFaults(t, def, events.Fault{Node: "a", Repeat: 3})
+	first := m.req("a", events.OpDo)
+	m.succeed("a", `"run1"`)
+	second := m.req("a", events.OpDo)
+	if second.Request.Attempt != 2 || second.Request.IdempotencyKey != first.Request.IdempotencyKey {
+		t.Fatalf("second run %+v, want attempt 2 with key %s", second.Request, first.Request.IdempotencyKey)
+	}
+	// A late success of the first run is not the node's success.
+	_, err := m.step(machine.Reply{Now: m.now, Reply: replyTo(first, true, `"late"`, nil)})
+	requireRejected(t, err, "injected repeat")
+	m.succeed("a", `"run2"`)
+	m.succeed("a", `"run3"`)
+	_, a, _ := m.s.Node("a")
+	if a.State != machine.NodeSucceeded || string(a.Output) != `"run3"` || a.Attempt != 3 || a.Repeats != 2 {
+		t.Fatalf("a = %+v", a)
+	}
+	if got := m.req("b", events.OpDo).Request.Outputs["a"]; string(got) != `"run3"` {
+		t.Fatalf("b sees a's output %s", got)
+	}
+	m.succeed("b", `1`)
+	if m.s.Status != machine.StatusSucceeded {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+func TestInjectedRepeatStillAllowsRetries(t *testing.T) {
+	t.Parallel()
+	def := saga.New("r").Then(saga.Action("a", "svc.a").Retry(saga.RetryPolicy{MaxAttempts: 2})).MustBuild()
+	m := newSimWithFaults(t, def, events.Fault{Node: "a", Repeat: 2})
+	m.succeed("a", `1`)
+	m.fail("a", events.ErrorTransient) // the repeat's first try
+	m.fire("a", events.OpDo, machine.TimerRetry)
+	m.succeed("a", `2`)
+	if m.s.Status != machine.StatusSucceeded {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+func TestInjectedUndoRepeat(t *testing.T) {
+	t.Parallel()
+	m := newSimWithFaults(t, chain("a", "b"), events.Fault{Node: "a", UndoRepeat: 2})
+	m.succeed("a", `1`)
+	m.fail("b", events.ErrorPermanent)
+	m.undone("a")
+	if r := m.req("a", events.OpUndo); r.Request.Attempt != 2 || string(r.Request.Output) != `1` {
+		t.Fatalf("second undo run %+v", r.Request)
+	}
+	m.undone("a")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	if m.sent("a", events.OpUndo) != 2 {
+		t.Fatalf("undo requested %d times, want 2", m.sent("a", events.OpUndo))
+	}
+	m.checkReplay()
+}
+
+func TestInjectedDelayHoldsTheRequestBack(t *testing.T) {
+	t.Parallel()
+	def := saga.New("d").Then(saga.Action("a", "svc.a").Timeout(10 * time.Second)).MustBuild()
+	m := newSimWithFaults(t, def, events.Fault{Node: "a", Delay: saga.Duration(3 * time.Second)})
+	r := m.req("a", events.OpDo)
+	if !r.NotBefore.Equal(t0.Add(3*time.Second)) || !r.Request.Deadline.Equal(t0.Add(13*time.Second)) {
+		t.Fatalf("not before %s, deadline %s", r.NotBefore, r.Request.Deadline)
+	}
+	// Recovery sends it with the same delay, from the log.
+	m.pending = map[string]machine.SendRequest{}
+	m.must(machine.Recover{Now: t0.Add(time.Second)})
+	if r2 := m.req("a", events.OpDo); !r2.NotBefore.Equal(r.NotBefore) {
+		t.Fatalf("recovered not before %s", r2.NotBefore)
+	}
+	m.checkReplay()
+}
+
+func TestInjectFaultRejections(t *testing.T) {
+	t.Parallel()
+	def := saga.New("f").Then(saga.Action("a", "svc.a")).Then(saga.Constant("k", json.RawMessage(`1`))).MustBuild()
+	m := newSim(t, def, `{}`)
+	for _, c := range []struct {
+		f    events.Fault
+		want string
+	}{
+		{events.Fault{Node: "nope", FailAction: true}, `no node "nope"`},
+		{events.Fault{Node: "k", FailAction: true}, "action nodes"},
+		{events.Fault{Node: "a", Repeat: 1000}, "repeat"},
+		{events.Fault{Node: "a", Delay: -1}, "delay"},
+	} {
+		_, err := m.step(machine.InjectFault{Now: m.now, Fault: c.f})
+		requireRejected(t, err, c.want)
+	}
+	m.succeed("a", `1`)
+	_, err := m.step(machine.InjectFault{Now: m.now, Fault: events.Fault{Node: "a", FailUndo: true}})
+	requireRejected(t, err, "finished")
+}
+
+// A log cannot claim an injected failure that no fault asked for.
+func TestForgedInjectedFailureIsIllegal(t *testing.T) {
+	t.Parallel()
+	def := chain("a")
+	e := func(n int, d events.Data) events.Event {
+		return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
+	}
+	log := []events.Event{
+		e(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
+		e(1, &events.NodeStarted{Node: "a", Attempt: 1}),
+		e(2, &events.NodeFailed{Node: "a", Attempt: 1, Error: events.Error{Kind: events.ErrorInjected, Message: "x"}}),
+	}
+	_, err := machine.Fold(sagaID, log)
+	var ie *machine.IllegalEventError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "injected failure needs a fault") {
+		t.Fatalf("err = %v", err)
+	}
+	log[2] = e(2, &events.NodeRepeated{Node: "a", Attempt: 1})
+	if _, err := machine.Fold(sagaID, log); err == nil || !strings.Contains(err.Error(), "no injected fault") {
+		t.Fatalf("err = %v", err)
+	}
+}
