@@ -83,9 +83,9 @@ type exampleT struct {
 	dirs     []string
 }
 
-func (t *exampleT) Helper()      {}
-func (t *exampleT) Name() string { return "Example" }
-func (t *exampleT) Failed() bool { return t.failed }
+func (t *exampleT) Helper()             {}
+func (t *exampleT) Name() string        { return "Example" }
+func (t *exampleT) Failed() bool        { return t.failed }
 func (t *exampleT) Logf(string, ...any) {}
 func (t *exampleT) Errorf(format string, args ...any) {
 	t.failed = true
