@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -116,4 +117,44 @@ func Read[T any](ctx context.Context, js jetstream.JetStream, bucket, sagaID str
 		out[k] = t
 	}
 	return out, nil
+}
+
+// State lists every record in bucket as view(record), sorted: what a test
+// compares before and after a saga (sagatest's hooks). Views leave out
+// what differs from run to run, such as refs made from saga ids. With
+// reset, the bucket is emptied first.
+func State[T any](ctx context.Context, js jetstream.JetStream, bucket string, reset bool, view func(T) string) ([]string, error) {
+	l, err := Open(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	if reset {
+		if err := l.clear(ctx); err != nil {
+			return nil, err
+		}
+	}
+	recs, err := Read[T](ctx, js, bucket, "")
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	for _, r := range recs {
+		out = append(out, view(r))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// clear removes every record.
+func (l *Ledger) clear(ctx context.Context) error {
+	recs, err := l.Records(ctx, "")
+	if err != nil {
+		return err
+	}
+	for k := range recs {
+		if err := l.kv.Purge(ctx, k); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+	}
+	return nil
 }
