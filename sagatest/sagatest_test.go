@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
@@ -403,5 +404,41 @@ func TestOnlyTestsImportSagatest(t *testing.T) {
 		if pkg != "github.com/jetsaga/jetsaga/sagatest" && strings.Contains(" "+deps+" ", " github.com/jetsaga/jetsaga/sagatest ") {
 			t.Errorf("%s imports sagatest outside its tests", pkg)
 		}
+	}
+}
+
+// An injected delay holds the request back until node.started's
+// not_before: the participant never sees it earlier.
+func TestInjectedDelayHoldsTheRequestBack(t *testing.T) {
+	t.Parallel()
+	k := New(t)
+	var mu sync.Mutex
+	seen := map[string]time.Time{}
+	record := func(_ context.Context, req *participant.Request) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[req.Node] = time.Now()
+		return nil, nil
+	}
+	k.Register("clock.read", record, nil)
+	def := saga.New("delayed").Then(saga.Action("a", "clock.read")).Then(saga.Action("b", "clock.read")).MustBuild()
+	s := k.Run(def, nil, events.Fault{Node: "b", Delay: saga.Duration(300 * time.Millisecond)})
+	if s.Status != client.StatusSucceeded {
+		t.Fatalf("saga %s", s.Status)
+	}
+	evs, err := k.Client().Events(context.Background(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notBefore time.Time
+	for _, e := range evs {
+		if d, ok := e.Data.(*events.NodeStarted); ok && d.Node == "b" {
+			notBefore = d.NotBefore
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if notBefore.IsZero() || seen["b"].Before(notBefore) {
+		t.Fatalf("b's request arrived at %s, not before %s", seen["b"].Format(time.RFC3339Nano), notBefore.Format(time.RFC3339Nano))
 	}
 }
