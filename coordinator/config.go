@@ -45,6 +45,12 @@ type Config struct {
 	RecoveryInterval time.Duration
 	// RequestTimeout bounds each call to NATS. Default: 10s.
 	RequestTimeout time.Duration
+	// Retention is how long a finished saga's log and summary are kept
+	// before they are removed (a message schedule per saga, armed when it
+	// finishes), so subjects and memory stay bounded; archive first with
+	// jetsaga export. Default DefaultRetention; negative keeps them
+	// forever. Sagas that have not finished are never removed.
+	Retention time.Duration
 	// AfterAppend, if set, is called each time a decision is durable in a
 	// saga's log, before its requests are sent or timers armed, with the
 	// number of messages the log now holds. It is a hook for tests: the
@@ -53,6 +59,9 @@ type Config struct {
 	// partition goroutine and must not block for long.
 	AfterAppend func(sagaID string, messages int)
 }
+
+// DefaultRetention is Config.Retention's default: 7 days.
+const DefaultRetention = 7 * 24 * time.Hour
 
 func (c Config) withDefaults() Config {
 	if c.Name == "" {
@@ -70,6 +79,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
 	}
 	return c
 }

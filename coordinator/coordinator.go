@@ -340,13 +340,13 @@ func (c *Coordinator) wakeAll() {
 
 // stats are the coordinator's counters.
 type stats struct {
-	recovered, recoveryFailures, rejected, conflicts, started, finished atomic.Int64
-	skipped, observedFinished, acquired, lost, fenced                   atomic.Int64
-	mu                                                                  sync.Mutex
-	lastFailures                                                        []string
-	lastRecovery                                                        time.Time
-	lastPass                                                            RecoveryPass
-	recentRecoveries                                                    []string
+	recovered, expired, recoveryFailures, rejected, conflicts, started, finished atomic.Int64
+	skipped, observedFinished, acquired, lost, fenced                            atomic.Int64
+	mu                                                                           sync.Mutex
+	lastFailures                                                                 []string
+	lastRecovery                                                                 time.Time
+	lastPass                                                                     RecoveryPass
+	recentRecoveries                                                             []string
 }
 
 // RecoveryPass summarizes one recovery pass over a partition's sagas in
@@ -403,6 +403,8 @@ type Status struct {
 	Started          int64 `json:"sagas_started"`
 	Finished         int64 `json:"sagas_finished"`
 	Recovered        int64 `json:"sagas_recovered"`
+	// Expired counts finished sagas removed after their retention.
+	Expired          int64 `json:"sagas_expired"`
 	RecoveryFailures int64 `json:"recovery_failures"`
 	// Rejected counts inputs ignored as stale, duplicate, forged or
 	// malformed.
@@ -444,7 +446,7 @@ func (c *Coordinator) Status() Status {
 	}
 	c.mu.Unlock()
 	st := Status{Name: c.cfg.Name, InFlightRequests: c.inflight.Load(), Started: c.stats.started.Load(),
-		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
+		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), Expired: c.stats.expired.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
 		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load(), Skipped: c.stats.skipped.Load(),
 		ObservedFinished: c.stats.observedFinished.Load(), LeasesAcquired: c.stats.acquired.Load(), LeasesLost: c.stats.lost.Load(),
 		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil}

@@ -53,7 +53,9 @@ type item struct {
 	// msg is acked once the input is handled; nil for internal inputs.
 	msg   jetstream.Msg
 	start bool // a saga start: the saga may not exist yet
-	what  string
+	// expire: the saga's retention has passed; remove it.
+	expire bool
+	what   string
 	// query, if set, is called with the loaded saga (nil if not loaded)
 	// instead of deciding anything.
 	query func(*run)
@@ -220,7 +222,7 @@ func (p *partition) onTimer(m jetstream.Msg) {
 		return
 	}
 	t := tm.Timer
-	p.enqueue(item{sagaID: tm.SagaID, msg: m, what: "timer " + t.ID(),
+	p.enqueue(item{sagaID: tm.SagaID, msg: m, what: "timer " + t.ID(), expire: t.Kind == timerExpire,
 		make: func(now time.Time) machine.Input { return machine.TimerFired{Now: now, Timer: t} }})
 }
 
@@ -249,6 +251,10 @@ func (p *partition) handle(it item) {
 	}
 	if it.query != nil {
 		it.query(p.sagas[it.sagaID])
+		return
+	}
+	if it.expire {
+		p.expire(it)
 		return
 	}
 	c := p.c
@@ -410,11 +416,15 @@ func (p *partition) decide(r *run, it item, logger *slog.Logger) outcome {
 	}
 	if r.state.Status.Finished() {
 		c.stats.finished.Add(1)
-		ctx, cancel := c.opCtx()
-		if err := c.ix.ClearInFlight(ctx, p.id, it.sagaID); err != nil {
-			logger.Warn("cannot clear in-flight marker; recovery will", "error", err)
+		// The expiry first: until it is armed, the marker keeps the saga
+		// on recovery's list.
+		if p.expiry(it.sagaID, r.state.Finished) {
+			ctx, cancel := c.opCtx()
+			if err := c.ix.ClearInFlight(ctx, p.id, it.sagaID); err != nil {
+				logger.Warn("cannot clear in-flight marker; recovery will", "error", err)
+			}
+			cancel()
 		}
-		cancel()
 		logger.Info("saga finished", "status", r.state.Status)
 		p.evict(it.sagaID)
 	}
@@ -733,6 +743,9 @@ func (p *partition) recover() {
 			c.stats.observedFinished.Add(1)
 			pass.Finished++
 			p.index(r)
+			if !p.expiry(id, r.state.Finished) {
+				continue
+			}
 			ctx, cancel := c.opCtx()
 			if err := c.ix.ClearInFlight(ctx, p.id, id); err != nil {
 				c.logger.Warn("recovery: cannot clear in-flight marker", "saga_id", id, "error", err)

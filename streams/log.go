@@ -223,6 +223,24 @@ func (l *Log) Last(ctx context.Context, sagaID string) (uint64, error) {
 	return m.Sequence, nil
 }
 
+// Delete removes the whole log of sagaID (a finished saga past its
+// retention). Deleting a log that is gone is not an error.
+func (l *Log) Delete(ctx context.Context, sagaID string) error {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	s, err := l.js.Stream(ctx, LogStream)
+	if err == nil {
+		err = s.Purge(ctx, jetstream.WithPurgeSubject(LogSubject(sagaID)))
+	}
+	if err != nil {
+		return fmt.Errorf("streams: delete the log of saga %s: %w", sagaID, err)
+	}
+	return nil
+}
+
 // Read returns the messages of the log of sagaID with sequence greater than
 // afterSeq, in order. If the saga has no log at all and afterSeq is 0, it
 // returns a *NotFoundError (errors.Is ErrNotFound); past the end of a log

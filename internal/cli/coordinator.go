@@ -17,7 +17,7 @@ func init() {
 	register(command{name: "coordinator", args: coordinatorArgs, summary: "run a coordinator until interrupted", run: runCoordinator})
 }
 
-const coordinatorArgs = "[flags] [-name N] [-partitions 64] [-own 0-31] [-replicas 1] [-max-in-flight N] [-log-level info] [-log-format text|json]"
+const coordinatorArgs = "[flags] [-name N] [-partitions 64] [-own 0-31] [-replicas 1] [-max-in-flight N] [-retention 168h] [-log-level info] [-log-format text|json]"
 
 func runCoordinator(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "coordinator", coordinatorArgs)
@@ -29,6 +29,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	replicas := fs.Int("replicas", 1, "replicas of every stream and bucket jetsaga creates (3 in a production cluster)")
 	maxInFlight := fs.Int("max-in-flight", 0, "bound on requests awaiting replies or retries across all sagas (0: none)")
 	maxPerSaga := fs.Int("max-in-flight-per-saga", 0, "bound on one saga's requests awaiting replies or retries (0: none)")
+	retention := fs.Duration("retention", coordinator.DefaultRetention, "how long a finished saga's log is kept before it is removed (archive first with jetsaga export); negative: forever")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long to let inputs being handled finish")
 	logf := addLogFlags(fs, "info")
 	pos, err := parse(fs, args)
@@ -50,6 +51,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 		MaxInFlight:        *maxInFlight,
 		MaxInFlightPerSaga: *maxPerSaga,
 		RequestTimeout:     conn.timeout,
+		Retention:          *retention,
 	}
 	if *own != "" {
 		if cfg.Partitions, err = parseRanges(*own); err != nil {

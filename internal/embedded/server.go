@@ -38,6 +38,12 @@ type Config struct {
 	// Cluster, if set, makes the server a node of a cluster.
 	Cluster *ClusterConfig
 
+	// SyncAlways makes the file store fsync every write before it is
+	// acknowledged. Without it, writes are acknowledged from the OS page
+	// cache and synced every 2 minutes (the NATS default): safe against a
+	// process crash, not against a power loss.
+	SyncAlways bool
+
 	// Debug sends the server's log (notices, warnings, errors) to stderr.
 	// Without it the server logs nothing; fatal errors are returned by
 	// Start either way.
@@ -160,6 +166,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Port:       cfg.Port,
 		JetStream:  true,
 		StoreDir:   cfg.Dir,
+		SyncAlways: cfg.SyncAlways,
 		// The embedding process owns signals.
 		NoSigs: true,
 	}

@@ -113,6 +113,14 @@ func (ix *Index) Put(ctx context.Context, s Summary) error {
 	return nil
 }
 
+// Forget removes a saga's summary (its log is gone).
+func (ix *Index) Forget(ctx context.Context, id string) error {
+	if err := ix.kv.Purge(ctx, summaryKey(id), jetstream.PurgeTTL(markerTTL)); err != nil {
+		return fmt.Errorf("index: forget saga %s: %w", id, err)
+	}
+	return nil
+}
+
 // Get reads a saga's summary.
 func (ix *Index) Get(ctx context.Context, id string) (Summary, error) {
 	e, err := ix.kv.Get(ctx, summaryKey(id))

@@ -1,0 +1,82 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jetsaga/jetsaga/client"
+	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/saga"
+)
+
+// A finished saga's log and summary are removed once its retention has
+// passed; a saga that has not finished (stuck here) is kept.
+func TestFinishedSagasExpire(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	_, cjs := natstest.Connect(t, srv.ClientURL())
+	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t), Retention: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	cl, err := client.New(ctxT(t), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRaw(t, js, func(req events.ActionRequest) (any, *events.Error, bool) {
+		if req.Action == "ret.stuck" && req.Op == events.OpUndo {
+			return nil, &events.Error{Kind: events.ErrorPermanent, Message: "cannot"}, true
+		}
+		if req.Action == "ret.fail" {
+			return nil, &events.Error{Kind: events.ErrorPermanent, Message: "no"}, true
+		}
+		return succeedAll(req)
+	})
+	ctx := ctxT(t)
+	done, err := cl.Start(ctx, saga.New("short").Then(saga.Action("a", "ret.ok")).MustBuild(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck, err := cl.Start(ctx, saga.New("sticky").Then(saga.Action("a", "ret.stuck").Undo("ret.stuck")).Then(saga.Action("b", "ret.fail")).MustBuild(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, cl: cl}
+	if s := e.wait(done); s.Status != client.StatusSucceeded {
+		t.Fatalf("saga %s", s.Status)
+	}
+	if s := e.wait(stuck); s.Status != client.StatusStuck {
+		t.Fatalf("saga %s, want stuck", s.Status)
+	}
+	natstest.Eventually(t, 30*time.Second, func() error {
+		if _, err := cl.Status(ctx, done); !errors.Is(err, client.ErrNotFound) {
+			return fmt.Errorf("the finished saga's log is still there (%v)", err)
+		}
+		sums, err := cl.List(ctx, client.Filter{})
+		if err != nil {
+			return err
+		}
+		for _, s := range sums {
+			if s.ID == done {
+				return fmt.Errorf("the finished saga's summary is still listed")
+			}
+		}
+		return nil
+	})
+	if st := c.Status(); st.Expired != 1 {
+		t.Errorf("%d sagas expired, want 1", st.Expired)
+	}
+	if s, err := cl.Status(ctx, stuck); err != nil || s.Status != client.StatusStuck {
+		t.Fatalf("the stuck saga: %v, %v", s, err)
+	}
+}
