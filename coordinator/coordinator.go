@@ -44,6 +44,7 @@ type Coordinator struct {
 	parts   map[int]*partition
 	subs    []*nats.Subscription // status and saga-state requests
 	wg      sync.WaitGroup       // every goroutine the coordinator starts
+	acks    chan pending         // writes for ackLoop to await
 	stopped chan struct{}
 
 	// inflight counts requests awaiting replies or retries across sagas,
@@ -118,9 +119,16 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			started.stop(ctx)
 		}
 		c.parts = map[int]*partition{}
+		if c.acks != nil {
+			close(c.acks)
+			c.acks = nil
+		}
 		c.cancel()
 		return err
 	}
+	c.acks = make(chan pending, ackQueue)
+	acks := c.acks
+	c.goFunc(func() { c.ackLoop(acks) })
 	if c.subs, err = c.serve(); err != nil {
 		return fail(fmt.Errorf("coordinator: serve status: %w", err))
 	}
@@ -228,6 +236,8 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	for _, p := range parts {
 		p.stop(ctx)
 	}
+	// No partition writes any more: the acker finishes what it has.
+	close(c.acks)
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
 	var err error

@@ -35,6 +35,12 @@ type partition struct {
 	throttled map[string]bool // held back by MaxInFlight
 	loaded    atomic.Int64    // len(sagas), for Status
 	consumers []jetstream.ConsumeContext
+	// appending counts appends in flight; their landings come back
+	// through inbox.
+	appending int
+	// requeue holds inputs to handle before the next from inbox: those
+	// that waited behind a saga's append, or whose saga was evicted.
+	requeue []item
 }
 
 // run is a saga loaded in memory.
@@ -43,6 +49,10 @@ type run struct {
 	seq    uint64                 // stream sequence of its last log message
 	msgs   int                    // messages in its log
 	timers map[string]*time.Timer // in-memory attempt deadlines, by timer id
+	// busy: a decision's append is in flight; the saga's next inputs
+	// wait in queue, so each decision builds on the durable one before.
+	busy  bool
+	queue []item
 }
 
 // item is one input for a saga.
@@ -59,6 +69,27 @@ type item struct {
 	// query, if set, is called with the loaded saga (nil if not loaded)
 	// instead of deciding anything.
 	query func(*run)
+	// landed, if set, is the outcome of an append in flight.
+	landed *landing
+	// attempt counts the decisions of this input lost to write races;
+	// refreshed: the log was read again after the input was rejected.
+	attempt   int
+	refreshed bool
+}
+
+// landing is a decision whose append was in flight, and how it ended.
+type landing struct {
+	run      *run
+	it       item
+	d        machine.Decision
+	prev     machine.Status
+	before   int // requests in flight before the decision
+	reserved int // slots reserved by Options.Admit
+	seq      uint64
+	err      error
+	// markErr: the in-flight marker of a new saga, written alongside its
+	// first append, failed.
+	markErr error
 }
 
 // timerMsg is the body of a fired retry timer.
@@ -138,6 +169,7 @@ func (p *partition) loop() {
 	recovery := time.NewTicker(p.c.cfg.RecoveryInterval)
 	defer recovery.Stop()
 	for {
+		p.drain()
 		select {
 		case it := <-p.inbox:
 			p.handle(it)
@@ -146,17 +178,34 @@ func (p *partition) loop() {
 		case <-recovery.C:
 			p.recover()
 		case <-p.quit:
-			// Finish what was taken; what is left unacked comes back.
+			// Finish what was taken, and wait for the appends in flight;
+			// what is left unacked comes back.
 			for {
-				select {
-				case it := <-p.inbox:
-					p.handle(it)
-				default:
-					return
+				p.drain()
+				if p.appending == 0 {
+					select {
+					case it := <-p.inbox:
+						p.handle(it)
+						continue
+					default:
+						return
+					}
 				}
+				p.handle(<-p.inbox)
 			}
 		}
 	}
+}
+
+// drain handles the inputs put back by evictions and landings.
+func (p *partition) drain() {
+	for len(p.requeue) > 0 {
+		it := p.requeue[0]
+		p.requeue[0] = item{}
+		p.requeue = p.requeue[1:]
+		p.handle(it)
+	}
+	p.requeue = nil
 }
 
 // onWork turns a message from JETSAGA_WORK (a command or a reply) into an
@@ -245,8 +294,17 @@ const maxConflicts = 3
 
 // handle decides one input and carries out the decision.
 func (p *partition) handle(it item) {
-	if it.what == "recover" {
+	switch {
+	case it.what == "recover":
 		p.recover()
+		return
+	case it.landed != nil:
+		p.land(it.landed)
+		return
+	}
+	// A saga's inputs (and queries) wait for its append in flight.
+	if r, ok := p.sagas[it.sagaID]; ok && r.busy {
+		r.queue = append(r.queue, it)
 		return
 	}
 	if it.query != nil {
@@ -257,188 +315,251 @@ func (p *partition) handle(it item) {
 		p.expire(it)
 		return
 	}
+	p.step(it)
+}
+
+// logger is the coordinator's logger with the input's attributes.
+func (p *partition) logger(it item) *slog.Logger {
+	return p.c.logger.With("saga_id", it.sagaID, "partition", p.id, "input", it.what)
+}
+
+// step loads the input's saga and decides the input.
+func (p *partition) step(it item) {
 	c := p.c
-	logger := c.logger.With("saga_id", it.sagaID, "partition", p.id, "input", it.what)
-	refreshed := false
-	for range maxConflicts + 1 {
-		_, cached := p.sagas[it.sagaID]
-		r, err := p.load(it.sagaID, it.start)
-		if errors.Is(err, streams.ErrNotFound) {
-			c.stats.rejected.Add(1)
-			logger.Warn("input for an unknown saga rejected")
-			p.term(it)
-			return
-		}
+	_, cached := p.sagas[it.sagaID]
+	// A start is first decided as if the saga were new, without a read:
+	// the append of its first message (expected position 0) fails if the
+	// log exists, and the next attempt reads it.
+	r, err := p.load(it.sagaID, it.start, it.start && it.attempt == 0)
+	if errors.Is(err, streams.ErrNotFound) {
+		c.stats.rejected.Add(1)
+		p.logger(it).Warn("input for an unknown saga rejected")
+		p.term(it)
+		return
+	}
+	if err != nil {
+		p.logger(it).Error("cannot load saga; will retry", "error", err)
+		p.retryLater(it)
+		return
+	}
+	if !cached && it.what != "recover saga" && r.state.Status != machine.StatusNew && !r.state.Status.Finished() {
+		// Read afresh from the log, the saga may have decisions whose
+		// commands never ran (an append whose answer was lost, a previous
+		// owner's last decision): send its outstanding requests and arm
+		// its timers again before anything else. Its marker may be
+		// missing too (a start whose marker write failed after its first
+		// append): write it again.
+		ctx, cancel := c.opCtx()
+		err := c.ix.MarkInFlight(ctx, p.id, it.sagaID)
+		cancel()
 		if err != nil {
-			logger.Error("cannot load saga; will retry", "error", err)
+			p.logger(it).Error("cannot mark saga in flight; will retry", "error", err)
+			p.evict(it.sagaID)
 			p.retryLater(it)
 			return
 		}
-		if !cached && it.what != "recover saga" && r.state.Status != machine.StatusNew && !r.state.Status.Finished() {
-			// Read afresh from the log, the saga may have decisions whose
-			// commands never ran (an append whose answer was lost, a
-			// previous owner's last decision): send its outstanding
-			// requests and arm its timers again before anything else.
-			rec := item{sagaID: it.sagaID, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }}
-			if p.decide(r, rec, logger) == conflict {
-				continue
-			}
-		}
-		switch p.decide(r, it, logger) {
-		case handled:
-			p.ack(it)
-			return
-		case retry:
-			return // decide left the input for later
-		case rejected:
-			// The state in memory may be behind the log (another owner
-			// moved the saga on while this one was paused, say): a reply
-			// to an attempt it has not seen is news, not a stale echo.
-			// Read the log once more before throwing an input away.
-			if cached && !refreshed {
-				refreshed = true
-				p.evict(it.sagaID)
-				continue
-			}
-			if !c.owns(p.id) {
-				p.retryLater(it) // the partition's owner decides
-				return
-			}
-			c.stats.rejected.Add(1)
-			p.ack(it)
-			return
-		case conflict:
-			if !c.owns(p.id) {
-				logger.Info("lost a write race and no longer own the partition; leaving the input to the owner")
-				p.retryLater(it)
-				return
-			}
-		}
+		r.queue = append([]item{it}, r.queue...)
+		it = item{sagaID: it.sagaID, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }}
 	}
-	logger.Warn("input lost the write race repeatedly; leaving it for redelivery")
-	p.retryLater(it)
+	p.decide(r, it, !cached)
 }
 
-// outcome is what became of an input.
-type outcome int
-
-const (
-	// handled: decided, durable and acted on (ack the input).
-	handled outcome = iota
-	// rejected: the machine refused the input (stale, duplicate, forged…).
-	rejected
-	// conflict: the append lost a race; decide again from the log.
-	conflict
-	// retry: the input was left for later (nak'd or re-enqueued).
-	retry
-)
-
-// decide decides, appends and acts for one input on a loaded saga.
-func (p *partition) decide(r *run, it item, logger *slog.Logger) outcome {
+// decide decides one input on a loaded saga. A decision with events is
+// appended asynchronously: the saga waits (busy) until it lands, while the
+// partition goes on with other sagas' inputs. fresh: the saga was just
+// read from its log.
+func (p *partition) decide(r *run, it item, fresh bool) {
 	c := p.c
-	now := time.Now()
 	before := r.state.InFlight()
 	reserved := 0
 	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Epoch: p.epoch, Admit: c.admit(&reserved)}
-	d, err := machine.Decide(r.state, it.make(now), opts)
+	d, err := machine.Decide(r.state, it.make(time.Now()), opts)
 	if err != nil {
 		c.inflight.Add(-int64(reserved))
-		if errors.Is(err, machine.ErrRejected) {
-			logger.Info("input rejected", "reason", err)
-		} else {
-			logger.Error("input refused", "error", err)
-		}
-		return rejected
+		p.rejected(r, it, fresh, err)
+		return
 	}
-	prev := r.state.Status
-	if len(d.Events) > 0 {
+	l := &landing{run: r, it: it, d: d, prev: r.state.Status, before: before, reserved: reserved}
+	if len(d.Events) == 0 {
+		p.apply(l)
+		return
+	}
+	fail := func(msg string, err error) {
+		c.inflight.Add(-int64(reserved))
+		p.logger(it).Error(msg, "error", err)
+		p.evict(it.sagaID)
+		p.retryLater(it)
+	}
+	var marked jetstream.PubAckFuture
+	if l.prev == machine.StatusNew {
+		// The in-flight marker is written alongside the log's first
+		// append, and the start is acknowledged only once both are
+		// durable: until then the start comes again, and a saga read
+		// afresh from its log is marked again (step), so recovery never
+		// misses a saga in flight.
+		if marked, err = c.ix.MarkInFlightAsync(p.id, it.sagaID); err != nil {
+			fail("cannot mark saga in flight; will retry", err)
+			return
+		}
+	}
+	b, err := events.EncodeBatch(d.Events)
+	if err != nil {
+		fail("cannot encode decision", err)
+		return
+	}
+	// Fencing: no write without a lease that can still be trusted.
+	if !c.owns(p.id) {
+		c.stats.fenced.Add(1)
+		fail("not appending: the partition's lease is lost or may have expired", nil)
+		return
+	}
+	f, err := c.log.AppendAsync(it.sagaID, r.seq, b, events.ContentTypeBatch)
+	if err != nil {
+		fail("cannot append decision; will retry", err)
+		return
+	}
+	r.busy = true
+	p.appending++
+	expected, timeout := r.seq, c.cfg.RequestTimeout
+	go func() {
+		l.seq, l.err = streams.AppendResult(f, it.sagaID, expected, timeout)
+		if marked != nil && l.err == nil {
+			_, l.markErr = streams.AppendResult(marked, it.sagaID, 0, timeout)
+		}
+		p.inbox <- item{sagaID: it.sagaID, landed: l}
+	}()
+}
+
+// rejected handles an input the machine refused.
+func (p *partition) rejected(r *run, it item, fresh bool, err error) {
+	c := p.c
+	if errors.Is(err, machine.ErrRejected) {
+		p.logger(it).Info("input rejected", "reason", err)
+	} else {
+		p.logger(it).Error("input refused", "error", err)
+	}
+	switch {
+	case !fresh && !it.refreshed:
+		// The state in memory may be behind the log (another owner moved
+		// the saga on while this one was paused, say): a reply to an
+		// attempt it has not seen is news, not a stale echo. Read the log
+		// once more before throwing an input away.
+		it.refreshed = true
+		p.evict(it.sagaID)
+		p.requeue = append([]item{it}, p.requeue...)
+	case !c.owns(p.id):
+		p.retryLater(it) // the partition's owner decides
+	default:
+		c.stats.rejected.Add(1)
+		p.ack(it)
+		p.next(r)
+	}
+}
+
+// land finishes a decision whose append was in flight.
+func (p *partition) land(l *landing) {
+	c := p.c
+	p.appending--
+	r, it := l.run, l.it
+	r.busy = false
+	if l.err != nil {
+		c.inflight.Add(-int64(l.reserved))
+		p.evict(it.sagaID)
+		switch {
+		case !errors.Is(l.err, streams.ErrConflict):
+			// The append may or may not have happened: the log, read
+			// again, tells.
+			p.logger(it).Error("cannot append decision; will retry", "error", l.err)
+			p.retryLater(it)
+		case !c.owns(p.id):
+			p.logger(it).Info("lost a write race and no longer own the partition; leaving the input to the owner")
+			p.retryLater(it)
+		case it.attempt >= maxConflicts:
+			p.logger(it).Warn("input lost the write race repeatedly; leaving it for redelivery")
+			p.retryLater(it)
+		default:
+			c.stats.conflicts.Add(1)
+			p.logger(it).Warn("lost a write race; deciding again from the log", "error", l.err)
+			it.attempt++
+			p.requeue = append([]item{it}, p.requeue...)
+		}
+		return
+	}
+	r.seq = l.seq
+	r.msgs++
+	if c.cfg.AfterAppend != nil {
+		c.cfg.AfterAppend(it.sagaID, r.msgs)
+	}
+	if l.markErr != nil {
 		ctx, cancel := c.opCtx()
-		defer cancel()
-		if prev == machine.StatusNew {
-			// The marker comes first, so recovery can never miss a saga
-			// whose log exists.
-			if err := c.ix.MarkInFlight(ctx, p.id, it.sagaID); err != nil {
-				c.inflight.Add(-int64(reserved))
-				logger.Error("cannot mark saga in flight; will retry", "error", err)
-				p.evict(it.sagaID)
-				p.retryLater(it)
-				return retry
-			}
-		}
-		b, err := events.EncodeBatch(d.Events)
+		err := c.ix.MarkInFlight(ctx, p.id, it.sagaID)
+		cancel()
 		if err != nil {
-			c.inflight.Add(-int64(reserved))
-			logger.Error("cannot encode decision", "error", err)
-			return handled
-		}
-		// Fencing: no write without a lease that can still be trusted.
-		if !c.owns(p.id) {
-			c.inflight.Add(-int64(reserved))
-			c.stats.fenced.Add(1)
-			logger.Warn("not appending: the partition's lease is lost or may have expired")
+			// The log exists but its marker may not: leave the start for
+			// redelivery, which reads the log afresh and marks it.
+			c.inflight.Add(-int64(l.reserved))
+			p.logger(it).Error("cannot mark saga in flight; will retry", "error", errors.Join(l.markErr, err))
 			p.evict(it.sagaID)
 			p.retryLater(it)
-			return retry
-		}
-		seq, err := c.log.Append(ctx, it.sagaID, r.seq, b, events.ContentTypeBatch)
-		if err != nil {
-			c.inflight.Add(-int64(reserved))
-			p.evict(it.sagaID)
-			if errors.Is(err, streams.ErrConflict) {
-				c.stats.conflicts.Add(1)
-				logger.Warn("lost a write race; deciding again from the log", "error", err)
-				return conflict
-			}
-			logger.Error("cannot append decision; will retry", "error", err)
-			p.retryLater(it)
-			return retry
-		}
-		r.seq = seq
-		r.msgs++
-		if c.cfg.AfterAppend != nil {
-			c.cfg.AfterAppend(it.sagaID, r.msgs)
+			return
 		}
 	}
+	p.apply(l)
+}
+
+// apply adopts a durable decision: the new state, its commands, the index,
+// the input's ack; then the saga's next input.
+func (p *partition) apply(l *landing) {
+	c := p.c
+	r, it, d := l.run, l.it, l.d
 	r.state = d.State
-	delta := int64(d.State.InFlight()-before) - int64(reserved)
-	c.inflight.Add(delta)
-	if prev == machine.StatusNew {
+	c.inflight.Add(int64(d.State.InFlight()-l.before) - int64(l.reserved))
+	if l.prev == machine.StatusNew && len(d.Events) > 0 {
 		c.stats.started.Add(1)
 	}
-	p.execute(r, d.Commands, logger)
+	p.execute(r, d.Commands)
 	if d.Throttled {
 		p.throttled[it.sagaID] = true
 	} else {
 		delete(p.throttled, it.sagaID)
 	}
-	if r.state.Status != prev || it.what == "recover saga" {
+	if r.state.Status != l.prev || it.what == "recover saga" {
 		p.index(r)
 	}
+	p.ack(it)
 	if r.state.Status.Finished() {
 		c.stats.finished.Add(1)
-		// The expiry first: until it is armed, the marker keeps the saga
-		// on recovery's list.
-		if p.expiry(it.sagaID, r.state.Finished) {
-			ctx, cancel := c.opCtx()
-			if err := c.ix.ClearInFlight(ctx, p.id, it.sagaID); err != nil {
-				logger.Warn("cannot clear in-flight marker; recovery will", "error", err)
-			}
-			cancel()
+		p.finished(it.sagaID, r.state.Finished)
+		if c.logger.Enabled(context.Background(), slog.LevelInfo) {
+			p.logger(it).Info("saga finished", "status", r.state.Status)
 		}
-		logger.Info("saga finished", "status", r.state.Status)
 		p.evict(it.sagaID)
+	} else {
+		p.next(r)
 	}
-	if d.State.InFlight() < before && c.cfg.MaxInFlight > 0 {
+	if d.State.InFlight() < l.before && c.cfg.MaxInFlight > 0 {
 		c.wakeAll()
 	}
-	return handled
+}
+
+// next puts the inputs that waited behind a saga's append back in line,
+// ahead of inputs from inbox.
+func (p *partition) next(r *run) {
+	if r.busy || len(r.queue) == 0 {
+		return
+	}
+	p.requeue = append(p.requeue, r.queue...)
+	r.queue = nil
 }
 
 // load returns the saga from memory, or reads and folds its log. A start
 // of a saga with no log gets an empty state.
-func (p *partition) load(id string, start bool) (*run, error) {
+func (p *partition) load(id string, start, assumeNew bool) (*run, error) {
 	if r, ok := p.sagas[id]; ok {
 		return r, nil
+	}
+	if assumeNew {
+		return p.keep(id, &run{state: machine.New(id)}), nil
 	}
 	ctx, cancel := p.c.opCtx()
 	defer cancel()
@@ -492,6 +613,9 @@ func (p *partition) evict(id string) {
 	delete(p.sagas, id)
 	delete(p.throttled, id)
 	p.loaded.Store(int64(len(p.sagas)))
+	// Inputs that waited for the saga are handled afresh.
+	p.requeue = append(p.requeue, r.queue...)
+	r.queue = nil
 }
 
 // stopTimers forgets the partition's sagas when it stops: their timers,
@@ -505,56 +629,45 @@ func (p *partition) stopTimers() {
 	}
 }
 
-// execute carries out a durable decision's commands. Requests are
-// published together and their acks awaited together. If any command
-// fails, the saga is recovered a little later, which sends every
-// outstanding request and arms every timer again.
-func (p *partition) execute(r *run, cmds []machine.Command, logger interface{ Warn(string, ...any) }) {
+// execute carries out a durable decision's commands. Requests and
+// schedules are published without waiting; the acker awaits them, and if
+// one fails the saga is recovered a little later, which sends every
+// outstanding request and arms every timer again. (A crash before they
+// are acknowledged is covered by recovery on restart.)
+func (p *partition) execute(r *run, cmds []machine.Command) {
 	c := p.c
 	id := r.state.SagaID
-	var futures []jetstream.PubAckFuture
-	failed := false
 	now := time.Now().UTC()
+	failed := false
 	for _, cmd := range cmds {
+		var f jetstream.PubAckFuture
+		var err error
 		switch cmd := cmd.(type) {
 		case machine.SendRequest:
 			if cmd.NotBefore.After(now) {
 				p.sendLater(r, cmd)
 				continue
 			}
-			f, err := p.sendRequest(id, cmd, now)
-			if err != nil {
-				logger.Warn("cannot send request", "node", cmd.Request.Node, "error", err)
-				failed = true
-				continue
+			if f, err = p.sendRequest(id, cmd, now); err != nil {
+				c.logger.Warn("cannot send request", "saga_id", id, "node", cmd.Request.Node, "error", err)
 			}
-			futures = append(futures, f)
 		case machine.ArmTimer:
 			if cmd.Timer.Kind == machine.TimerTimeout || time.Until(cmd.At) < scheduleAtLeast {
 				p.armInMemory(r, cmd)
 				continue
 			}
-			f, err := p.schedule(id, cmd)
-			if err != nil {
-				logger.Warn("cannot schedule timer", "timer", cmd.Timer.ID(), "error", err)
-				failed = true
-				continue
+			if f, err = p.schedule(id, cmd); err != nil {
+				c.logger.Warn("cannot schedule timer", "saga_id", id, "timer", cmd.Timer.ID(), "error", err)
 			}
-			futures = append(futures, f)
 		}
-	}
-	timeout := time.NewTimer(c.cfg.RequestTimeout)
-	defer timeout.Stop()
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			logger.Warn("publish failed", "subject", f.Msg().Subject, "error", err)
+		if err != nil {
 			failed = true
-		case <-timeout.C:
-			logger.Warn("publish not acknowledged in time", "subject", f.Msg().Subject)
-			failed = true
+			continue
 		}
+		c.await(pending{f: f, failed: func(err error) {
+			c.logger.Warn("publish failed; recovering the saga", "saga_id", id, "subject", f.Msg().Subject, "error", err)
+			p.recoverLater(id)
+		}})
 	}
 	if failed {
 		p.recoverLater(id)
@@ -656,11 +769,13 @@ func (p *partition) index(r *run) {
 	if s.Unwinding != nil {
 		sum.Node = s.Unwinding.Node
 	}
-	ctx, cancel := p.c.opCtx()
-	defer cancel()
-	if err := p.c.ix.Put(ctx, sum); err != nil {
-		p.c.logger.Warn("cannot update saga index", "saga_id", s.SagaID, "error", err)
+	warn := func(err error) { p.c.logger.Warn("cannot update saga index", "saga_id", s.SagaID, "error", err) }
+	f, err := p.c.ix.PutAsync(sum)
+	if err != nil {
+		warn(err)
+		return
 	}
+	p.c.await(pending{f: f, failed: warn})
 }
 
 func (p *partition) ack(it item) {
@@ -726,7 +841,7 @@ func (p *partition) recover() {
 			pass.Skipped++
 			continue
 		}
-		r, err := p.load(id, false)
+		r, err := p.load(id, false, false)
 		switch {
 		case errors.Is(err, streams.ErrNotFound):
 			// Marked, but the start has not reached the log yet: its

@@ -35,6 +35,38 @@ func (p *partition) expiry(id string, finished time.Time) bool {
 	return false
 }
 
+// finished arms a saga's expiry and then clears its in-flight marker,
+// both without holding up the partition: the acker awaits the schedule,
+// then clears the marker. Until the schedule is stored the marker stays,
+// so a crash in between leaves the saga to recovery, which arms it again.
+func (p *partition) finished(id string, at time.Time) {
+	c := p.c
+	clear := func() *pending {
+		f, err := c.ix.ClearInFlightAsync(p.id, id)
+		if err != nil {
+			c.logger.Warn("cannot clear in-flight marker; recovery will", "saga_id", id, "error", err)
+			return nil
+		}
+		return &pending{f: f, failed: func(err error) {
+			c.logger.Warn("cannot clear in-flight marker; recovery will", "saga_id", id, "error", err)
+		}}
+	}
+	if c.cfg.Retention < 0 {
+		if pd := clear(); pd != nil {
+			c.await(*pd)
+		}
+		return
+	}
+	f, err := p.schedule(id, machine.ArmTimer{Timer: machine.Timer{Kind: timerExpire}, At: at.Add(c.cfg.Retention)})
+	if err != nil {
+		c.logger.Warn("cannot arm the finished saga's expiry; recovery will", "saga_id", id, "error", err)
+		return
+	}
+	c.await(pending{f: f, ok: clear, failed: func(err error) {
+		c.logger.Warn("cannot arm the finished saga's expiry; recovery will", "saga_id", id, "error", err)
+	}})
+}
+
 // expire removes a finished saga's log and summary, when its expiry timer
 // fires. A saga that is not finished is left alone (it cannot be: its
 // timer is armed only once it has finished).
@@ -48,7 +80,7 @@ func (p *partition) expire(it item) {
 	}
 	ctx, cancel := c.opCtx()
 	defer cancel()
-	r, err := p.load(it.sagaID, false)
+	r, err := p.load(it.sagaID, false, false)
 	switch {
 	case errors.Is(err, streams.ErrNotFound):
 		// Removed already; make sure the summary is gone too.

@@ -42,8 +42,8 @@ func (c *Coordinator) serve() ([]*nats.Subscription, error) {
 			return // another coordinator's partition: it answers
 		}
 		p.enqueue(item{sagaID: id, what: "query", query: func(r *run) {
-			if r == nil {
-				return
+			if r == nil || r.state.Graph == nil {
+				return // not loaded here, or its first append is in flight
 			}
 			st := SagaState{SagaID: id, Coordinator: c.cfg.Name, Status: r.state.Status, Events: r.state.Events, LastSeq: r.seq, Nodes: map[string]machine.Node{}}
 			for i, g := range r.state.Graph.Nodes {

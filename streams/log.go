@@ -191,6 +191,48 @@ func (l *Log) Append(ctx context.Context, sagaID string, expectedLastSeq uint64,
 	}
 }
 
+// AppendAsync starts an append like Append and returns without waiting
+// for the server: for a writer that keeps several sagas' appends in flight
+// at once. Pass the future's outcome to AppendResult. Unlike Append, it
+// does not retry: a lost answer leaves the caller to read the log again.
+func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte, contentType string) (jetstream.PubAckFuture, error) {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(LogSubject(sagaID))
+	msg.Data = data
+	msg.Header.Set(headerExpectLastSub, strconv.FormatUint(expectedLastSeq, 10))
+	msg.Header.Set(headerMsgID, MsgID(sagaID, expectedLastSeq, data))
+	if contentType != "" {
+		msg.Header.Set(headerContentType, contentType)
+	}
+	f, err := l.js.PublishMsgAsync(msg)
+	if err != nil {
+		return nil, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
+	}
+	return f, nil
+}
+
+// AppendResult waits for an AppendAsync's future (at most timeout) and
+// returns the stored message's sequence, a *ConflictError if the log had
+// moved on, or another error (the append may or may not have happened).
+func AppendResult(f jetstream.PubAckFuture, sagaID string, expectedLastSeq uint64, timeout time.Duration) (uint64, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == codeWrongLastSeq || apiErr.ErrorCode == codeWrongLastSeqConstant) {
+			return 0, &ConflictError{SagaID: sagaID, Expected: expectedLastSeq, err: err}
+		}
+		return 0, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
+	case <-t.C:
+		return 0, fmt.Errorf("streams: append to saga %s: no answer within %s", sagaID, timeout)
+	}
+}
+
 // ours looks at the first message of the saga's log after afterSeq and
 // reports whether it is the append identified by id with data.
 func (l *Log) ours(ctx context.Context, sagaID string, afterSeq uint64, id string, data []byte) (uint64, bool, error) {

@@ -85,3 +85,14 @@ func TestFaultCommands(t *testing.T) {
 		}
 	})
 }
+
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	code, out, errs := run(t, "bench", "--count", "10", "--concurrency", "2", "--partitions", "2", "--no-baseline")
+	if code != 0 || !strings.Contains(out, "jetsaga bench: linear-3, 10 sagas, 2 in flight") || !strings.Contains(out, "errors 0") {
+		t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	if code, _, errs := run(t, "bench", "--workload", "nope"); code != 2 || !strings.Contains(errs, `unknown workload "nope"`) {
+		t.Fatalf("code %d %s", code, errs)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/streams"
@@ -47,6 +48,7 @@ type Summary struct {
 // Index reads and writes the saga index.
 type Index struct {
 	kv jetstream.KeyValue
+	js jetstream.JetStream
 }
 
 // markerTTL is how long a purged in-flight marker lingers.
@@ -58,7 +60,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index: open bucket %s: %w", streams.SagaBucket, err)
 	}
-	return &Index{kv: kv}, nil
+	return &Index{kv: kv, js: js}, nil
 }
 
 func inflightKey(p int, id string) string { return "inflight." + strconv.Itoa(p) + "." + id }
@@ -100,6 +102,35 @@ func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
 	}
 	return ids, nil
 }
+
+// The Async writes publish to the bucket's subjects without waiting: the
+// caller awaits the returned future when it must (a coordinator's hot
+// path). They write what MarkInFlight, ClearInFlight and Put do.
+
+// MarkInFlightAsync is MarkInFlight without waiting.
+func (ix *Index) MarkInFlightAsync(p int, id string) (jetstream.PubAckFuture, error) {
+	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(inflightKey(p, id))})
+}
+
+// ClearInFlightAsync is ClearInFlight without waiting.
+func (ix *Index) ClearInFlightAsync(p int, id string) (jetstream.PubAckFuture, error) {
+	m := nats.NewMsg(kvSubject(inflightKey(p, id)))
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Header.Set(jetstream.MsgTTLHeader, markerTTL.String())
+	return ix.js.PublishMsgAsync(m)
+}
+
+// PutAsync is Put without waiting.
+func (ix *Index) PutAsync(s Summary) (jetstream.PubAckFuture, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(summaryKey(s.ID)), Data: b})
+}
+
+func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }
 
 // Put writes a saga's summary.
 func (ix *Index) Put(ctx context.Context, s Summary) error {

@@ -1,0 +1,78 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jetsaga/jetsaga/internal/natstest"
+)
+
+func TestMain(m *testing.M) { natstest.Main(m) }
+
+// smoke runs a workload briefly against an embedded server (the CI check
+// that the benchmarks run; figures come from jetsaga bench).
+func smoke(tb testing.TB, name string, count, concurrency int, baseline bool) *Report {
+	tb.Helper()
+	w, err := LookupWorkload(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	t, err := StartTarget(ctx, TargetConfig{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer t.Close()
+	rep, err := Run(ctx, Config{Workload: w, Count: count, Concurrency: concurrency, Warmup: 2, Partitions: 4,
+		Baseline: baseline, Dial: t.Dial, Durability: t.Describe})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rep
+}
+
+func TestEveryWorkloadRuns(t *testing.T) {
+	for _, w := range Workloads() {
+		t.Run(w.Name, func(t *testing.T) {
+			rep := smoke(t, w.Name, 12, 4, false)
+			if rep.Errors != 0 || rep.Sagas != 12 {
+				t.Fatalf("%d sagas, %d errors (%s)", rep.Sagas, rep.Errors, rep.FirstError)
+			}
+			if rep.MsgsPerSaga < float64(w.Nodes) || rep.P50 <= 0 || rep.P50 > rep.Max {
+				t.Fatalf("report %+v", rep)
+			}
+		})
+	}
+}
+
+func TestReportHasTheBaselineRatio(t *testing.T) {
+	rep := smoke(t, "linear-3", 20, 4, true)
+	if rep.Pipeline == nil || rep.Publish == nil || rep.Ratio <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestLookupWorkload(t *testing.T) {
+	if _, err := LookupWorkload("nope"); err == nil {
+		t.Fatal("unknown workload accepted")
+	}
+}
+
+func benchmark(b *testing.B, name string) {
+	rep := smoke(b, name, b.N, 64, false)
+	if rep.Errors > 0 {
+		b.Fatalf("%d errors: %s", rep.Errors, rep.FirstError)
+	}
+	b.ReportMetric(rep.SagasPerSec, "sagas/s")
+	b.ReportMetric(float64(rep.P50)/float64(time.Millisecond), "p50-ms")
+	b.ReportMetric(float64(rep.P99)/float64(time.Millisecond), "p99-ms")
+	b.ReportMetric(rep.MsgsPerSaga, "msgs/saga")
+}
+
+func BenchmarkLinear3(b *testing.B)  { benchmark(b, "linear-3") }
+func BenchmarkUnwind3(b *testing.B)  { benchmark(b, "unwind-3") }
+func BenchmarkFanout10(b *testing.B) { benchmark(b, "fanout-10") }
+func BenchmarkSubsaga(b *testing.B)  { benchmark(b, "subsaga") }
+func BenchmarkSlow(b *testing.B)     { benchmark(b, "slow") }

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jetsaga/jetsaga/internal/bench"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+func init() {
+	register(command{name: "bench", args: benchArgs, summary: "measure sagas/s and latency of a workload, against raw JetStream in the same run", run: runBench})
+}
+
+const benchArgs = "[--workload linear-3] [--concurrency 64] [--count 2000 | --duration 30s] [--server URL] [--inproc] [--sync always] [--json]"
+
+func runBench(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "bench", benchArgs)
+	var names []string
+	for _, w := range bench.Workloads() {
+		names = append(names, w.Name)
+	}
+	workload := fs.String("workload", "linear-3", "workload: "+strings.Join(names, ", "))
+	concurrency := fs.Int("concurrency", 64, "sagas in flight at once")
+	count := fs.Int("count", 2000, "sagas to run (after a warmup of --concurrency sagas)")
+	duration := fs.Duration("duration", 0, "run for this long instead of --count sagas")
+	coordinators := fs.Int("coordinators", 1, "coordinators, each with its own connection (in this process)")
+	participants := fs.Int("participants", 1, "participants, each with its own connection (in this process)")
+	partitions := fs.Int("partitions", streams.DefaultPartitions, "partitions of the topology")
+	replicas := fs.Int("replicas", 1, "replicas of every stream (3 needs a cluster: --server)")
+	server := fs.String("server", "", "NATS server or cluster URL (default: an embedded single-node server)")
+	inproc := fs.Bool("inproc", false, "connect to the embedded server in-process instead of over TCP loopback")
+	syncMode := fs.String("sync", "default", "embedded server's fsync: default (every 2 min, the NATS default) or always (before every acknowledgement)")
+	barrier := fs.Bool("barrier", false, "keep the participants' idempotency barrier on (2 KV writes per node)")
+	noBaseline := fs.Bool("no-baseline", false, "skip the baselines")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the whole run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured run (whole process) to this file")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	}
+	w, err := bench.LookupWorkload(*workload)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *syncMode != "default" && *syncMode != "always" {
+		return fmt.Errorf("%w: --sync is %q, want default or always", errUsage, *syncMode)
+	}
+	if *replicas != 1 && *replicas != 3 {
+		return fmt.Errorf("%w: --replicas is %d, want 1 or 3", errUsage, *replicas)
+	}
+	if *replicas == 3 && *server == "" {
+		return fmt.Errorf("%w: --replicas 3 needs a cluster: give its URL with --server", errUsage)
+	}
+	if *concurrency < 1 || *count < 1 || *duration < 0 {
+		return fmt.Errorf("%w: --concurrency and --count must be positive", errUsage)
+	}
+	if *duration > 0 {
+		*count = 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	t, err := bench.StartTarget(ctx, bench.TargetConfig{URL: *server, InProcess: *inproc, SyncAlways: *syncMode == "always"})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if !*asJSON {
+		fmt.Fprintf(e.stderr, "running %s: %s\n", w.Name, w.Description)
+	}
+	rep, err := bench.Run(ctx, bench.Config{CPUProfile: *cpuProfile, Workload: w, Concurrency: *concurrency, Count: *count, Duration: *duration,
+		Coordinators: *coordinators, Participants: *participants, Partitions: *partitions, Replicas: *replicas,
+		Barrier: *barrier, Baseline: !*noBaseline, Dial: t.Dial, Durability: t.Describe})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, rep)
+	}
+	rep.Print(e.stdout)
+	if rep.Errors > 0 {
+		return fmt.Errorf("%d sagas failed; first: %s", rep.Errors, rep.FirstError)
+	}
+	return nil
+}
