@@ -20,7 +20,9 @@ type Config struct {
 	// Default: discard.
 	Logger *slog.Logger
 	// Topology is the JetStream topology; Start applies it (creating what is
-	// missing). Its Partitions must be the same for every coordinator.
+	// missing). Its Partitions must be the same for every coordinator; 0
+	// adopts the deployed topology's (streams.DefaultPartitions for a new
+	// one).
 	Topology streams.Config
 	// Partitions, if set, pins the partitions this coordinator drives,
 	// without leases (for tests and hand-split setups; coordinators given

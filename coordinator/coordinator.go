@@ -27,7 +27,10 @@ const MinServerVersion = "2.12.0"
 
 // Coordinator drives the sagas of its partitions. Create it with New.
 type Coordinator struct {
-	cfg    Config
+	cfg Config
+	// adopt: Topology.Partitions was not given; Start adopts the
+	// deployed topology's.
+	adopt  bool
 	js     jetstream.JetStream
 	nc     *nats.Conn
 	logger *slog.Logger
@@ -67,12 +70,14 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 	if js == nil {
 		return nil, fmt.Errorf("%w: JetStream is nil", ErrInvalidConfig)
 	}
+	adopt := cfg.Topology.Partitions == 0
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	return &Coordinator{
 		cfg:     cfg,
+		adopt:   adopt,
 		js:      js,
 		nc:      js.Conn(),
 		logger:  cfg.Logger.With("coordinator", cfg.Name),
@@ -99,6 +104,18 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	if err := c.checkServer(ctx); err != nil {
 		return err
+	}
+	if c.adopt {
+		n, err := streams.DeployedPartitions(ctx, c.js)
+		if err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+		if n > 0 && n != c.cfg.Topology.Partitions {
+			c.cfg.Topology.Partitions = n
+			if err := c.cfg.validate(); err != nil {
+				return err
+			}
+		}
 	}
 	if err := streams.Apply(ctx, c.js, c.cfg.Topology); err != nil {
 		return fmt.Errorf("coordinator: topology: %w", err)
@@ -437,6 +454,8 @@ type Status struct {
 	// RecentRecoveries are the latest sagas recovered (ids).
 	RecentRecoveries []string `json:"recent_recoveries,omitempty"`
 	RecentFailures   []string `json:"recent_failures,omitempty"`
+	// Process describes the coordinator's process.
+	Process ProcessStats `json:"process"`
 }
 
 // PartitionStatus describes one partition the coordinator drives.
@@ -459,7 +478,7 @@ func (c *Coordinator) Status() Status {
 		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), Expired: c.stats.expired.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
 		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load(), Skipped: c.stats.skipped.Load(),
 		ObservedFinished: c.stats.observedFinished.Load(), LeasesAcquired: c.stats.acquired.Load(), LeasesLost: c.stats.lost.Load(),
-		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil}
+		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil, Process: processStats()}
 	slices.SortFunc(parts, func(a, b *partition) int { return a.id - b.id })
 	for _, p := range parts {
 		n := int(p.loaded.Load())

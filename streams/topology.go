@@ -24,7 +24,7 @@ type Config struct {
 	Replicas int
 
 	// Partitions is the number of partitions sagas are spread over (see
-	// Partition). Default 64. Every coordinator and participant of a
+	// Partition). Default 16. Every coordinator and participant of a
 	// deployment must use the same value; it is recorded in the metadata of
 	// JETSAGA_WORK and JETSAGA_TIMERS, and Apply and Verify refuse a
 	// different one.
@@ -62,8 +62,12 @@ type Config struct {
 
 // Defaults, as documented on Config.
 const (
-	DefaultReplicas        = 1
-	DefaultPartitions      = 64
+	DefaultReplicas = 1
+	// DefaultPartitions is 16: every partition is a durable consumer
+	// whose state the server writes to disk up to 10 times a second, so
+	// more partitions cost a single server CPU (docs/performance.md)
+	// while 16 still spread over up to 16 coordinators.
+	DefaultPartitions      = 16
 	DefaultWorkMaxAge      = 24 * time.Hour
 	DefaultBarrierTTL      = 7 * 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
@@ -439,4 +443,21 @@ func perSubjectString(n int64) string {
 		return "unlimited"
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// DeployedPartitions returns the number of partitions recorded in the
+// metadata of an existing JETSAGA_WORK, or 0 if there is none yet.
+func DeployedPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, WorkStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("streams: look up %s: %w", WorkStream, err)
+	}
+	n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaPartitions])
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("streams: %s has no valid %s metadata", WorkStream, metaPartitions)
+	}
+	return n, nil
 }

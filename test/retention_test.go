@@ -12,6 +12,7 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/natstest"
 	"github.com/jetsaga/jetsaga/saga"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // A finished saga's log and summary are removed once its retention has
@@ -78,5 +79,24 @@ func TestFinishedSagasExpire(t *testing.T) {
 	}
 	if s, err := cl.Status(ctx, stuck); err != nil || s.Status != client.StatusStuck {
 		t.Fatalf("the stuck saga: %v, %v", s, err)
+	}
+}
+
+// A coordinator not told the number of partitions adopts the deployed
+// topology's.
+func TestCoordinatorAdoptsDeployedPartitions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t) // deploys testPartitions
+	_, js := natstest.Connect(t, e.url)
+	c, err := coordinator.New(js, coordinator.Config{Name: "c2", Logger: testLogger(t), Partitions: []int{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctxT(t)); err != nil {
+		t.Fatalf("start without partitions on a %d-partition deployment: %v", testPartitions, err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	if n, err := streams.DeployedPartitions(ctxT(t), js); err != nil || n != testPartitions {
+		t.Fatalf("deployed partitions %d, %v", n, err)
 	}
 }

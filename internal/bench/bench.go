@@ -24,7 +24,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/client"
-	"github.com/jetsaga/jetsaga/coordinator"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
@@ -56,8 +55,15 @@ type Config struct {
 	// Baseline runs the baselines after the workload (with the same
 	// replicas and concurrency).
 	Baseline bool
-	// Dial opens a connection to the server under test.
+	// Dial opens a connection to the server under test; URL is its URL,
+	// for child processes.
 	Dial func(name string) (*nats.Conn, error)
+	URL  string
+	// CoordinatorExec, if set, runs the coordinators as child processes:
+	// the command line of `jetsaga coordinator` (server, name,
+	// partitions and replicas flags are added). Their CPU and heap are
+	// then reported apart from this process's.
+	CoordinatorExec []string
 	// Durability labels the figures with the durability they ran under.
 	Durability string
 	// Logger receives the coordinators' and participants' logs.
@@ -99,6 +105,11 @@ type Report struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// HeapPeak is the peak of this process's heap in use while measuring.
 	HeapPeak uint64 `json:"heap_peak_bytes"`
+	// CoordinatorCPUSeconds and CoordinatorHeapPeak are the coordinator
+	// processes' own (with CoordinatorExec): CPU while measuring, and the
+	// peak of their heap in use (sampled every 0.5 s).
+	CoordinatorCPUSeconds float64 `json:"coordinator_cpu_seconds,omitempty"`
+	CoordinatorHeapPeak   uint64  `json:"coordinator_heap_peak_bytes,omitempty"`
 
 	Publish  *PublishResult  `json:"baseline_publish,omitempty"`
 	Pipeline *PipelineResult `json:"baseline_pipeline,omitempty"`
@@ -153,25 +164,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		closers = append(closers, nc.Close)
 		return jetstream.New(nc)
 	}
-	topo := streams.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas}
-	for i := range cfg.Coordinators {
-		js, err := dial(fmt.Sprintf("bench coordinator %d", i))
-		if err != nil {
-			return nil, err
-		}
-		c, err := coordinator.New(js, coordinator.Config{Name: fmt.Sprintf("bench-%d", i), Logger: cfg.Logger, Topology: topo})
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Start(ctx); err != nil {
-			return nil, fmt.Errorf("bench: start coordinator: %w", err)
-		}
-		closers = append(closers, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			_ = c.Stop(sctx)
-		})
+	statusNC, err := cfg.Dial("bench status")
+	if err != nil {
+		return nil, fmt.Errorf("bench: connect: %w", err)
 	}
+	closers = append(closers, statusNC.Close)
+	fl, err := startFleet(ctx, cfg, statusNC)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, fl.stop)
 	for i := range cfg.Participants {
 		js, err := dial(fmt.Sprintf("bench participant %d", i))
 		if err != nil {
@@ -220,6 +222,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	cpu0 := cpuSeconds()
 	stopHeap := sampleHeap()
+	var stopCoord func() (float64, uint64)
+	if len(cfg.CoordinatorExec) > 0 {
+		stopCoord = sampleCoordinators(fl)
+	}
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
@@ -236,6 +242,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.HeapPeak = stopHeap()
 	rep.CPUSeconds = cpuSeconds() - cpu0
+	if stopCoord != nil {
+		rep.CoordinatorCPUSeconds, rep.CoordinatorHeapPeak = stopCoord()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -323,6 +332,35 @@ func sampleHeap() func() uint64 {
 		<-done
 		sample()
 		return peak.Load()
+	}
+}
+
+// sampleCoordinators samples the coordinator processes' heap every 0.5 s
+// until the returned func is called, which returns their CPU seconds
+// since and the peak heap.
+func sampleCoordinators(fl *fleet) func() (float64, uint64) {
+	cpu0, peak := processTotals(fl.statuses())
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if _, h := processTotals(fl.statuses()); h > peak {
+					peak = h
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return func() (float64, uint64) {
+		close(stop)
+		<-done
+		cpu, h := processTotals(fl.statuses())
+		return cpu - cpu0, max(peak, h)
 	}
 }
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -76,3 +77,20 @@ func BenchmarkUnwind3(b *testing.B)  { benchmark(b, "unwind-3") }
 func BenchmarkFanout10(b *testing.B) { benchmark(b, "fanout-10") }
 func BenchmarkSubsaga(b *testing.B)  { benchmark(b, "subsaga") }
 func BenchmarkSlow(b *testing.B)     { benchmark(b, "slow") }
+
+func TestHoldReportsHeapAndRecovery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tg, err := StartTarget(ctx, TargetConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	rep, err := RunHold(ctx, Config{Concurrency: 8, Partitions: 4, Dial: tg.Dial, URL: tg.URL, Durability: tg.Describe}, 40, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sagas != 40 || rep.Recovered != 40 || rep.HeapInuse == 0 || rep.RecoverySeconds <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}

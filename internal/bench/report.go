@@ -23,6 +23,10 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "           process CPU %.1f s (%.2f ms per saga; server, coordinators, participants and driver), peak heap %.1f MB\n",
 		r.CPUSeconds, perSaga, float64(r.HeapPeak)/(1<<20))
+	if r.CoordinatorHeapPeak > 0 {
+		fmt.Fprintf(w, "           coordinator processes: CPU %.1f s (%.2f ms per saga), peak heap in use %.1f MB\n",
+			r.CoordinatorCPUSeconds, r.CoordinatorCPUSeconds/float64(max(r.Sagas, 1))*1000, float64(r.CoordinatorHeapPeak)/(1<<20))
+	}
 	if r.Publish != nil {
 		fmt.Fprintf(w, "baseline   raw async publish: %.0f msgs/s (%d messages of %d bytes)\n", r.Publish.MsgsPerSec, r.Publish.Msgs, OutputSize)
 	}

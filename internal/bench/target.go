@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,9 @@ type TargetConfig struct {
 	InProcess bool
 	// SyncAlways makes the embedded server fsync every write.
 	SyncAlways bool
+	// Nodes > 1 starts an embedded cluster of that many nodes instead of
+	// one server.
+	Nodes int
 	// Dir holds the embedded server's store; default a temporary
 	// directory, removed afterwards.
 	Dir string
@@ -28,8 +32,9 @@ type TargetConfig struct {
 
 // Target is a server to benchmark against.
 type Target struct {
-	// Dial opens a connection to it.
+	// Dial opens a connection to it; URL is its client URL.
 	Dial func(name string) (*nats.Conn, error)
+	URL  string
 	// Describe says what it is and the durability of its writes.
 	Describe string
 	close    func()
@@ -50,11 +55,15 @@ func StartTarget(ctx context.Context, cfg TargetConfig) (*Target, error) {
 			return nil, errors.New("bench: in-process connections and --sync apply to the embedded server only; set fsync on your server (jetstream { sync_interval: always })")
 		}
 		return &Target{
+			URL:      cfg.URL,
 			Describe: "server " + cfg.URL + " (its own sync settings; R3 streams are acknowledged once replicated to a quorum)",
 			Dial: func(name string) (*nats.Conn, error) {
 				return nats.Connect(cfg.URL, append(opts, nats.Name(name))...)
 			},
 		}, nil
+	}
+	if cfg.Nodes > 1 {
+		return startCluster(ctx, cfg, opts)
 	}
 	dir, cleanup := cfg.Dir, func() {}
 	if dir == "" {
@@ -81,8 +90,43 @@ func StartTarget(ctx context.Context, cfg TargetConfig) (*Target, error) {
 	}
 	t.Describe = fmt.Sprintf("embedded nats-server, one node, R1 file store, connected %s; %s", how, sync)
 	url := srv.ClientURL()
+	t.URL = url
 	t.Dial = func(name string) (*nats.Conn, error) {
 		return nats.Connect(url, append(opts, nats.Name(name))...)
 	}
 	return t, nil
+}
+
+// startCluster starts an embedded cluster of cfg.Nodes nodes, each with
+// its own temporary store.
+func startCluster(ctx context.Context, cfg TargetConfig, opts []nats.Option) (*Target, error) {
+	if cfg.InProcess {
+		return nil, errors.New("bench: in-process connections apply to a single embedded server, not a cluster")
+	}
+	root, err := os.MkdirTemp("", "jetsaga-bench-cluster")
+	if err != nil {
+		return nil, err
+	}
+	dirs := make([]string, cfg.Nodes)
+	for i := range dirs {
+		dirs[i] = filepath.Join(root, fmt.Sprintf("n%d", i))
+	}
+	c, err := embedded.StartCluster(ctx, dirs, embedded.ClusterOptions{SyncAlways: cfg.SyncAlways})
+	if err != nil {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	sync := "writes acknowledged once a quorum of nodes has them in the page cache (fsync every 2 min)"
+	if cfg.SyncAlways {
+		sync = "writes acknowledged once a quorum of nodes has fsynced them"
+	}
+	url := c.URL()
+	return &Target{
+		URL:      url,
+		Describe: fmt.Sprintf("embedded %d-node nats-server cluster in this process, over TCP loopback; %s", cfg.Nodes, sync),
+		Dial: func(name string) (*nats.Conn, error) {
+			return nats.Connect(url, append(opts, nats.Name(name))...)
+		},
+		close: func() { c.Close(); os.RemoveAll(root) },
+	}, nil
 }

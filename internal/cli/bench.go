@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	coordinators := fs.Int("coordinators", 1, "coordinators, each with its own connection (in this process)")
 	participants := fs.Int("participants", 1, "participants, each with its own connection (in this process)")
 	partitions := fs.Int("partitions", streams.DefaultPartitions, "partitions of the topology")
-	replicas := fs.Int("replicas", 1, "replicas of every stream (3 needs a cluster: --server)")
+	replicas := fs.Int("replicas", 1, "replicas of every stream; 3 without --server starts an embedded 3-node cluster")
 	server := fs.String("server", "", "NATS server or cluster URL (default: an embedded single-node server)")
 	inproc := fs.Bool("inproc", false, "connect to the embedded server in-process instead of over TCP loopback")
 	syncMode := fs.String("sync", "default", "embedded server's fsync: default (every 2 min, the NATS default) or always (before every acknowledgement)")
@@ -38,6 +39,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured run (whole process) to this file")
+	procs := fs.Bool("coordinator-procs", false, "run the coordinators as child processes (jetsaga coordinator), to measure their own CPU and heap")
+	hold := fs.Int("hold", 0, "instead of a workload: start this many sagas that stay in flight, report the coordinators' heap, restart them and time the recovery")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -55,9 +58,6 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if *replicas != 1 && *replicas != 3 {
 		return fmt.Errorf("%w: --replicas is %d, want 1 or 3", errUsage, *replicas)
 	}
-	if *replicas == 3 && *server == "" {
-		return fmt.Errorf("%w: --replicas 3 needs a cluster: give its URL with --server", errUsage)
-	}
 	if *concurrency < 1 || *count < 1 || *duration < 0 {
 		return fmt.Errorf("%w: --concurrency and --count must be positive", errUsage)
 	}
@@ -66,7 +66,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	t, err := bench.StartTarget(ctx, bench.TargetConfig{URL: *server, InProcess: *inproc, SyncAlways: *syncMode == "always"})
+	nodes := 1
+	if *replicas == 3 && *server == "" {
+		nodes = 3
+	}
+	t, err := bench.StartTarget(ctx, bench.TargetConfig{URL: *server, InProcess: *inproc, SyncAlways: *syncMode == "always", Nodes: nodes})
 	if err != nil {
 		return err
 	}
@@ -74,9 +78,30 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if !*asJSON {
 		fmt.Fprintf(e.stderr, "running %s: %s\n", w.Name, w.Description)
 	}
-	rep, err := bench.Run(ctx, bench.Config{CPUProfile: *cpuProfile, Workload: w, Concurrency: *concurrency, Count: *count, Duration: *duration,
+	var exec []string
+	if *procs {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		exec = []string{self, "coordinator"}
+	}
+	bcfg := bench.Config{Workload: w, Concurrency: *concurrency, Count: *count, Duration: *duration,
 		Coordinators: *coordinators, Participants: *participants, Partitions: *partitions, Replicas: *replicas,
-		Barrier: *barrier, Baseline: !*noBaseline, Dial: t.Dial, Durability: t.Describe})
+		Barrier: *barrier, Baseline: !*noBaseline, Dial: t.Dial, URL: t.URL, Durability: t.Describe,
+		CoordinatorExec: exec, CPUProfile: *cpuProfile}
+	if *hold > 0 {
+		hrep, err := bench.RunHold(ctx, bcfg, *hold, e.stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, hrep)
+		}
+		hrep.Print(e.stdout)
+		return nil
+	}
+	rep, err := bench.Run(ctx, bcfg)
 	if err != nil {
 		return err
 	}

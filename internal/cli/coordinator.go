@@ -17,13 +17,13 @@ func init() {
 	register(command{name: "coordinator", args: coordinatorArgs, summary: "run a coordinator until interrupted", run: runCoordinator})
 }
 
-const coordinatorArgs = "[flags] [-name N] [-partitions 64] [-own 0-31] [-replicas 1] [-max-in-flight N] [-retention 168h] [-log-level info] [-log-format text|json]"
+const coordinatorArgs = "[flags] [-name N] [-partitions 16] [-own 0-31] [-replicas 1] [-max-in-flight N] [-retention 168h] [-log-level info] [-log-format text|json]"
 
 func runCoordinator(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "coordinator", coordinatorArgs)
 	conn := addConnFlags(fs)
 	name := fs.String("name", "", "the coordinator's name in logs, status and the log's event sources (default host-pid)")
-	partitions := fs.Int("partitions", streams.DefaultPartitions, "partitions of the topology; the same for every coordinator and participant")
+	partitions := fs.Int("partitions", 0, fmt.Sprintf("partitions of the topology, the same for every coordinator (default: the deployed topology's, or %d for a new one)", streams.DefaultPartitions))
 	own := fs.String("own", "", "pin the partitions this coordinator drives, like 0-31 or 0-15,32-47, without leases (default: share all partitions with the running coordinators through leases)")
 	leaseTTL := fs.Duration("lease-ttl", 0, "lease TTL: a dead coordinator's partitions are taken over after at most this long (default 10s)")
 	replicas := fs.Int("replicas", 1, "replicas of every stream and bucket jetsaga creates (3 in a production cluster)")
