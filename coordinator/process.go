@@ -3,6 +3,8 @@ package coordinator
 import (
 	"runtime"
 	"runtime/metrics"
+
+	"github.com/jetsaga/jetsaga/internal/procstat"
 )
 
 // ProcessStats describes the coordinator's process: what benchmarks and
@@ -21,7 +23,7 @@ type ProcessStats struct {
 func processStats() ProcessStats {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
 	metrics.Read(sample)
-	st := ProcessStats{CPUSeconds: cpuSeconds(), Goroutines: runtime.NumGoroutine()}
+	st := ProcessStats{CPUSeconds: procstat.CPUSeconds(), Goroutines: runtime.NumGoroutine()}
 	if sample[0].Value.Kind() == metrics.KindUint64 {
 		st.HeapLive = sample[0].Value.Uint64()
 	}

@@ -16,7 +16,6 @@ import (
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/procstat"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -220,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu0 := cpuSeconds()
+	cpu0 := procstat.CPUSeconds()
 	stopHeap := sampleHeap()
 	var stopCoord func() (float64, uint64)
 	if len(cfg.CoordinatorExec) > 0 {
@@ -241,7 +241,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		pprof.StopCPUProfile()
 	}
 	rep.HeapPeak = stopHeap()
-	rep.CPUSeconds = cpuSeconds() - cpu0
+	rep.CPUSeconds = procstat.CPUSeconds() - cpu0
 	if stopCoord != nil {
 		rep.CoordinatorCPUSeconds, rep.CoordinatorHeapPeak = stopCoord()
 	}
@@ -292,14 +292,6 @@ func writes(ctx context.Context, js jetstream.JetStream) (uint64, error) {
 	return n, nil
 }
 
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return tv(ru.Utime) + tv(ru.Stime)
-}
 
 // sampleHeap samples the heap in use every 100ms until the returned func
 // is called, which returns the peak.

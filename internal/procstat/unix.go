@@ -1,10 +1,11 @@
 //go:build unix
 
-package coordinator
+package procstat
 
 import "syscall"
 
-func cpuSeconds() float64 {
+// CPUSeconds is the process's user and system CPU time so far.
+func CPUSeconds() float64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

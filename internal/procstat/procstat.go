@@ -1,0 +1,2 @@
+// Package procstat reads this process's CPU time.
+package procstat
