@@ -292,7 +292,6 @@ func writes(ctx context.Context, js jetstream.JetStream) (uint64, error) {
 	return n, nil
 }
 
-
 // sampleHeap samples the heap in use every 100ms until the returned func
 // is called, which returns the peak.
 func sampleHeap() func() uint64 {
