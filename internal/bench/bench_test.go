@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 func TestMain(m *testing.M) { natstest.Main(m) }
@@ -92,5 +94,31 @@ func TestHoldReportsHeapAndRecovery(t *testing.T) {
 	}
 	if rep.Sagas != 40 || rep.Recovered != 40 || rep.HeapInuse == 0 || rep.RecoverySeconds <= 0 {
 		t.Fatalf("report %+v", rep)
+	}
+}
+
+// The history written for --history is made of valid, finished sagas.
+func TestPopulateHistory(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	if err := streams.Apply(ctx, js, streams.Config{Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := PopulateHistory(ctx, js, 5); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums, err := cl.List(ctx, client.Filter{})
+	if err != nil || len(sums) != 5 {
+		t.Fatalf("%d summaries (%v)", len(sums), err)
+	}
+	s, err := cl.Status(ctx, sums[0].ID)
+	if err != nil || s.Status != client.StatusSucceeded || len(s.Nodes) != 3 {
+		t.Fatalf("saga %+v (%v)", s, err)
 	}
 }

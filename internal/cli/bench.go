@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetsaga/jetsaga/internal/bench"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -40,6 +42,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured run (whole process) to this file")
 	procs := fs.Bool("coordinator-procs", false, "run the coordinators as child processes (jetsaga coordinator), to measure their own CPU and heap")
+	history := fs.Int("history", 0, "run the workload, then write this many finished sagas into the log and index, then run it again: throughput with a long history")
 	hold := fs.Int("hold", 0, "instead of a workload: start this many sagas that stay in flight, report the coordinators' heap, restart them and time the recovery")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -104,6 +107,35 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	rep, err := bench.Run(ctx, bcfg)
 	if err != nil {
 		return err
+	}
+	if *history > 0 {
+		if !*asJSON {
+			rep.Print(e.stdout)
+			fmt.Fprintf(e.stdout, "\nwriting %d finished sagas into the history…\n", *history)
+		}
+		nc, err := t.Dial("bench history")
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := bench.PopulateHistory(ctx, js, *history); err != nil {
+			return err
+		}
+		if !*asJSON {
+			fmt.Fprintf(e.stdout, "written in %.1f s; running the workload again\n\n", time.Since(t0).Seconds())
+		}
+		before := rep
+		if rep, err = bench.Run(ctx, bcfg); err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, map[string]any{"before_history": before, "after_history": rep, "history": *history})
+		}
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, rep)
