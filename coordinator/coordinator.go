@@ -21,6 +21,9 @@ import (
 	"github.com/jetsaga/jetsaga/streams"
 )
 
+// asyncWindow bounds the coordinator's unacknowledged asynchronous writes.
+const asyncWindow = 16384
+
 // MinServerVersion is the oldest nats-server jetsaga runs on: message
 // schedules, which durable retry timers use, came in 2.12.
 const MinServerVersion = "2.12.0"
@@ -74,6 +77,13 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	// The coordinator keeps many writes in flight (appends, requests,
+	// index updates) and waits for room rather than failing when the
+	// window is full.
+	js, err := streams.Derive(js, jetstream.WithPublishAsyncMaxPending(asyncWindow), jetstream.WithDefaultTimeout(cfg.RequestTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	return &Coordinator{
 		cfg:     cfg,

@@ -686,7 +686,7 @@ func (p *partition) sendRequest(sagaID string, cmd machine.SendRequest, now time
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
 	m.Header.Set("Content-Type", events.ContentTypeEvent)
-	return p.c.js.PublishMsgAsync(m)
+	return p.c.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
 }
 
 // sendLater sends a request held back by an injected delay when its time
@@ -754,7 +754,7 @@ func (p *partition) schedule(sagaID string, cmd machine.ArmTimer) (jetstream.Pub
 	m.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339Nano))
 	m.Header.Set("Nats-Schedule-Target", streams.TimerFireSubject(p.id))
 	m.Header.Set("Nats-Schedule-TTL", "1h") // fired timers expire
-	return p.c.js.PublishMsgAsync(m)
+	return p.c.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
 }
 
 // index writes the saga's summary. The index is derived from the log:

@@ -94,6 +94,22 @@ func NewLog(js jetstream.JetStream) *Log {
 	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout}
 }
 
+// Derive returns a JetStream context on js's connection, domain and API
+// prefix, with opts (a writer's own async publishing limits, say).
+func Derive(js jetstream.JetStream, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	if o := js.Options(); o.Domain != "" {
+		return jetstream.NewWithDomain(js.Conn(), o.Domain, opts...)
+	} else if o.APIPrefix != "" {
+		return jetstream.NewWithAPIPrefix(js.Conn(), o.APIPrefix, opts...)
+	}
+	return jetstream.New(js.Conn(), opts...)
+}
+
+// StallWait is how long an asynchronous publish waits for room when the
+// context's limit of unacknowledged publishes is reached: a writer that
+// outruns the server slows down rather than failing.
+const StallWait = 10 * time.Second
+
 // MsgID is the Nats-Msg-Id Append gives the message it appends:
 // "<sagaID>:<expectedLastSeq>:<FNV-1a 64 of data, 16 hex digits>". The same
 // append retried gets the same id, so the server drops it as a duplicate;
@@ -206,7 +222,7 @@ func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte, co
 	if contentType != "" {
 		msg.Header.Set(headerContentType, contentType)
 	}
-	f, err := l.js.PublishMsgAsync(msg)
+	f, err := l.js.PublishMsgAsync(msg, jetstream.WithStallWait(StallWait))
 	if err != nil {
 		return nil, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // The baselines are the yardstick jetsaga is measured against: the same
@@ -96,7 +98,7 @@ func PublishRate(ctx context.Context, js jetstream.JetStream, cfg BaselineConfig
 	name, subject := cfg.Prefix+"_PUB", strings.ToLower(cfg.Prefix)+".pub"
 	var failed atomic.Int64
 	var firstErr atomic.Pointer[error]
-	pjs, err := deriveJS(js, jetstream.WithPublishAsyncMaxPending(256),
+	pjs, err := streams.Derive(js, jetstream.WithPublishAsyncMaxPending(256),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
 			failed.Add(1)
 			firstErr.CompareAndSwap(nil, &err)
@@ -173,7 +175,7 @@ func Pipeline(ctx context.Context, js jetstream.JetStream, cfg BaselineConfig) (
 	// once the reply is stored (from the reply's ack handler, so nothing
 	// waits in the Consume callback).
 	w := &pipeWorker{replySubject: prefix + ".reply", output: make([]byte, cfg.OutputSize), pending: map[*nats.Msg]jetstream.Msg{}}
-	if w.js, err = deriveJS(js,
+	if w.js, err = streams.Derive(js,
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) { w.settle(m, nil) }),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) { w.settle(m, err) })); err != nil {
 		return res, fmt.Errorf("bench: pipeline: worker's jetstream context: %w", err)
@@ -406,17 +408,6 @@ func deleteStreams(ctx context.Context, js jetstream.JetStream, what string, nam
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// deriveJS returns a JetStream context on js's connection and domain with
-// opts: async publish settings and handlers are per context.
-func deriveJS(js jetstream.JetStream, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
-	if o := js.Options(); o.Domain != "" {
-		return jetstream.NewWithDomain(js.Conn(), o.Domain, opts...)
-	} else if o.APIPrefix != "" {
-		return jetstream.NewWithAPIPrefix(js.Conn(), o.APIPrefix, opts...)
-	}
-	return jetstream.New(js.Conn(), opts...)
 }
 
 // Percentiles returns the p50, p90, p99 and max of lat (which it sorts);

@@ -35,7 +35,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	replicas := fs.Int("replicas", 1, "replicas of every stream; 3 without --server starts an embedded 3-node cluster")
 	server := fs.String("server", "", "NATS server or cluster URL (default: an embedded single-node server)")
 	inproc := fs.Bool("inproc", false, "connect to the embedded server in-process instead of over TCP loopback")
-	syncMode := fs.String("sync", "default", "embedded server's fsync: default (every 2 min, the NATS default) or always (before every acknowledgement)")
+	syncMode := addSyncFlag(fs)
 	barrier := fs.Bool("barrier", false, "keep the participants' idempotency barrier on (2 KV writes per node)")
 	noBaseline := fs.Bool("no-baseline", false, "skip the baselines")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -55,8 +55,9 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if *syncMode != "default" && *syncMode != "always" {
-		return fmt.Errorf("%w: --sync is %q, want default or always", errUsage, *syncMode)
+	always, err := syncMode.always()
+	if err != nil {
+		return err
 	}
 	if *replicas != 1 && *replicas != 3 {
 		return fmt.Errorf("%w: --replicas is %d, want 1 or 3", errUsage, *replicas)
@@ -73,7 +74,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if *replicas == 3 && *server == "" {
 		nodes = 3
 	}
-	t, err := bench.StartTarget(ctx, bench.TargetConfig{URL: *server, InProcess: *inproc, SyncAlways: *syncMode == "always", Nodes: nodes})
+	t, err := bench.StartTarget(ctx, bench.TargetConfig{URL: *server, InProcess: *inproc, SyncAlways: always, Nodes: nodes})
 	if err != nil {
 		return err
 	}

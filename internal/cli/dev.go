@@ -41,6 +41,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	port := fs.Int("port", embedded.DefaultPort, "client port (-1 for a random one)")
 	demo := fs.Bool("demo", true, "run the trip example once at start: one saga succeeds, one unwinds")
 	debug := fs.Bool("debug", false, "print the NATS server's log")
+	syncMode := addSyncFlag(fs)
 	logf := addLogFlags(fs, "warn")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -49,7 +50,11 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := embedded.Start(ctx, embedded.Config{Dir: *dir, Host: *host, Port: *port, Debug: *debug})
+	always, err := syncMode.always()
+	if err != nil {
+		return err
+	}
+	srv, err := embedded.Start(ctx, embedded.Config{Dir: *dir, Host: *host, Port: *port, Debug: *debug, SyncAlways: always})
 	if err != nil {
 		return err
 	}
@@ -134,4 +139,21 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("%w: -log-format %q: want text or json", errUsage, l.format)
+}
+
+// syncFlag is the embedded server's fsync choice.
+type syncFlag struct{ mode *string }
+
+func addSyncFlag(fs *flag.FlagSet) syncFlag {
+	return syncFlag{fs.String("sync", "default", "fsync of the embedded server's store: default (writes acknowledged from the page cache, synced every 2 min: survives a process crash, not a power loss) or always (fsync before every acknowledgement: survives a power loss, several times slower; see docs/performance.md)")}
+}
+
+func (f syncFlag) always() (bool, error) {
+	switch *f.mode {
+	case "default":
+		return false, nil
+	case "always":
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: --sync is %q, want default or always", errUsage, *f.mode)
 }

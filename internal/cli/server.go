@@ -30,6 +30,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	routes := fs.String("routes", "", "comma-separated route URLs of the other nodes, like nats-route://127.0.0.1:6223 (listing the node itself is harmless)")
 	readyTimeout := fs.Duration("ready-timeout", time.Minute, "how long to wait for JetStream to answer (a cluster node needs a quorum of its nodes up)")
 	debug := fs.Bool("debug", false, "print the NATS server's log on stderr")
+	syncMode := addSyncFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -61,7 +62,11 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
 	}
 
-	cfg := embedded.Config{Dir: *dir, Host: *host, Port: *port, ServerName: *name, Debug: *debug}
+	always, err := syncMode.always()
+	if err != nil {
+		return err
+	}
+	cfg := embedded.Config{Dir: *dir, Host: *host, Port: *port, ServerName: *name, Debug: *debug, SyncAlways: always}
 	if *clusterPort != 0 {
 		cfg.Cluster = &embedded.ClusterConfig{Name: *clusterName, Port: *clusterPort, Routes: routeList}
 	}

@@ -109,7 +109,7 @@ func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
 
 // MarkInFlightAsync is MarkInFlight without waiting.
 func (ix *Index) MarkInFlightAsync(p int, id string) (jetstream.PubAckFuture, error) {
-	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(inflightKey(p, id))})
+	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(inflightKey(p, id))}, jetstream.WithStallWait(streams.StallWait))
 }
 
 // ClearInFlightAsync is ClearInFlight without waiting.
@@ -118,7 +118,7 @@ func (ix *Index) ClearInFlightAsync(p int, id string) (jetstream.PubAckFuture, e
 	m.Header.Set("KV-Operation", "PURGE")
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	m.Header.Set(jetstream.MsgTTLHeader, markerTTL.String())
-	return ix.js.PublishMsgAsync(m)
+	return ix.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
 }
 
 // PutAsync is Put without waiting.
@@ -127,7 +127,7 @@ func (ix *Index) PutAsync(s Summary) (jetstream.PubAckFuture, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(summaryKey(s.ID)), Data: b})
+	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(summaryKey(s.ID)), Data: b}, jetstream.WithStallWait(streams.StallWait))
 }
 
 func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }

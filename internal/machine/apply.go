@@ -65,9 +65,15 @@ func (s *State) apply(e events.Event) error {
 		if !ok {
 			return illegal("", "the first event of a saga must be %s", events.TypeSagaCreated)
 		}
-		g, err := saga.Compile(created.Definition)
+		g, err := compile(created.Definition)
 		if err != nil {
 			return illegal("", "definition: %v", err)
+		}
+		if g.Def != created.Definition {
+			// Keep the shared definition, not this event's copy of it.
+			c := *created
+			c.Definition = g.Def
+			created = &c
 		}
 		s.Created, s.CreatedAt, s.Graph, s.Status = created, e.Time, g, StatusRunning
 		s.Nodes = make([]Node, len(g.Nodes))
