@@ -99,6 +99,8 @@ type Report struct {
 	// stream, KV buckets included) per saga and per action node.
 	MsgsPerSaga float64 `json:"msgs_per_saga"`
 	MsgsPerNode float64 `json:"msgs_per_node"`
+	// LogBytesPerSaga is what a saga's log adds to JETSAGA_LOG's bytes.
+	LogBytesPerSaga float64 `json:"log_bytes_per_saga"`
 	// CPUSeconds is this process's CPU time while measuring: with an
 	// embedded server it includes the server, the participants and the
 	// driver, not only the coordinators.
@@ -216,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{Workload: cfg.Workload.Name, Durability: cfg.Durability, Concurrency: cfg.Concurrency,
 		Coordinators: cfg.Coordinators, Participants: cfg.Participants, Partitions: cfg.Partitions, Replicas: cfg.Replicas, Barrier: cfg.Barrier}
-	before, err := writes(ctx, djs)
+	before, logBefore, err := writes(ctx, djs)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +250,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	after, err := writes(ctx, djs)
+	after, logAfter, err := writes(ctx, djs)
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +260,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if res.sagas > 0 {
 		rep.MsgsPerSaga = float64(after-before) / float64(res.sagas)
 		rep.MsgsPerNode = rep.MsgsPerSaga / float64(cfg.Workload.Nodes)
+		rep.LogBytesPerSaga = float64(logAfter-logBefore) / float64(res.sagas)
 	}
 
 	if cfg.Baseline {
@@ -278,18 +281,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// writes sums the last sequences of every stream: the messages written
-// so far.
-func writes(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	var n uint64
+// writes sums the last sequences of every stream (the messages written so
+// far), and returns the bytes in JETSAGA_LOG.
+func writes(ctx context.Context, js jetstream.JetStream) (n, logBytes uint64, err error) {
 	l := js.ListStreams(ctx)
 	for info := range l.Info() {
 		n += info.State.LastSeq
+		if info.Config.Name == streams.LogStream {
+			logBytes = info.State.Bytes
+		}
 	}
 	if err := l.Err(); err != nil {
-		return 0, fmt.Errorf("bench: list streams: %w", err)
+		return 0, 0, fmt.Errorf("bench: list streams: %w", err)
 	}
-	return n, nil
+	return n, logBytes, nil
 }
 
 // sampleHeap samples the heap in use every 100ms until the returned func
