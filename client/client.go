@@ -196,6 +196,17 @@ func (c *Client) Resolve(ctx context.Context, id, node, reason string) error {
 	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionResolve, Node: node, Reason: reason})
 }
 
+// Pause holds a saga's new nodes back (actions and undos); requests
+// already sent finish. Recorded in the saga's log.
+func (c *Client) Pause(ctx context.Context, id, reason string) error {
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionPause, Reason: reason})
+}
+
+// Resume lets a paused saga go on.
+func (c *Client) Resume(ctx context.Context, id, reason string) error {
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionResume, Reason: reason})
+}
+
 // Abandon ends a saga as it is.
 func (c *Client) Abandon(ctx context.Context, id, reason string) error {
 	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionAbandon, Reason: reason})

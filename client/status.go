@@ -25,9 +25,11 @@ const (
 
 // Saga is a saga's status, folded from its log.
 type Saga struct {
-	ID     string          `json:"id"`
-	Name   string          `json:"name"`
-	Status string          `json:"status"`
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	// Paused: an operator paused the saga; no node starts until resumed.
+	Paused bool            `json:"paused,omitempty"`
 	Params json.RawMessage `json:"params"`
 	// Output is the saga's output once it has succeeded.
 	Output         json.RawMessage   `json:"output,omitempty"`
@@ -87,7 +89,7 @@ type Entry struct {
 }
 
 func view(s *machine.State, evs []LogEvent) *Saga {
-	v := &Saga{ID: s.SagaID, Status: string(s.Status), Output: s.Output, Updated: s.Updated}
+	v := &Saga{ID: s.SagaID, Status: string(s.Status), Paused: s.Paused, Output: s.Output, Updated: s.Updated}
 	if s.Created != nil {
 		v.Name, v.Params, v.Definition = s.Created.Definition.Name, s.Created.Params, s.Created.Definition
 		v.IdempotencyKey, v.Metadata = s.Created.IdempotencyKey, s.Created.Metadata

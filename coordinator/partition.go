@@ -83,6 +83,7 @@ type landing struct {
 	it       item
 	d        machine.Decision
 	prev     machine.Status
+	paused   bool
 	before   int // requests in flight before the decision
 	reserved int // slots reserved by Options.Admit
 	seq      uint64
@@ -258,6 +259,10 @@ func operatorInput(now time.Time, cmd events.OperatorCommand) machine.Input {
 		return machine.Resolve{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
 	case events.ActionFault:
 		return machine.InjectFault{Now: now, Fault: *cmd.Fault, Operator: cmd.Operator, Reason: cmd.Reason}
+	case events.ActionPause:
+		return machine.Pause{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
+	case events.ActionResume:
+		return machine.Resume{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
 	default:
 		return machine.Abandon{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
 	}
@@ -379,7 +384,7 @@ func (p *partition) decide(r *run, it item, fresh bool) {
 		p.rejected(r, it, fresh, err)
 		return
 	}
-	l := &landing{run: r, it: it, d: d, prev: r.state.Status, before: before, reserved: reserved}
+	l := &landing{run: r, it: it, d: d, prev: r.state.Status, paused: r.state.Paused, before: before, reserved: reserved}
 	if len(d.Events) == 0 {
 		p.apply(l)
 		return
@@ -523,7 +528,7 @@ func (p *partition) apply(l *landing) {
 	} else {
 		delete(p.throttled, it.sagaID)
 	}
-	if r.state.Status != l.prev || it.what == "recover saga" {
+	if r.state.Status != l.prev || r.state.Paused != l.paused || it.what == "recover saga" {
 		p.index(r)
 	}
 	p.ack(it)
@@ -764,7 +769,7 @@ func (p *partition) index(r *run) {
 	if s.Created == nil {
 		return
 	}
-	sum := index.Summary{ID: s.SagaID, Name: s.Created.Definition.Name, Status: string(s.Status), Partition: p.id,
+	sum := index.Summary{ID: s.SagaID, Name: s.Created.Definition.Name, Status: string(s.Status), Paused: s.Paused, Partition: p.id,
 		IdempotencyKey: s.Created.IdempotencyKey, Metadata: s.Created.Metadata, Created: s.CreatedAt, Updated: s.Updated}
 	if s.Unwinding != nil {
 		sum.Node = s.Unwinding.Node

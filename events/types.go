@@ -31,6 +31,8 @@ const (
 	TypeOperatorRetry     Type = "io.jetsaga.operator.retry.v1"
 	TypeOperatorResolve   Type = "io.jetsaga.operator.resolve.v1"
 	TypeOperatorAbandon   Type = "io.jetsaga.operator.abandon.v1"
+	TypeOperatorPause     Type = "io.jetsaga.operator.pause.v1"
+	TypeOperatorResume    Type = "io.jetsaga.operator.resume.v1"
 	// Fault injection (see Fault).
 	TypeFaultInjected Type = "io.jetsaga.fault.injected.v1"
 	TypeNodeRepeated  Type = "io.jetsaga.node.repeated.v1"
@@ -98,6 +100,10 @@ func newData(t Type) (Data, bool) {
 		return &OperatorResolve{}, true
 	case TypeOperatorAbandon:
 		return &OperatorAbandon{}, true
+	case TypeOperatorPause:
+		return &OperatorPause{}, true
+	case TypeOperatorResume:
+		return &OperatorResume{}, true
 	case TypeFaultInjected:
 		return &FaultInjected{}, true
 	case TypeNodeRepeated:
@@ -302,6 +308,20 @@ type OperatorAbandon struct {
 	Reason   string `json:"reason"`
 }
 
+// OperatorPause: an operator paused the saga: no node's action or undo
+// starts until it is resumed; requests already sent finish (and their
+// retries run).
+type OperatorPause struct {
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// OperatorResume: an operator resumed a paused saga.
+type OperatorResume struct {
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
 // MaxRepeat bounds Fault.Repeat and Fault.UndoRepeat.
 const MaxRepeat = 100
 
@@ -426,6 +446,9 @@ const (
 	ActionAbandon OperatorAction = "abandon"
 	// ActionFault injects a fault into a node (or clears it).
 	ActionFault OperatorAction = "fault"
+	// ActionPause holds a saga's new nodes back; ActionResume lets them go.
+	ActionPause  OperatorAction = "pause"
+	ActionResume OperatorAction = "resume"
 )
 
 // OperatorCommand asks a coordinator to act on a saga for an operator.
@@ -505,6 +528,8 @@ func (*OperatorAbort) EventType() Type     { return TypeOperatorAbort }
 func (*OperatorRetry) EventType() Type     { return TypeOperatorRetry }
 func (*OperatorResolve) EventType() Type   { return TypeOperatorResolve }
 func (*OperatorAbandon) EventType() Type   { return TypeOperatorAbandon }
+func (*OperatorPause) EventType() Type     { return TypeOperatorPause }
+func (*OperatorResume) EventType() Type    { return TypeOperatorResume }
 func (*FaultInjected) EventType() Type     { return TypeFaultInjected }
 func (*NodeRepeated) EventType() Type      { return TypeNodeRepeated }
 func (*UndoRepeated) EventType() Type      { return TypeUndoRepeated }
@@ -596,6 +621,8 @@ func (d *OperatorResolve) check() (string, string) {
 }
 func (d *OperatorAbandon) check() (string, string) { return "", "" }
 func (d *FaultInjected) check() (string, string)   { return d.Fault.check("data.") }
+func (d *OperatorPause) check() (string, string)   { return "", "" }
+func (d *OperatorResume) check() (string, string)  { return "", "" }
 func (d *NodeRepeated) check() (string, string)    { return checkNode(d.Node, d.Attempt) }
 func (d *UndoRepeated) check() (string, string)    { return checkNode(d.Node, d.Attempt) }
 func (d *StartSaga) check() (string, string) {
@@ -617,7 +644,7 @@ func (d *StartSaga) check() (string, string) {
 }
 func (d *OperatorCommand) check() (string, string) {
 	switch d.Action {
-	case ActionAbort, ActionAbandon:
+	case ActionAbort, ActionAbandon, ActionPause, ActionResume:
 	case ActionFault:
 		if d.Fault == nil {
 			return "data.fault", "is missing: fault needs the fault to inject"
@@ -631,7 +658,7 @@ func (d *OperatorCommand) check() (string, string) {
 			return "data.reason", "is empty: say why the node may be treated as undone"
 		}
 	default:
-		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve, abandon or fault", d.Action)
+		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve, abandon, fault, pause or resume", d.Action)
 	}
 	return "", ""
 }

@@ -32,6 +32,8 @@ func init() {
 		{operatorCmd{action: events.ActionRetry, args: "[flags] SAGA_ID NODE [--reason R] [--wait]", node: true}, "run a failed undo of a stuck saga again"},
 		{operatorCmd{action: events.ActionResolve, args: "[flags] SAGA_ID NODE --reason R [--wait]", node: true, needsReason: true}, "declare a failed undo done by other means"},
 		{operatorCmd{action: events.ActionAbandon, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "end a saga as it is, without undoing more"},
+		{operatorCmd{action: events.ActionPause, args: "[flags] SAGA_ID [--reason R]"}, "hold a saga's new nodes back (requests already sent finish)"},
+		{operatorCmd{action: events.ActionResume, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "let a paused saga go on"},
 	} {
 		register(command{name: string(c.action), args: c.args, summary: c.summary, run: c.run})
 	}
@@ -113,6 +115,10 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 		err = cl.Resolve(ctx, id, node, *reason)
 	case events.ActionAbandon:
 		err = cl.Abandon(ctx, id, *reason)
+	case events.ActionPause:
+		err = cl.Pause(ctx, id, *reason)
+	case events.ActionResume:
+		err = cl.Resume(ctx, id, *reason)
 	}
 	if err != nil {
 		return noSaga(id, err)
@@ -129,7 +135,7 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	s, err := cl.WaitFor(ctx, id, func(s *client.Saga) bool {
-		return c.applied(s, before, node) && (s.Finished() || s.Status == client.StatusStuck)
+		return c.applied(s, before, node) && (c.action == events.ActionPause || s.Finished() || s.Status == client.StatusStuck)
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -159,6 +165,10 @@ func (c operatorCmd) input(node, operator, reason string) machine.Input {
 		return machine.RetryUndo{Now: now, Node: node, Operator: operator, Reason: reason}
 	case events.ActionResolve:
 		return machine.Resolve{Now: now, Node: node, Operator: operator, Reason: reason}
+	case events.ActionPause:
+		return machine.Pause{Now: now, Operator: operator, Reason: reason}
+	case events.ActionResume:
+		return machine.Resume{Now: now, Operator: operator, Reason: reason}
 	}
 	return machine.Abandon{Now: now, Operator: operator, Reason: reason}
 }

@@ -171,6 +171,10 @@ func describe(ev events.Event) string {
 		return fmt.Sprintf("%s by %s: %s", d.Node, d.Operator, d.Reason)
 	case *events.OperatorAbandon:
 		return fmt.Sprintf("by %s: %s", d.Operator, d.Reason)
+	case *events.OperatorPause:
+		return fmt.Sprintf("by %s: %s", d.Operator, d.Reason)
+	case *events.OperatorResume:
+		return fmt.Sprintf("by %s: %s", d.Operator, d.Reason)
 	case *events.FaultInjected:
 		if d.Operator == "" {
 			return fmt.Sprintf("%s: %s", d.Node, d.Fault)

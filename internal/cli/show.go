@@ -61,7 +61,11 @@ func mark(state string) string {
 // topological order, one node a line, subsagas' nodes indented under them.
 func printSaga(w io.Writer, s *client.Saga) {
 	fmt.Fprintf(w, "saga      %s  %s\n", s.ID, s.Name)
-	fmt.Fprintf(w, "status    %s\n", mark(s.Status))
+	if s.Paused {
+		fmt.Fprintf(w, "status    %s, paused (jetsaga resume %s)\n", mark(s.Status), s.ID)
+	} else {
+		fmt.Fprintf(w, "status    %s\n", mark(s.Status))
+	}
 	if why := unwindWhy(s); why != "" {
 		fmt.Fprintf(w, "reason    %s\n", why)
 	}

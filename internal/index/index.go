@@ -36,6 +36,7 @@ type Summary struct {
 	ID             string            `json:"id"`
 	Name           string            `json:"name"`
 	Status         string            `json:"status"`
+	Paused         bool              `json:"paused,omitempty"`
 	Partition      int               `json:"partition"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`

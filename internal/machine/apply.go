@@ -285,6 +285,18 @@ func (s *State) apply(e events.Event) error {
 	case *events.OperatorAbandon:
 		s.Abandoning = true
 
+	case *events.OperatorPause:
+		if s.Paused {
+			return illegal("", "the saga is paused already")
+		}
+		s.Paused = true
+
+	case *events.OperatorResume:
+		if !s.Paused {
+			return illegal("", "the saga is not paused")
+		}
+		s.Paused = false
+
 	case *events.FaultInjected:
 		g, n, err := node(d.Node)
 		if err != nil {

@@ -62,6 +62,18 @@ type Abandon struct {
 	Operator, Reason string
 }
 
+// Pause holds a saga's new nodes back; Resume lets them go.
+type Pause struct {
+	Now              time.Time
+	Operator, Reason string
+}
+
+// Resume resumes a paused saga.
+type Resume struct {
+	Now              time.Time
+	Operator, Reason string
+}
+
 // InjectFault sets or clears the fault of one action node.
 type InjectFault struct {
 	Now              time.Time
@@ -86,6 +98,8 @@ func (i Resolve) now() time.Time     { return i.Now }
 func (i Abandon) now() time.Time     { return i.Now }
 func (i Recover) now() time.Time     { return i.Now }
 func (i InjectFault) now() time.Time { return i.Now }
+func (i Pause) now() time.Time       { return i.Now }
+func (i Resume) now() time.Time      { return i.Now }
 func (i Advance) now() time.Time     { return i.Now }
 
 // TimerKind says what a timer is for.
@@ -250,6 +264,16 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 			return reject(in.Fault.Node, "%v", err)
 		}
 		d.must(&events.FaultInjected{Fault: in.Fault, Operator: in.Operator, Reason: in.Reason})
+	case Pause:
+		if s.Paused {
+			return reject("", "the saga is paused already")
+		}
+		d.must(&events.OperatorPause{Operator: in.Operator, Reason: in.Reason})
+	case Resume:
+		if !s.Paused {
+			return reject("", "the saga is not paused")
+		}
+		d.must(&events.OperatorResume{Operator: in.Operator, Reason: in.Reason})
 	case Recover:
 		d.recover()
 	case Advance:
@@ -467,6 +491,9 @@ func (d *decider) advance() {
 		// Parents have lower indexes than children, so one pass in index
 		// order also starts the nodes that machine-run nodes make ready.
 		for i, g := range s.Graph.Nodes {
+			if s.Paused {
+				break
+			}
 			if s.Nodes[i].State != NodePending || !s.parentsSucceeded(i) {
 				continue
 			}
@@ -513,6 +540,9 @@ func (d *decider) advance() {
 	// index order also undoes the parents that machine-run undos release.
 	for i := len(s.Graph.Nodes) - 1; i >= 0; i-- {
 		g := s.Graph.Nodes[i]
+		if s.Paused {
+			break
+		}
 		if !s.Nodes[i].needsUndo() || !s.childrenSettled(i) {
 			continue
 		}

@@ -255,3 +255,46 @@ func TestForgedInjectedFailureIsIllegal(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestPauseHoldsNewNodesBackUntilResumed(t *testing.T) {
+	t.Parallel()
+	def := saga.New("p").Then(saga.Action("a", "svc.a")).Parallel(saga.Action("b", "svc.b"), saga.Action("c", "svc.c")).MustBuild()
+	m := newSim(t, def, `{}`)
+	m.must(machine.Pause{Now: m.now, Operator: "ada", Reason: "maintenance"})
+	_, err := m.step(machine.Pause{Now: m.now})
+	requireRejected(t, err, "paused already")
+	// The request already sent finishes; nothing new starts.
+	d := m.succeed("a", `1`)
+	if len(d.Commands) != 0 || m.state("b") != machine.NodePending || !m.s.Paused {
+		t.Fatalf("paused saga started %v; b %s", d.Commands, m.state("b"))
+	}
+	m.must(machine.Resume{Now: m.now, Operator: "ada"})
+	if m.state("b") != machine.NodeStarted || m.state("c") != machine.NodeStarted {
+		t.Fatalf("after resume: b %s, c %s", m.state("b"), m.state("c"))
+	}
+	_, err = m.step(machine.Resume{Now: m.now})
+	requireRejected(t, err, "not paused")
+	m.succeed("b", `1`)
+	m.succeed("c", `1`)
+	if m.s.Status != machine.StatusSucceeded {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+func TestPauseHoldsUndosBack(t *testing.T) {
+	t.Parallel()
+	m := newSim(t, chain("a", "b"), `{}`)
+	m.succeed("a", `1`)
+	m.must(machine.Pause{Now: m.now})
+	m.fail("b", events.ErrorPermanent)
+	if m.s.Status != machine.StatusUnwinding || len(m.pending) != 0 {
+		t.Fatalf("saga %s, pending %v", m.s.Status, m.pendingNames())
+	}
+	m.must(machine.Resume{Now: m.now})
+	m.undone("a")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}

@@ -35,12 +35,12 @@ func TestPropertyRandomSagas(t *testing.T) {
 		w.run()
 		w.check()
 	})
-	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas, %d injected repeats, %d injected failures",
-		stats.outcomes, stats.stuck, stats.crashes, stats.subsagas, stats.repeats, stats.injected)
+	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas, %d injected repeats, %d injected failures, %d pauses",
+		stats.outcomes, stats.stuck, stats.crashes, stats.subsagas, stats.repeats, stats.injected, stats.pauses)
 	// The generator must reach every interesting path, or the test proves
 	// less than it claims.
 	if stats.outcomes[machine.StatusSucceeded] == 0 || stats.outcomes[machine.StatusUnwound] == 0 || stats.stuck == 0 || stats.crashes == 0 || stats.subsagas == 0 ||
-		stats.repeats == 0 || stats.injected == 0 {
+		stats.repeats == 0 || stats.injected == 0 || stats.pauses == 0 {
 		t.Errorf("the generator missed a path: %+v", stats)
 	}
 }
@@ -49,6 +49,7 @@ var stats = struct {
 	outcomes                 map[machine.Status]int
 	stuck, crashes, subsagas int
 	repeats, injected        int // runs repeated and actions failed by injected faults
+	pauses                   int
 }{outcomes: map[machine.Status]int{}}
 
 func setDefaultChecks(n int) {
@@ -327,6 +328,13 @@ func (w *world) run() {
 				}
 				w.apply(machine.TimerFired{Now: w.m.now, Timer: tm.Timer})
 			}})
+		}
+		if w.m.s.Paused {
+			moves = append(moves, move{"resume", func() { w.apply(machine.Resume{Now: w.m.now}) }})
+		} else if rapid.IntRange(0, 30).Draw(w.t, "pause") == 0 {
+			stats.pauses++
+			w.apply(machine.Pause{Now: w.m.now})
+			continue
 		}
 		if len(moves) == 0 && w.m.s.Status == machine.StatusStuck {
 			moves = append(moves, move{"operator", w.operator})

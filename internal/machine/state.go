@@ -120,6 +120,8 @@ type State struct {
 	Unwinding *events.SagaUnwinding
 	// Abandoning is set by an operator's abandon, just before the end.
 	Abandoning bool
+	// Paused: an operator paused the saga; no node starts until resumed.
+	Paused bool
 	// Output is the saga's output once it has succeeded.
 	Output json.RawMessage
 	// Finished is when the saga ended (the time of its last event).
