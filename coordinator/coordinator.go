@@ -283,6 +283,32 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	return err
 }
 
+// ErrPinned is returned by Drain for a coordinator whose partitions are
+// pinned (Config.Partitions): there are no leases to hand off.
+var ErrPinned = errors.New("coordinator: partitions are pinned, not leased: nothing to drain")
+
+// Drain hands every partition off to the other coordinators and takes
+// none until Undrain, for maintenance: the process keeps running (and
+// answering status). Inputs being handled finish first.
+func (c *Coordinator) Drain(ctx context.Context) error {
+	if c.leases == nil {
+		return ErrPinned
+	}
+	c.leases.Drain(ctx)
+	c.logger.Info("coordinator drained: partitions handed off")
+	return nil
+}
+
+// Undrain lets a drained coordinator take partitions again.
+func (c *Coordinator) Undrain() error {
+	if c.leases == nil {
+		return ErrPinned
+	}
+	c.leases.Undrain()
+	c.logger.Info("coordinator undrained: taking partitions again")
+	return nil
+}
+
 // acquire starts driving partition p, newly leased with epoch.
 func (c *Coordinator) acquire(p int, epoch uint64) error {
 	c.mu.Lock()
@@ -454,11 +480,14 @@ type Status struct {
 	// LeasesAcquired and LeasesLost count partitions taken and given up
 	// (lost, expired or handed off); Fenced counts appends not made because
 	// the lease could no longer be trusted.
-	LeasesAcquired int64     `json:"leases_acquired"`
-	LeasesLost     int64     `json:"leases_lost"`
-	Fenced         int64     `json:"appends_fenced"`
-	Pinned         bool      `json:"pinned,omitempty"`
-	LastRecovery   time.Time `json:"last_recovery,omitzero"`
+	LeasesAcquired int64 `json:"leases_acquired"`
+	LeasesLost     int64 `json:"leases_lost"`
+	Fenced         int64 `json:"appends_fenced"`
+	Pinned         bool  `json:"pinned,omitempty"`
+	// Draining: an operator drained the coordinator; it holds no
+	// partition until undrained.
+	Draining     bool      `json:"draining,omitempty"`
+	LastRecovery time.Time `json:"last_recovery,omitzero"`
 	// LastPass is the latest recovery pass that found sagas in flight.
 	LastPass RecoveryPass `json:"last_pass"`
 	// RecentRecoveries are the latest sagas recovered (ids).
@@ -483,12 +512,16 @@ func (c *Coordinator) Status() Status {
 	for _, p := range c.parts {
 		parts = append(parts, p)
 	}
+	leases := c.leases
 	c.mu.Unlock()
 	st := Status{Name: c.cfg.Name, InFlightRequests: c.inflight.Load(), Started: c.stats.started.Load(),
 		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), Expired: c.stats.expired.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
 		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load(), Skipped: c.stats.skipped.Load(),
 		ObservedFinished: c.stats.observedFinished.Load(), LeasesAcquired: c.stats.acquired.Load(), LeasesLost: c.stats.lost.Load(),
 		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil, Process: processStats()}
+	if leases != nil {
+		st.Draining = leases.Draining()
+	}
 	slices.SortFunc(parts, func(a, b *partition) int { return a.id - b.id })
 	for _, p := range parts {
 		n := int(p.loaded.Load())

@@ -1,8 +1,14 @@
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -57,5 +63,69 @@ func (c *Coordinator) serve() ([]*nats.Subscription, error) {
 		status.Unsubscribe()
 		return nil, err
 	}
-	return []*nats.Subscription{status, state}, nil
+	drain, err := c.nc.Subscribe(streams.DrainSubject, func(m *nats.Msg) {
+		var req streams.DrainRequest
+		if json.Unmarshal(m.Data, &req) != nil || req.Coordinator != c.cfg.Name {
+			return // another coordinator's, or malformed: not ours to answer
+		}
+		// Draining waits for the partitions' inputs to finish: not on the
+		// subscription's goroutine.
+		go func() {
+			var err error
+			if req.Undo {
+				err = c.Undrain()
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				err = c.Drain(ctx)
+				cancel()
+			}
+			if err != nil {
+				_ = m.Respond([]byte(`{"error":` + strconv.Quote(err.Error()) + `}`))
+				return
+			}
+			b, _ := json.Marshal(c.Status())
+			_ = m.Respond(b)
+		}()
+	})
+	if err != nil {
+		status.Unsubscribe()
+		state.Unsubscribe()
+		return nil, err
+	}
+	return []*nats.Subscription{status, state, drain}, nil
 }
+
+// GatherStatus asks every coordinator for its status and returns the
+// replies that come within window, sorted by name. A request reaches all of
+// them, so there is no telling when the last one has answered.
+func GatherStatus(ctx context.Context, nc *nats.Conn, window time.Duration) ([]Status, error) {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the connection closes soon after
+	if err := nc.PublishRequest(streams.StatusSubject, inbox, nil); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	var out []Status
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) || (err != nil && ctx.Err() != nil) {
+			break // nobody listens, or the window is over
+		}
+		if err != nil {
+			return nil, err
+		}
+		var st Status
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			return nil, fmt.Errorf("a reply on %s is not a coordinator's status: %w", streams.StatusSubject, err)
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+

@@ -60,6 +60,17 @@ func ReplySubject(partition int) string { return replyPrefix + strconv.Itoa(part
 // partition are sent: jetsaga.cmd.<partition>.
 func CommandSubject(partition int) string { return commandPrefix + strconv.Itoa(partition) }
 
+// DrainSubject is where operators ask a coordinator, named in the
+// request (DrainRequest), to hand off its partitions or take them again.
+const DrainSubject = "jetsaga.coordinator.drain"
+
+// DrainRequest is the body of a request on DrainSubject.
+type DrainRequest struct {
+	Coordinator string `json:"coordinator"`
+	// Undo lets a drained coordinator take partitions again.
+	Undo bool `json:"undo,omitempty"`
+}
+
 // TimerScheduleSubject is the subject a timer's schedule message is
 // published on: jetsaga.timer.sched.<partition>.<timerID>. A schedule
 // replaces the previous one on the same subject, so timerID names one timer;

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -125,27 +124,8 @@ func (f *fleet) stop() {
 
 // statuses asks every coordinator for its status.
 func (f *fleet) statuses() []coordinator.Status {
-	inbox := nats.NewInbox()
-	sub, err := f.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil
-	}
-	defer sub.Unsubscribe()
-	if err := f.nc.PublishRequest(streams.StatusSubject, inbox, nil); err != nil {
-		return nil
-	}
-	var out []coordinator.Status
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for {
-		m, err := sub.NextMsg(time.Until(deadline))
-		if err != nil {
-			return out
-		}
-		var st coordinator.Status
-		if json.Unmarshal(m.Data, &st) == nil {
-			out = append(out, st)
-		}
-	}
+	sts, _ := coordinator.GatherStatus(context.Background(), f.nc, 300*time.Millisecond)
+	return sts
 }
 
 // processTotals sums the coordinators' CPU seconds and heap in use.

@@ -96,3 +96,22 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatalf("code %d %s", code, errs)
 	}
 }
+
+func TestDrainCommand(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	code, out, errs := e.run("drain", "c1")
+	if code != 0 || !strings.Contains(out, "coordinator c1 drained: it holds 0 partitions") {
+		t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	code, out, _ = e.run("status", "--json")
+	if code != 0 || !strings.Contains(out, `"draining": true`) {
+		t.Fatalf("status after drain: code %d %s", code, out)
+	}
+	if code, out, errs := e.run("drain", "--undo", "c1"); code != 0 || !strings.Contains(out, "coordinator c1 takes partitions again") {
+		t.Fatalf("undo: code %d %s %s", code, out, errs)
+	}
+	if code, _, errs := e.run("drain", "nobody", "--timeout", "500ms"); code != 1 || !strings.Contains(errs, `no coordinator named "nobody" answered`) {
+		t.Fatalf("unknown coordinator: code %d %s", code, errs)
+	}
+}

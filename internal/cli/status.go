@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -11,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/coordinator"
@@ -40,7 +37,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	sts, err := gatherStatus(ctx, nc, conn.timeout)
+	sts, err := coordinator.GatherStatus(ctx, nc, conn.timeout)
 	if err != nil {
 		return err
 	}
@@ -72,40 +69,6 @@ func printLeases(w io.Writer, hs []lease.Holder) {
 	if len(line) > 0 {
 		fmt.Fprintln(w, "  "+strings.Join(line, "  "))
 	}
-}
-
-// gatherStatus asks every coordinator for its status and returns the
-// replies that come within window, sorted by name. A request reaches all of
-// them, so there is no telling when the last one has answered.
-func gatherStatus(ctx context.Context, nc *nats.Conn, window time.Duration) ([]coordinator.Status, error) {
-	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe() //nolint:errcheck // the connection closes soon after
-	if err := nc.PublishRequest(streams.StatusSubject, inbox, nil); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, window)
-	defer cancel()
-	var out []coordinator.Status
-	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if errors.Is(err, nats.ErrNoResponders) || (err != nil && ctx.Err() != nil) {
-			break // nobody listens, or the window is over
-		}
-		if err != nil {
-			return nil, err
-		}
-		var st coordinator.Status
-		if err := json.Unmarshal(m.Data, &st); err != nil {
-			return nil, fmt.Errorf("a reply on %s is not a coordinator's status: %w", streams.StatusSubject, err)
-		}
-		out = append(out, st)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
 }
 
 // topologyPartitions is the partition count the topology records, or 0 if

@@ -107,6 +107,9 @@ type Keeper struct {
 	held  map[int]*held
 	free  map[int]int // partition → rounds seen free
 	stats Stats
+	// draining: the member has left on purpose (Drain): no heartbeat, no
+	// lease held or taken, until Undrain.
+	draining bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -198,6 +201,39 @@ func (k *Keeper) Stop(ctx context.Context) {
 	_ = k.kv.Purge(ctx, memberKey(k.cfg.Name))
 }
 
+// Drain hands every lease off and leaves the membership, so the other
+// members take the partitions over at their next round; the keeper then
+// holds nothing until Undrain. For maintenance: the process stays up.
+func (k *Keeper) Drain(ctx context.Context) {
+	k.mu.Lock()
+	k.draining = true
+	parts := make([]int, 0, len(k.held))
+	for p := range k.held {
+		parts = append(parts, p)
+	}
+	k.mu.Unlock()
+	slices.Sort(parts)
+	for _, p := range parts {
+		k.release(ctx, p)
+	}
+	_ = k.kv.Purge(ctx, memberKey(k.cfg.Name))
+}
+
+// Undrain rejoins the membership: partitions come back at the following
+// rounds, as to a new member.
+func (k *Keeper) Undrain() {
+	k.mu.Lock()
+	k.draining = false
+	k.mu.Unlock()
+}
+
+// Draining reports whether the keeper has been drained.
+func (k *Keeper) Draining() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.draining
+}
+
 // Owns reports the epoch of p's lease if this member holds it and may still
 // trust it.
 func (k *Keeper) Owns(p int) (uint64, bool) {
@@ -258,6 +294,9 @@ func (k *Keeper) heartbeat(ctx context.Context) error {
 
 // round is one pass: heartbeat, renew, hand off, take.
 func (k *Keeper) round(ctx context.Context) {
+	if k.Draining() {
+		return
+	}
 	if err := k.heartbeat(ctx); err != nil {
 		k.logger.Warn("lease heartbeat failed", "error", err)
 	}
@@ -482,6 +521,9 @@ func mix(x uint64) uint64 {
 }
 
 func (k *Keeper) acquire(ctx context.Context, p int) {
+	if k.Draining() {
+		return
+	}
 	b, _ := json.Marshal(leaseValue{Member: k.cfg.Name, Instance: k.instance})
 	sent := time.Now()
 	rev, err := k.kv.Create(ctx, partitionKey(p), b, jetstream.KeyTTL(k.cfg.TTL))
