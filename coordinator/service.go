@@ -128,4 +128,3 @@ func GatherStatus(ctx context.Context, nc *nats.Conn, window time.Duration) ([]S
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
-
