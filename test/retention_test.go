@@ -74,9 +74,12 @@ func TestFinishedSagasExpire(t *testing.T) {
 		}
 		return nil
 	})
-	if st := c.Status(); st.Expired != 1 {
-		t.Errorf("%d sagas expired, want 1", st.Expired)
-	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if st := c.Status(); st.Expired != 1 {
+			return fmt.Errorf("%d sagas expired, want 1", st.Expired)
+		}
+		return nil
+	})
 	if s, err := cl.Status(ctx, stuck); err != nil || s.Status != client.StatusStuck {
 		t.Fatalf("the stuck saga: %v, %v", s, err)
 	}
