@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -53,6 +55,9 @@ type Config struct {
 	// jetsaga export. Default DefaultRetention; negative keeps them
 	// forever. Sagas that have not finished are never removed.
 	Retention time.Duration
+	// Registerer, if set, receives the coordinator's Prometheus metrics
+	// (docs/operations.md), labelled with its Name.
+	Registerer prometheus.Registerer
 	// AfterAppend, if set, is called each time a decision is durable in a
 	// saga's log, before its requests are sent or timers armed, with the
 	// number of messages the log now holds. It is a hook for tests: the

@@ -56,7 +56,10 @@ type Coordinator struct {
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
 	inflight atomic.Int64
-	stats    stats
+	// timers counts the in-memory timers of loaded sagas.
+	timers  atomic.Int64
+	stats   stats
+	metrics *metrics // nil without Config.Registerer
 }
 
 type lifecycle int
@@ -85,7 +88,7 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	return &Coordinator{
+	c := &Coordinator{
 		cfg:     cfg,
 		adopt:   adopt,
 		js:      js,
@@ -95,7 +98,13 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 		log:     streams.NewLog(js),
 		parts:   map[int]*partition{},
 		stopped: make(chan struct{}),
-	}, nil
+	}
+	m, err := newMetrics(c, cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: metrics: %w", err)
+	}
+	c.metrics = m
+	return c, nil
 }
 
 // Start checks the server (JetStream enabled, version at least
@@ -281,6 +290,25 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.mu.Unlock()
 	c.logger.Info("coordinator stopped")
 	return err
+}
+
+// Ready reports whether the coordinator can do its work: started and not
+// stopped, connected to NATS (the topology was verified by Start), and,
+// with leases, either driving partitions or standing by as a member
+// (drained counts as ready: it is there on purpose).
+func (c *Coordinator) Ready() error {
+	c.mu.Lock()
+	state, leases, parts := c.state, c.leases, len(c.parts)
+	c.mu.Unlock()
+	switch {
+	case state != running:
+		return errors.New("coordinator: not running")
+	case !c.nc.IsConnected():
+		return errors.New("coordinator: not connected to NATS")
+	case leases == nil && parts != len(c.cfg.Partitions):
+		return fmt.Errorf("coordinator: drives %d of its %d pinned partitions", parts, len(c.cfg.Partitions))
+	}
+	return nil
 }
 
 // ErrPinned is returned by Drain for a coordinator whose partitions are

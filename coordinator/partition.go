@@ -53,6 +53,9 @@ type run struct {
 	// wait in queue, so each decision builds on the durable one before.
 	busy  bool
 	queue []item
+	// sent is when each outstanding request went out, for the latency
+	// metrics (nil without them).
+	sent map[string]time.Time
 }
 
 // item is one input for a saga.
@@ -215,22 +218,22 @@ func (p *partition) drain() {
 func (p *partition) onWork(m jetstream.Msg) {
 	ev, err := events.Decode(m.Data())
 	if err != nil {
-		p.reject(m, "", "malformed message on "+m.Subject(), err)
+		p.reject(m, rejectMalformed, "", "malformed message on "+m.Subject(), err)
 		return
 	}
 	if got := streams.Partition(ev.SagaID, p.c.cfg.Topology.Partitions); got != p.id {
-		p.reject(m, ev.SagaID, fmt.Sprintf("saga belongs to partition %d, not %d", got, p.id), nil)
+		p.reject(m, rejectWrongPartition, ev.SagaID, fmt.Sprintf("saga belongs to partition %d, not %d", got, p.id), nil)
 		return
 	}
 	it := item{sagaID: ev.SagaID, msg: m, what: string(ev.Type())}
 	switch d := ev.Data.(type) {
 	case *events.ActionReply:
 		if m.Subject() != streams.ReplySubject(p.id) {
-			p.reject(m, ev.SagaID, "a reply on the command subject", nil)
+			p.reject(m, rejectMisrouted, ev.SagaID, "a reply on the command subject", nil)
 			return
 		}
 		if want := events.ReplyID(d.RequestID); ev.ID != want {
-			p.reject(m, ev.SagaID, fmt.Sprintf("reply id %q does not answer request %q", ev.ID, d.RequestID), nil)
+			p.reject(m, rejectForged, ev.SagaID, fmt.Sprintf("reply id %q does not answer request %q", ev.ID, d.RequestID), nil)
 			return
 		}
 		rep := *d
@@ -243,7 +246,7 @@ func (p *partition) onWork(m jetstream.Msg) {
 		cmd := *d
 		it.make = func(now time.Time) machine.Input { return operatorInput(now, cmd) }
 	default:
-		p.reject(m, ev.SagaID, fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject()), nil)
+		p.reject(m, rejectMisrouted, ev.SagaID, fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject()), nil)
 		return
 	}
 	p.enqueue(it)
@@ -272,7 +275,7 @@ func operatorInput(now time.Time, cmd events.OperatorCommand) machine.Input {
 func (p *partition) onTimer(m jetstream.Msg) {
 	var tm timerMsg
 	if err := json.Unmarshal(m.Data(), &tm); err != nil || streams.ValidateSagaID(tm.SagaID) != nil {
-		p.reject(m, "", "malformed timer", err)
+		p.reject(m, rejectMalformed, "", "malformed timer", err)
 		return
 	}
 	t := tm.Timer
@@ -280,8 +283,9 @@ func (p *partition) onTimer(m jetstream.Msg) {
 		make: func(now time.Time) machine.Input { return machine.TimerFired{Now: now, Timer: t} }})
 }
 
-func (p *partition) reject(m jetstream.Msg, sagaID, reason string, err error) {
+func (p *partition) reject(m jetstream.Msg, kind, sagaID, reason string, err error) {
 	p.c.stats.rejected.Add(1)
+	p.c.metrics.reject(kind)
 	args := []any{"partition", p.id, "subject", m.Subject(), "reason", reason}
 	if sagaID != "" {
 		args = append(args, "saga_id", sagaID)
@@ -338,6 +342,7 @@ func (p *partition) step(it item) {
 	r, err := p.load(it.sagaID, it.start, it.start && it.attempt == 0)
 	if errors.Is(err, streams.ErrNotFound) {
 		c.stats.rejected.Add(1)
+		c.metrics.reject(rejectUnknownSaga)
 		p.logger(it).Warn("input for an unknown saga rejected")
 		p.term(it)
 		return
@@ -456,6 +461,7 @@ func (p *partition) rejected(r *run, it item, fresh bool, err error) {
 		p.retryLater(it) // the partition's owner decides
 	default:
 		c.stats.rejected.Add(1)
+		c.metrics.reject(rejectStale)
 		p.ack(it)
 		p.next(r)
 	}
@@ -518,6 +524,7 @@ func (p *partition) apply(l *landing) {
 	c := p.c
 	r, it, d := l.run, l.it, l.d
 	r.state = d.State
+	c.metrics.decided(r.state, d.Events, r.sent)
 	c.inflight.Add(int64(d.State.InFlight()-l.before) - int64(l.reserved))
 	if l.prev == machine.StatusNew && len(d.Events) > 0 {
 		c.stats.started.Add(1)
@@ -612,6 +619,7 @@ func (p *partition) evict(id string) {
 	for _, t := range r.timers {
 		t.Stop()
 	}
+	p.c.timers.Add(-int64(len(r.timers)))
 	if !r.state.Status.Finished() {
 		p.c.inflight.Add(-int64(r.state.InFlight()))
 	}
@@ -630,6 +638,7 @@ func (p *partition) stopTimers() {
 		for _, t := range r.timers {
 			t.Stop()
 		}
+		p.c.timers.Add(-int64(len(r.timers)))
 		p.c.inflight.Add(-int64(r.state.InFlight()))
 	}
 }
@@ -652,6 +661,12 @@ func (p *partition) execute(r *run, cmds []machine.Command) {
 			if cmd.NotBefore.After(now) {
 				p.sendLater(r, cmd)
 				continue
+			}
+			if c.metrics != nil {
+				if r.sent == nil {
+					r.sent = map[string]time.Time{}
+				}
+				r.sent[cmd.ID] = now
 			}
 			if f, err = p.sendRequest(id, cmd, now); err != nil {
 				c.logger.Warn("cannot send request", "saga_id", id, "node", cmd.Request.Node, "error", err)
@@ -702,6 +717,8 @@ func (p *partition) sendLater(r *run, cmd machine.SendRequest) {
 	key := "send:" + cmd.ID
 	if old, ok := r.timers[key]; ok {
 		old.Stop()
+	} else {
+		p.c.timers.Add(1)
 	}
 	r.timers[key] = time.AfterFunc(time.Until(cmd.NotBefore), func() {
 		f, err := p.sendRequest(id, cmd, time.Now().UTC())
@@ -731,6 +748,8 @@ func (p *partition) armInMemory(r *run, cmd machine.ArmTimer) {
 	id, t := r.state.SagaID, cmd.Timer
 	if old, ok := r.timers[t.ID()]; ok {
 		old.Stop()
+	} else {
+		p.c.timers.Add(1)
 	}
 	r.timers[t.ID()] = time.AfterFunc(time.Until(cmd.At), func() {
 		p.enqueue(item{sagaID: id, what: "timer " + t.ID(),

@@ -2,7 +2,7 @@ package coordinator
 
 import (
 	"runtime"
-	"runtime/metrics"
+	rtmetrics "runtime/metrics"
 
 	"github.com/jetsaga/jetsaga/internal/procstat"
 )
@@ -21,13 +21,13 @@ type ProcessStats struct {
 }
 
 func processStats() ProcessStats {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
-	metrics.Read(sample)
+	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
+	rtmetrics.Read(sample)
 	st := ProcessStats{CPUSeconds: procstat.CPUSeconds(), Goroutines: runtime.NumGoroutine()}
-	if sample[0].Value.Kind() == metrics.KindUint64 {
+	if sample[0].Value.Kind() == rtmetrics.KindUint64 {
 		st.HeapLive = sample[0].Value.Uint64()
 	}
-	if sample[1].Value.Kind() == metrics.KindUint64 && sample[2].Value.Kind() == metrics.KindUint64 {
+	if sample[1].Value.Kind() == rtmetrics.KindUint64 && sample[2].Value.Kind() == rtmetrics.KindUint64 {
 		st.HeapInuse = sample[1].Value.Uint64() + sample[2].Value.Uint64()
 	}
 	return st

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -50,6 +52,10 @@ type Config struct {
 	// must exceed the clock skew between participants by a wide margin.
 	// At least 100ms. Default: AckWait.
 	LockTTL time.Duration
+	// Registerer, if set, receives the participant's Prometheus metrics
+	// (request latency by action, op and result; malformed requests),
+	// labelled with its Name.
+	Registerer prometheus.Registerer
 }
 
 // Defaults, as documented on Config.

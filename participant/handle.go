@@ -45,6 +45,7 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	}
 	ev, req, reason := decodeRequest(msg.Data(), a.name)
 	if reason != "" {
+		p.metrics.rejectMalformed(a.name)
 		// Coming back would not make it any better: terminate it.
 		p.log.Warn("participant: malformed request terminated", "action", a.name,
 			"subject", msg.Subject(), "delivery", delivered, "reason", reason)
@@ -70,6 +71,8 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	}
 
 	var res result
+	start := time.Now()
+	defer func() { p.metrics.observe(a.name, r.Op, res, time.Since(start)) }()
 	if p.barrier != nil {
 		res = p.guarded(log, msg, r, h, delivered)
 	} else {

@@ -33,6 +33,7 @@ type Participant struct {
 	state   lifecycle
 	actions map[string]*action
 	barrier *barrier // nil when disabled
+	metrics *metrics // nil without Config.Registerer
 
 	slots    chan struct{}   // one per running handler
 	stopping chan struct{}   // closed by Stop
@@ -95,7 +96,12 @@ func New(js jetstream.JetStream, cfg Config) (*Participant, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	m, err := newMetrics(cfg.Name, cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("participant: metrics: %w", err)
+	}
 	return &Participant{
+		metrics:  m,
 		js:       js,
 		cfg:      cfg,
 		log:      cfg.Logger.With("participant", cfg.Name),

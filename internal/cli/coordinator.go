@@ -30,6 +30,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	maxInFlight := fs.Int("max-in-flight", 0, "bound on requests awaiting replies or retries across all sagas (0: none)")
 	maxPerSaga := fs.Int("max-in-flight-per-saga", 0, "bound on one saga's requests awaiting replies or retries (0: none)")
 	retention := fs.Duration("retention", coordinator.DefaultRetention, "how long a finished saga's log is kept before it is removed (archive first with jetsaga export); negative: forever")
+	metricsAddr := addMetricsFlag(fs)
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long to let inputs being handled finish")
 	logf := addLogFlags(fs, "info")
 	pos, err := parse(fs, args)
@@ -79,9 +80,20 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	})
 	nc.SetReconnectHandler(func(nc *nats.Conn) { logger.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted()) })
 
+	o, err := startOps(*metricsAddr, logger)
+	if err != nil {
+		return err
+	}
+	if o != nil {
+		defer stopWithin(o.Shutdown)
+		cfg.Registerer = o.Registry
+	}
 	c, err := coordinator.New(js, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if o != nil {
+		o.Ready(c.Ready)
 	}
 	if err := c.Start(ctx); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
@@ -18,6 +19,7 @@ import (
 	"github.com/jetsaga/jetsaga/examples/trip"
 	"github.com/jetsaga/jetsaga/examples/vm"
 	"github.com/jetsaga/jetsaga/internal/embedded"
+	"github.com/jetsaga/jetsaga/internal/ops"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -42,6 +44,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	demo := fs.Bool("demo", true, "run the trip example once at start: one saga succeeds, one unwinds")
 	debug := fs.Bool("debug", false, "print the NATS server's log")
 	syncMode := addSyncFlag(fs)
+	metricsAddr := addMetricsFlag(fs)
 	logf := addLogFlags(fs, "warn")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -68,15 +71,27 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Logger: logger})
+	o, err := startOps(*metricsAddr, logger)
 	if err != nil {
 		return err
+	}
+	var reg prometheus.Registerer
+	if o != nil {
+		defer stopWithin(o.Shutdown)
+		reg = o.Registry
+	}
+	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if o != nil {
+		o.Ready(coord.Ready)
 	}
 	if err := coord.Start(ctx); err != nil {
 		return err
 	}
 	defer stopWithin(coord.Stop)
-	part, err := participant.New(js, participant.Config{Name: "dev-examples", Logger: logger})
+	part, err := participant.New(js, participant.Config{Name: "dev-examples", Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -156,4 +171,23 @@ func (f syncFlag) always() (bool, error) {
 		return true, nil
 	}
 	return false, fmt.Errorf("%w: --sync is %q, want default or always", errUsage, *f.mode)
+}
+
+func addMetricsFlag(fs *flag.FlagSet) *string {
+	return fs.String("metrics-addr", "", "serve /metrics (Prometheus), /healthz and /readyz on this address, like :9464 (default: off)")
+}
+
+// startOps starts the operations HTTP server on addr, or returns nil for
+// an empty addr.
+func startOps(addr string, logger *slog.Logger) (*ops.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	o, err := ops.New(addr)
+	if err != nil {
+		return nil, err
+	}
+	o.Serve()
+	logger.Info("serving /metrics, /healthz and /readyz", "addr", o.Addr())
+	return o, nil
 }
