@@ -15,6 +15,7 @@ import (
 type connFlags struct {
 	server, creds, nkey, user, password, token string
 	tlsCA, tlsCert, tlsKey                     string
+	inboxPrefix                                string
 	timeout                                    time.Duration
 }
 
@@ -29,6 +30,7 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 	fs.StringVar(&c.tlsCA, "tlsca", "", "TLS CA certificate file")
 	fs.StringVar(&c.tlsCert, "tlscert", "", "TLS client certificate file")
 	fs.StringVar(&c.tlsKey, "tlskey", "", "TLS client key file")
+	fs.StringVar(&c.inboxPrefix, "inbox-prefix", "", "prefix of the connection's reply inboxes (default _INBOX); under least-privilege permissions, the user's own (see jetsaga permissions)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "timeout of requests to NATS")
 	return c
 }
@@ -52,6 +54,9 @@ func (c *connFlags) connect(ctx context.Context) (*nats.Conn, jetstream.JetStrea
 	}
 	if c.token != "" {
 		opts = append(opts, nats.Token(c.token))
+	}
+	if c.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.inboxPrefix))
 	}
 	if c.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(c.tlsCA))

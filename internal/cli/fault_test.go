@@ -8,6 +8,7 @@ import (
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/saga"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 func TestParseFault(t *testing.T) {
@@ -113,5 +114,20 @@ func TestDrainCommand(t *testing.T) {
 	}
 	if code, _, errs := e.run("drain", "nobody", "--timeout", "500ms"); code != 1 || !strings.Contains(errs, `no coordinator named "nobody" answered`) {
 		t.Fatalf("unknown coordinator: code %d %s", code, errs)
+	}
+}
+
+func TestPermissionsCommand(t *testing.T) {
+	t.Parallel()
+	code, out, errs := run(t, "permissions", "--role", "participant", "--user", "hotels", "--action", "hotels.book")
+	if code != 0 || !strings.Contains(out, `user: "hotels"`) || !strings.Contains(out, `"_INBOX_hotels.>"`) ||
+		!strings.Contains(out, streams.ActionConsumerName("hotels.book")) || strings.Contains(out, "jetsaga.log") {
+		t.Fatalf("code %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, errs := run(t, "permissions", "--role", "participant"); code != 2 || !strings.Contains(errs, "need the actions it serves") {
+		t.Fatalf("participant without actions: code %d %s", code, errs)
+	}
+	if code, _, errs := run(t, "permissions", "--role", "admin"); code != 2 || !strings.Contains(errs, `unknown role "admin"`) {
+		t.Fatalf("unknown role: code %d %s", code, errs)
 	}
 }

@@ -1,0 +1,92 @@
+package streams
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Role is a kind of NATS user of jetsaga, for least-privilege permissions
+// (docs/security.md).
+type Role string
+
+const (
+	// RoleCoordinator drives sagas: it writes logs, requests, timers,
+	// leases and the index, and creates the topology.
+	RoleCoordinator Role = "coordinator"
+	// RoleParticipant serves given actions: it reads their requests only,
+	// replies, and (with the barrier) uses the barrier bucket.
+	RoleParticipant Role = "participant"
+	// RoleClient starts sagas and follows them (status, wait), and sends
+	// operator commands.
+	RoleClient Role = "client"
+	// RoleOperator reads: logs, the index, coordinators' status. It can
+	// neither start sagas nor send operator commands.
+	RoleOperator Role = "operator"
+)
+
+// Permissions are the subjects a role may publish to and subscribe to
+// (NATS allow lists; everything else is denied).
+type Permissions struct {
+	Publish   []string `json:"publish"`
+	Subscribe []string `json:"subscribe"`
+	// AllowResponses: the role may reply to the requests it receives
+	// (allow_responses), whatever their reply subject.
+	AllowResponses bool `json:"allow_responses,omitempty"`
+}
+
+// RolePermissions returns the permissions of role. inbox is the prefix the
+// role's connections use for replies (nats.CustomInboxPrefix); a role gets
+// only its own inbox, so it cannot read others' replies (a coordinator's
+// log reads, say). actions are the actions a participant serves.
+func RolePermissions(role Role, inbox string, actions ...string) (Permissions, error) {
+	if inbox == "" {
+		return Permissions{}, fmt.Errorf("streams: %s permissions need an inbox prefix (nats.CustomInboxPrefix)", role)
+	}
+	in := inbox + ".>"
+	api := "$JS.API."
+	switch role {
+	case RoleCoordinator:
+		return Permissions{
+			Publish: []string{api + ">", "$JS.ACK." + WorkStream + ".>", "$JS.ACK." + TimerStream + ".>",
+				"$KV." + LeaseBucket + ".>", "$KV." + SagaBucket + ".>",
+				"jetsaga.log.>", "jetsaga.req.>", "jetsaga.timer.>", in},
+			Subscribe:      []string{in, "jetsaga.coordinator.>"},
+			AllowResponses: true, // status, saga state and drain requests
+		}, nil
+	case RoleParticipant:
+		if len(actions) == 0 {
+			return Permissions{}, fmt.Errorf("streams: participant permissions need the actions it serves")
+		}
+		p := Permissions{
+			Publish: []string{api + "INFO", api + "STREAM.INFO." + WorkStream, "jetsaga.reply.*",
+				api + "STREAM.INFO.KV_" + BarrierBucket, api + "DIRECT.GET.KV_" + BarrierBucket, api + "DIRECT.GET.KV_" + BarrierBucket + ".>", "$KV." + BarrierBucket + ".>"},
+			Subscribe: []string{in},
+		}
+		for _, a := range actions {
+			if err := ValidateActionName(a); err != nil {
+				return Permissions{}, err
+			}
+			c := ActionConsumerName(a)
+			p.Publish = append(p.Publish,
+				api+"CONSUMER.CREATE."+WorkStream+"."+c+"."+RequestSubject(a),
+				api+"CONSUMER.INFO."+WorkStream+"."+c,
+				api+"CONSUMER.MSG.NEXT."+WorkStream+"."+c,
+				"$JS.ACK."+WorkStream+"."+c+".>")
+		}
+		return p, nil
+	case RoleClient, RoleOperator:
+		p := Permissions{
+			Publish: []string{api + "INFO", api + "STREAM.INFO.*", api + "DIRECT.GET." + LogStream, api + "DIRECT.GET." + LogStream + ".>",
+				api + "STREAM.MSG.GET." + LogStream, api + "DIRECT.GET.KV_" + SagaBucket + ".>",
+				api + "CONSUMER.CREATE.KV_" + SagaBucket + ".>", api + "CONSUMER.CREATE.KV_" + SagaBucket,
+				api + "CONSUMER.DELETE.KV_" + SagaBucket + ".>", StatusSubject, SagaStateSubject("*")},
+			Subscribe: []string{in, "jetsaga.log.*"},
+		}
+		if role == RoleClient {
+			p.Publish = append(p.Publish, "jetsaga.cmd.*")
+		}
+		slices.Sort(p.Publish)
+		return p, nil
+	}
+	return Permissions{}, fmt.Errorf("streams: unknown role %q (want coordinator, participant, client or operator)", role)
+}
