@@ -343,7 +343,7 @@ func (p *partition) step(it item) {
 	if errors.Is(err, streams.ErrNotFound) {
 		c.stats.rejected.Add(1)
 		c.metrics.reject(rejectUnknownSaga)
-		p.logger(it).Warn("input for an unknown saga rejected")
+		p.logger(it).Warn("input rejected", "reason", "no such saga")
 		p.term(it)
 		return
 	}
@@ -443,23 +443,25 @@ func (p *partition) decide(r *run, it item, fresh bool) {
 // rejected handles an input the machine refused.
 func (p *partition) rejected(r *run, it item, fresh bool, err error) {
 	c := p.c
-	if errors.Is(err, machine.ErrRejected) {
-		p.logger(it).Info("input rejected", "reason", err)
-	} else {
-		p.logger(it).Error("input refused", "error", err)
-	}
 	switch {
 	case !fresh && !it.refreshed:
 		// The state in memory may be behind the log (another owner moved
 		// the saga on while this one was paused, say): a reply to an
 		// attempt it has not seen is news, not a stale echo. Read the log
 		// once more before throwing an input away.
+		p.logger(it).Debug("input rejected on the state in memory; reading the log again", "reason", err)
 		it.refreshed = true
 		p.evict(it.sagaID)
 		p.requeue = append([]item{it}, p.requeue...)
 	case !c.owns(p.id):
 		p.retryLater(it) // the partition's owner decides
 	default:
+		// Logged and counted once, when the input is thrown away.
+		if errors.Is(err, machine.ErrRejected) {
+			p.logger(it).Info("input rejected", "reason", err)
+		} else {
+			p.logger(it).Error("input refused", "error", err)
+		}
 		c.stats.rejected.Add(1)
 		c.metrics.reject(rejectStale)
 		p.ack(it)
