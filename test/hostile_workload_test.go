@@ -40,8 +40,8 @@ func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
 	return nil
 }
 func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h countingHandler) WithGroup(string) slog.Handler             { return h }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h countingHandler) WithGroup(string) slog.Handler            { return h }
 
 // While a workload runs, random and adversarial messages go to every
 // subject jetsaga consumes: garbage, payloads over the limit, replies for
@@ -77,8 +77,12 @@ func TestHostileInputDuringWorkload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok := func(_ context.Context, req *participant.Request) (any, error) { return map[string]string{"node": req.Node}, nil }
-	fail := func(context.Context, *participant.Request) (any, error) { return nil, participant.Permanent(errors.New("no")) }
+	ok := func(_ context.Context, req *participant.Request) (any, error) {
+		return map[string]string{"node": req.Node}, nil
+	}
+	fail := func(context.Context, *participant.Request) (any, error) {
+		return nil, participant.Permanent(errors.New("no"))
+	}
 	if err := errors.Join(p.Register("h.ok", ok, ok), p.Register("h.fail", fail, nil)); err != nil {
 		t.Fatal(err)
 	}
