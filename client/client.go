@@ -76,6 +76,7 @@ type startOptions struct {
 	id, key  string
 	metadata map[string]string
 	faults   []events.Fault
+	trace    string
 }
 
 // WithSagaID gives the saga's id (a UUID); starting an id that exists
@@ -94,6 +95,18 @@ func WithMetadata(m map[string]string) StartOption { return func(o *startOptions
 // in the saga's log. Each must name an action node of the definition.
 func WithFaults(faults ...events.Fault) StartOption {
 	return func(o *startOptions) { o.faults = append(o.faults, faults...) }
+}
+
+// WithTraceParent starts the saga in the W3C trace context tp
+// ("00-<trace id>-<span id>-<flags>"): the saga's events and every request
+// to participants carry that trace id. Without it, each saga starts a new
+// trace.
+func WithTraceParent(tp string) StartOption { return func(o *startOptions) { o.trace = tp } }
+
+// newTraceParent starts a new trace.
+func newTraceParent() string {
+	id, span := uuid.New(), uuid.New()
+	return fmt.Sprintf("00-%x-%x-01", id[:], span[:8])
 }
 
 // SagaIDForKey is the id Start gives a saga started with an idempotency key.
@@ -137,7 +150,14 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 		return "", err
 	}
 	cmd := &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: raw, IdempotencyKey: o.key, Metadata: o.metadata}, Faults: o.faults}
-	if err := c.command(ctx, id, "start:"+id, cmd); err != nil {
+	tp := o.trace
+	switch {
+	case tp == "":
+		tp = newTraceParent()
+	case events.ChildTraceParent(tp, "") == "":
+		return "", fmt.Errorf("client: trace parent %q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)", tp)
+	}
+	if err := c.commandTraced(ctx, id, "start:"+id, tp, cmd); err != nil {
 		return "", err
 	}
 	return id, nil
@@ -145,7 +165,11 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 
 // command publishes a command about saga id to its partition.
 func (c *Client) command(ctx context.Context, id, eventID string, data events.Data) error {
-	b, err := events.Encode(events.Event{ID: eventID, Source: "/jetsaga/client", SagaID: id, Time: time.Now().UTC(), Data: data})
+	return c.commandTraced(ctx, id, eventID, "", data)
+}
+
+func (c *Client) commandTraced(ctx context.Context, id, eventID, traceParent string, data events.Data) error {
+	b, err := events.Encode(events.Event{ID: eventID, Source: "/jetsaga/client", SagaID: id, Time: time.Now().UTC(), TraceParent: traceParent, Data: data})
 	if err != nil {
 		return err
 	}

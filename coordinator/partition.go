@@ -239,9 +239,11 @@ func (p *partition) onWork(m jetstream.Msg) {
 		rep := *d
 		it.make = func(now time.Time) machine.Input { return machine.Reply{Now: now, Reply: rep} }
 	case *events.StartSaga:
-		created, faults := d.SagaCreated, d.Faults
+		created, faults, tp := d.SagaCreated, d.Faults, ev.TraceParent
 		it.start = true
-		it.make = func(now time.Time) machine.Input { return machine.Start{Now: now, Created: created, Faults: faults} }
+		it.make = func(now time.Time) machine.Input {
+			return machine.Start{Now: now, Created: created, Faults: faults, TraceParent: tp}
+		}
 	case *events.OperatorCommand:
 		cmd := *d
 		it.make = func(now time.Time) machine.Input { return operatorInput(now, cmd) }
@@ -700,7 +702,8 @@ func (p *partition) execute(r *run, cmds []machine.Command) {
 func (p *partition) sendRequest(sagaID string, cmd machine.SendRequest, now time.Time) (jetstream.PubAckFuture, error) {
 	req := cmd.Request
 	req.ReplyTo = streams.ReplySubject(p.id)
-	b, err := events.Encode(events.Event{ID: cmd.ID, Source: p.c.source, SagaID: sagaID, Time: now, Data: &req})
+	b, err := events.Encode(events.Event{ID: cmd.ID, Source: p.c.source, SagaID: sagaID, Time: now,
+		TraceParent: events.ChildTraceParent(cmd.TraceParent, cmd.ID), Data: &req})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"hash/fnv"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -245,4 +246,18 @@ func fromWire(w wire, index int) (Event, error) {
 		return fail(field, reason, nil)
 	}
 	return e, nil
+}
+
+// ChildTraceParent returns a W3C traceparent in the same trace as parent,
+// with a span id derived from name (so the same request always gets the
+// same span), or "" if parent is not a valid traceparent.
+func ChildTraceParent(parent, name string) string {
+	// version-traceid(32)-spanid(16)-flags
+	if len(parent) != 55 || parent[2] != '-' || parent[35] != '-' || parent[52] != '-' {
+		return ""
+	}
+	h := fnv.New64a()
+	h.Write([]byte(parent[3:35]))
+	h.Write([]byte(name))
+	return fmt.Sprintf("%s-%016x-%s", parent[:35], h.Sum64(), parent[53:])
 }

@@ -75,7 +75,7 @@ func (s *State) apply(e events.Event) error {
 			c.Definition = g.Def
 			created = &c
 		}
-		s.Created, s.CreatedAt, s.Graph, s.Status = created, e.Time, g, StatusRunning
+		s.Created, s.CreatedAt, s.Graph, s.Status, s.TraceParent = created, e.Time, g, StatusRunning, e.TraceParent
 		s.Nodes = make([]Node, len(g.Nodes))
 		for i := range s.Nodes {
 			s.Nodes[i].State = NodePending

@@ -21,6 +21,9 @@ type Input interface{ now() time.Time }
 type Start struct {
 	Now     time.Time
 	Created events.SagaCreated
+	// TraceParent is the W3C trace context of the start; every event of
+	// the saga carries it.
+	TraceParent string
 	// Faults are injected as the saga is created.
 	Faults []events.Fault
 }
@@ -137,6 +140,8 @@ type SendRequest struct {
 	Request events.ActionRequest
 	// NotBefore, when set, is when to send the request (an injected delay).
 	NotBefore time.Time
+	// TraceParent is the saga's trace context.
+	TraceParent string
 }
 
 // ArmTimer arms a durable timer that fires at At.
@@ -214,6 +219,7 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 		if len(c.Params) == 0 {
 			c.Params = json.RawMessage("null")
 		}
+		d.s.TraceParent = in.TraceParent
 		err = d.emit(&c)
 		if err == nil {
 			if err := CheckFaults(d.s.Graph, in.Faults); err != nil {
@@ -306,7 +312,7 @@ type decider struct {
 // emit applies an event to the working state and records it.
 func (d *decider) emit(data events.Data) error {
 	e := events.Event{ID: events.LogEventID(d.s.SagaID, d.s.Events), Source: d.opt.Source,
-		SagaID: d.s.SagaID, Time: d.now, Epoch: d.opt.Epoch, Data: data}
+		SagaID: d.s.SagaID, Time: d.now, Epoch: d.opt.Epoch, TraceParent: d.s.TraceParent, Data: data}
 	if err := d.s.Apply(e); err != nil {
 		return err
 	}
@@ -635,7 +641,7 @@ func (d *decider) sendAction(g *saga.GraphNode, attempt int, deadline, notBefore
 		req.Outputs[name] = d.s.Nodes[g.Visible[name]].Output
 	}
 	d.cmds = append(d.cmds,
-		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpDo, attempt), Request: req, NotBefore: notBefore},
+		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpDo, attempt), Request: req, NotBefore: notBefore, TraceParent: d.s.TraceParent},
 		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: deadline})
 }
 
@@ -646,7 +652,7 @@ func (d *decider) sendUndo(g *saga.GraphNode, attempt int, deadline time.Time) {
 		req.Output = json.RawMessage("null") // the action's outcome is unknown
 	}
 	d.cmds = append(d.cmds,
-		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req},
+		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req, TraceParent: d.s.TraceParent},
 		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: deadline})
 }
 

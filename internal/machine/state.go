@@ -122,6 +122,10 @@ type State struct {
 	Abandoning bool
 	// Paused: an operator paused the saga; no node starts until resumed.
 	Paused bool
+	// TraceParent is the W3C trace context the saga started with (the
+	// traceparent of its first event), carried by all its events and
+	// requests.
+	TraceParent string
 	// Output is the saga's output once it has succeeded.
 	Output json.RawMessage
 	// Finished is when the saga ended (the time of its last event).
