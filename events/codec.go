@@ -1,10 +1,10 @@
 package events
 
 import (
-	"hash/fnv"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
