@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -58,6 +59,10 @@ type Config struct {
 	// Registerer, if set, receives the coordinator's Prometheus metrics
 	// (docs/operations.md), labelled with its Name.
 	Registerer prometheus.Registerer
+	// TracerProvider, if set, receives OpenTelemetry spans: one per node
+	// attempt (request to outcome, the request carrying its context) and
+	// one per saga (emitted when it ends), in the saga's trace.
+	TracerProvider trace.TracerProvider
 	// AfterAppend, if set, is called each time a decision is durable in a
 	// saga's log, before its requests are sent or timers armed, with the
 	// number of messages the log now holds. It is a hook for tests: the

@@ -60,6 +60,7 @@ type Coordinator struct {
 	timers  atomic.Int64
 	stats   stats
 	metrics *metrics // nil without Config.Registerer
+	tracer  *tracer  // nil without Config.TracerProvider
 }
 
 type lifecycle int
@@ -104,6 +105,7 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: metrics: %w", err)
 	}
 	c.metrics = m
+	c.tracer = newTracer(cfg.TracerProvider)
 	return c, nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
@@ -56,6 +57,8 @@ type run struct {
 	// sent is when each outstanding request went out, for the latency
 	// metrics (nil without them).
 	sent map[string]time.Time
+	// spans are the open spans of outstanding requests (with tracing).
+	spans map[string]trace.Span
 }
 
 // item is one input for a saga.
@@ -529,6 +532,7 @@ func (p *partition) apply(l *landing) {
 	r, it, d := l.run, l.it, l.d
 	r.state = d.State
 	c.metrics.decided(r.state, d.Events, r.sent)
+	c.tracer.decided(r, d.Events)
 	c.inflight.Add(int64(d.State.InFlight()-l.before) - int64(l.reserved))
 	if l.prev == machine.StatusNew && len(d.Events) > 0 {
 		c.stats.started.Add(1)
@@ -624,6 +628,9 @@ func (p *partition) evict(id string) {
 		t.Stop()
 	}
 	p.c.timers.Add(-int64(len(r.timers)))
+	if p.c.tracer != nil {
+		p.c.tracer.drop(r)
+	}
 	if !r.state.Status.Finished() {
 		p.c.inflight.Add(-int64(r.state.InFlight()))
 	}
@@ -662,6 +669,7 @@ func (p *partition) execute(r *run, cmds []machine.Command) {
 		var err error
 		switch cmd := cmd.(type) {
 		case machine.SendRequest:
+			cmd.TraceParent = c.tracer.request(r, cmd, now)
 			if cmd.NotBefore.After(now) {
 				p.sendLater(r, cmd)
 				continue
@@ -703,7 +711,7 @@ func (p *partition) sendRequest(sagaID string, cmd machine.SendRequest, now time
 	req := cmd.Request
 	req.ReplyTo = streams.ReplySubject(p.id)
 	b, err := events.Encode(events.Event{ID: cmd.ID, Source: p.c.source, SagaID: sagaID, Time: now,
-		TraceParent: events.ChildTraceParent(cmd.TraceParent, cmd.ID), Data: &req})
+		TraceParent: cmd.TraceParent, Data: &req})
 	if err != nil {
 		return nil, err
 	}

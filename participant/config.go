@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -56,6 +57,10 @@ type Config struct {
 	// (request latency by action, op and result; malformed requests),
 	// labelled with its Name.
 	Registerer prometheus.Registerer
+	// TracerProvider, if set, receives an OpenTelemetry span per request
+	// handled, a child of the span the request carries; handlers' contexts
+	// carry it.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults, as documented on Config.

@@ -297,6 +297,9 @@ func (p *Participant) run(log *slog.Logger, msg jetstream.Msg, r *Request, h Han
 	}
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	defer cancelCause(nil)
+	ctx, endSpan := p.startSpan(ctx, r)
+	var o outcome
+	defer func() { endSpan(o.result) }()
 	ctx = withInflight(ctx, &inflight{req: r, progress: msg.InProgress})
 
 	quit := make(chan struct{})
@@ -310,7 +313,6 @@ func (p *Participant) run(log *slog.Logger, msg jetstream.Msg, r *Request, h Han
 	close(quit)
 	<-keeper
 
-	var o outcome
 	switch {
 	case err == nil:
 		b, merr := json.Marshal(out)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/streams"
@@ -34,6 +35,7 @@ type Participant struct {
 	actions map[string]*action
 	barrier *barrier // nil when disabled
 	metrics *metrics // nil without Config.Registerer
+	tracer  trace.Tracer
 
 	slots    chan struct{}   // one per running handler
 	stopping chan struct{}   // closed by Stop
@@ -100,7 +102,12 @@ func New(js jetstream.JetStream, cfg Config) (*Participant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("participant: metrics: %w", err)
 	}
+	var tr trace.Tracer
+	if cfg.TracerProvider != nil {
+		tr = cfg.TracerProvider.Tracer("github.com/jetsaga/jetsaga/participant")
+	}
 	return &Participant{
+		tracer:   tr,
 		metrics:  m,
 		js:       js,
 		cfg:      cfg,

@@ -31,6 +31,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	maxPerSaga := fs.Int("max-in-flight-per-saga", 0, "bound on one saga's requests awaiting replies or retries (0: none)")
 	retention := fs.Duration("retention", coordinator.DefaultRetention, "how long a finished saga's log is kept before it is removed (archive first with jetsaga export); negative: forever")
 	metricsAddr := addMetricsFlag(fs)
+	otlp := addOTLPFlags(fs)
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long to let inputs being handled finish")
 	logf := addLogFlags(fs, "info")
 	pos, err := parse(fs, args)
@@ -87,6 +88,14 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	if o != nil {
 		defer stopWithin(o.Shutdown)
 		cfg.Registerer = o.Registry
+	}
+	tp, err := otlp.provider(ctx, "jetsaga-coordinator")
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer stopWithin(tp.Shutdown)
+		cfg.TracerProvider = tp
 	}
 	c, err := coordinator.New(js, cfg)
 	if err != nil {

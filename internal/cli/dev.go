@@ -12,6 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
@@ -45,6 +50,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	debug := fs.Bool("debug", false, "print the NATS server's log")
 	syncMode := addSyncFlag(fs)
 	metricsAddr := addMetricsFlag(fs)
+	otlp := addOTLPFlags(fs)
 	logf := addLogFlags(fs, "warn")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -80,7 +86,16 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		defer stopWithin(o.Shutdown)
 		reg = o.Registry
 	}
-	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Logger: logger, Registerer: reg})
+	tp, err := otlp.provider(ctx, "jetsaga-dev")
+	if err != nil {
+		return err
+	}
+	var tracing trace.TracerProvider
+	if tp != nil {
+		defer stopWithin(tp.Shutdown)
+		tracing = tp
+	}
+	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Logger: logger, Registerer: reg, TracerProvider: tracing})
 	if err != nil {
 		return err
 	}
@@ -91,7 +106,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer stopWithin(coord.Stop)
-	part, err := participant.New(js, participant.Config{Name: "dev-examples", Logger: logger, Registerer: reg})
+	part, err := participant.New(js, participant.Config{Name: "dev-examples", Logger: logger, Registerer: reg, TracerProvider: tracing})
 	if err != nil {
 		return err
 	}
@@ -190,4 +205,35 @@ func startOps(addr string, logger *slog.Logger) (*ops.Server, error) {
 	o.Serve()
 	logger.Info("serving /metrics, /healthz and /readyz", "addr", o.Addr())
 	return o, nil
+}
+
+// otlpFlags configure exporting OpenTelemetry spans over OTLP/HTTP.
+type otlpFlags struct {
+	endpoint *string
+	insecure *bool
+}
+
+func addOTLPFlags(fs *flag.FlagSet) otlpFlags {
+	return otlpFlags{
+		endpoint: fs.String("otlp-endpoint", "", "export OpenTelemetry spans over OTLP/HTTP to this host:port, like localhost:4318 (default: no tracing)"),
+		insecure: fs.Bool("otlp-insecure", false, "OTLP over plain HTTP instead of HTTPS"),
+	}
+}
+
+// provider returns a tracer provider exporting to the endpoint, and its
+// shutdown, or nil without an endpoint.
+func (f otlpFlags) provider(ctx context.Context, service string) (*sdktrace.TracerProvider, error) {
+	if *f.endpoint == "" {
+		return nil, nil
+	}
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(*f.endpoint)}
+	if *f.insecure {
+		opts = append(opts, otlptracehttp.WithInsecure())
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("otlp exporter: %w", err)
+	}
+	res := resource.NewSchemaless(attribute.String("service.name", service))
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
 }

@@ -20,6 +20,7 @@ func runExamples(ctx context.Context, e *env, args []string) error {
 	conn := addConnFlags(fs)
 	name := fs.String("name", "examples", "the participant's name (in logs, reply sources and barrier locks)")
 	metricsAddr := addMetricsFlag(fs)
+	otlp := addOTLPFlags(fs)
 	logf := addLogFlags(fs, "info")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -45,6 +46,14 @@ func runExamples(ctx context.Context, e *env, args []string) error {
 	if o != nil {
 		defer stopWithin(o.Shutdown)
 		cfg.Registerer = o.Registry
+	}
+	tp, err := otlp.provider(ctx, "jetsaga-examples")
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer stopWithin(tp.Shutdown)
+		cfg.TracerProvider = tp
 	}
 	p, err := participant.New(js, cfg)
 	if err != nil {

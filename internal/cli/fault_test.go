@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"strings"
 	"testing"
 
@@ -130,4 +131,21 @@ func TestPermissionsCommand(t *testing.T) {
 	if code, _, errs := run(t, "permissions", "--role", "admin"); code != 2 || !strings.Contains(errs, `unknown role "admin"`) {
 		t.Fatalf("unknown role: code %d %s", code, errs)
 	}
+}
+
+func TestOTLPFlags(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	f := addOTLPFlags(fs)
+	if tp, err := f.provider(context.Background(), "test"); tp != nil || err != nil {
+		t.Fatalf("without an endpoint: %v %v", tp, err)
+	}
+	if err := fs.Parse([]string{"--otlp-endpoint", "127.0.0.1:4318", "--otlp-insecure"}); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := f.provider(context.Background(), "test")
+	if err != nil || tp == nil {
+		t.Fatalf("with an endpoint: %v %v", tp, err)
+	}
+	_ = tp.Shutdown(context.Background())
 }
