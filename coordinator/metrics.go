@@ -105,12 +105,18 @@ func (m *metrics) decided(s *machine.State, evs []events.Event, sent map[string]
 		}
 		return "-"
 	}
-	observe := func(node string, op events.Op, attempt int, result string, at time.Time) {
-		id := events.RequestID(s.SagaID, node, op, attempt)
-		if t0, ok := sent[id]; ok {
-			m.latency.WithLabelValues(action(node), string(op), result).Observe(at.Sub(t0).Seconds())
-			delete(sent, id)
+	for _, o := range requestOutcomes(evs) {
+		id := events.RequestID(s.SagaID, o.node, o.op, o.attempt)
+		t0, ok := sent[id]
+		if !ok {
+			continue
 		}
+		result := "ok"
+		if o.failed != "" {
+			result = "failed"
+		}
+		m.latency.WithLabelValues(action(o.node), string(o.op), result).Observe(o.at.Sub(t0).Seconds())
+		delete(sent, id)
 	}
 	for _, e := range evs {
 		switch d := e.Data.(type) {
@@ -122,22 +128,8 @@ func (m *metrics) decided(s *machine.State, evs []events.Event, sent map[string]
 			m.sagasStuck.WithLabelValues(name).Inc()
 		case *events.NodeAttemptFailed:
 			m.retries.WithLabelValues(action(d.Node), string(events.OpDo)).Inc()
-			observe(d.Node, events.OpDo, d.Attempt, "failed", e.Time)
 		case *events.UndoAttemptFailed:
 			m.retries.WithLabelValues(action(d.Node), string(events.OpUndo)).Inc()
-			observe(d.Node, events.OpUndo, d.Attempt, "failed", e.Time)
-		case *events.NodeSucceeded:
-			observe(d.Node, events.OpDo, d.Attempt, "ok", e.Time)
-		case *events.NodeRepeated:
-			observe(d.Node, events.OpDo, d.Attempt, "ok", e.Time)
-		case *events.NodeFailed:
-			observe(d.Node, events.OpDo, d.Attempt, "failed", e.Time)
-		case *events.UndoFinished:
-			observe(d.Node, events.OpUndo, d.Attempt, "ok", e.Time)
-		case *events.UndoRepeated:
-			observe(d.Node, events.OpUndo, d.Attempt, "ok", e.Time)
-		case *events.UndoFailed:
-			observe(d.Node, events.OpUndo, d.Attempt, "failed", e.Time)
 		}
 	}
 }

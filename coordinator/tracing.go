@@ -65,37 +65,20 @@ func (t *tracer) decided(r *run, evs []events.Event) {
 		return
 	}
 	s := r.state
-	end := func(node string, op events.Op, attempt int, failed string, at time.Time) {
-		id := events.RequestID(s.SagaID, node, op, attempt)
+	for _, o := range requestOutcomes(evs) {
+		id := events.RequestID(s.SagaID, o.node, o.op, o.attempt)
 		span, ok := r.spans[id]
 		if !ok {
-			return
+			continue
 		}
-		if failed != "" {
-			span.SetStatus(codes.Error, failed)
+		if o.failed != "" {
+			span.SetStatus(codes.Error, o.failed)
 		}
-		span.End(trace.WithTimestamp(at))
+		span.End(trace.WithTimestamp(o.at))
 		delete(r.spans, id)
 	}
 	for _, e := range evs {
-		switch d := e.Data.(type) {
-		case *events.NodeSucceeded:
-			end(d.Node, events.OpDo, d.Attempt, "", e.Time)
-		case *events.NodeRepeated:
-			end(d.Node, events.OpDo, d.Attempt, "", e.Time)
-		case *events.NodeAttemptFailed:
-			end(d.Node, events.OpDo, d.Attempt, d.Error.String(), e.Time)
-		case *events.NodeFailed:
-			end(d.Node, events.OpDo, d.Attempt, d.Error.String(), e.Time)
-		case *events.UndoFinished:
-			end(d.Node, events.OpUndo, d.Attempt, "", e.Time)
-		case *events.UndoRepeated:
-			end(d.Node, events.OpUndo, d.Attempt, "", e.Time)
-		case *events.UndoAttemptFailed:
-			end(d.Node, events.OpUndo, d.Attempt, d.Error.String(), e.Time)
-		case *events.UndoFailed:
-			end(d.Node, events.OpUndo, d.Attempt, d.Error.String(), e.Time)
-		case *events.SagaFinished:
+		if d, ok := e.Data.(*events.SagaFinished); ok {
 			_, span := t.t.Start(parent(s.TraceParent), "jetsaga saga "+s.Created.Definition.Name, trace.WithTimestamp(s.CreatedAt),
 				trace.WithAttributes(attribute.String("jetsaga.saga_id", s.SagaID), attribute.String("jetsaga.outcome", string(d.Outcome))))
 			if d.Outcome != events.OutcomeSucceeded {

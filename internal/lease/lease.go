@@ -188,6 +188,12 @@ func (k *Keeper) Stop(ctx context.Context) {
 		close(k.stop)
 		<-k.done
 	}
+	k.leave(ctx)
+}
+
+// leave releases every lease (after Lose for each, so nothing is driven
+// without one) and the heartbeat.
+func (k *Keeper) leave(ctx context.Context) {
 	k.mu.Lock()
 	parts := make([]int, 0, len(k.held))
 	for p := range k.held {
@@ -207,16 +213,8 @@ func (k *Keeper) Stop(ctx context.Context) {
 func (k *Keeper) Drain(ctx context.Context) {
 	k.mu.Lock()
 	k.draining = true
-	parts := make([]int, 0, len(k.held))
-	for p := range k.held {
-		parts = append(parts, p)
-	}
 	k.mu.Unlock()
-	slices.Sort(parts)
-	for _, p := range parts {
-		k.release(ctx, p)
-	}
-	_ = k.kv.Purge(ctx, memberKey(k.cfg.Name))
+	k.leave(ctx)
 }
 
 // Undrain rejoins the membership: partitions come back at the following
