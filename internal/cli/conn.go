@@ -2,8 +2,12 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,12 +19,13 @@ import (
 type connFlags struct {
 	server, creds, nkey, user, password, token string
 	tlsCA, tlsCert, tlsKey                     string
-	inboxPrefix                                string
+	inboxPrefix, natsContext                   string
 	timeout                                    time.Duration
+	fs                                         *flag.FlagSet
 }
 
 func addConnFlags(fs *flag.FlagSet) *connFlags {
-	c := &connFlags{}
+	c := &connFlags{fs: fs}
 	fs.StringVar(&c.server, "server", nats.DefaultURL, "NATS server URLs, comma separated")
 	fs.StringVar(&c.creds, "creds", "", "user credentials file (JWT and nkey seed)")
 	fs.StringVar(&c.nkey, "nkey", "", "nkey seed file")
@@ -30,6 +35,7 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 	fs.StringVar(&c.tlsCA, "tlsca", "", "TLS CA certificate file")
 	fs.StringVar(&c.tlsCert, "tlscert", "", "TLS client certificate file")
 	fs.StringVar(&c.tlsKey, "tlskey", "", "TLS client key file")
+	fs.StringVar(&c.natsContext, "context", "", "a nats CLI context: its name (in ~/.config/nats/context) or the path of its .json file; flags given explicitly win")
 	fs.StringVar(&c.inboxPrefix, "inbox-prefix", "", "prefix of the connection's reply inboxes (default _INBOX); under least-privilege permissions, the user's own (see jetsaga permissions)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "timeout of requests to NATS")
 	return c
@@ -38,6 +44,11 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 // connect connects to NATS and returns JetStream; close the connection when
 // done.
 func (c *connFlags) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, error) {
+	if c.natsContext != "" {
+		if err := c.applyContext(); err != nil {
+			return nil, nil, err
+		}
+	}
 	opts := []nats.Option{nats.Name("jetsaga cli"), nats.Timeout(c.timeout)}
 	if c.creds != "" {
 		opts = append(opts, nats.UserCredentials(c.creds))
@@ -74,4 +85,62 @@ func (c *connFlags) connect(ctx context.Context) (*nats.Conn, jetstream.JetStrea
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// natsCLIContext is the part of a nats CLI context file jetsaga uses.
+type natsCLIContext struct {
+	URL         string `json:"url"`
+	User        string `json:"user"`
+	Password    string `json:"password"`
+	Token       string `json:"token"`
+	Creds       string `json:"creds"`
+	NKey        string `json:"nkey"`
+	Cert        string `json:"cert"`
+	Key         string `json:"key"`
+	CA          string `json:"ca"`
+	InboxPrefix string `json:"inbox_prefix"`
+}
+
+// applyContext fills the connection flags not given explicitly from a nats
+// CLI context, by name (in $XDG_CONFIG_HOME/nats/context, default
+// ~/.config/nats/context) or by path.
+func (c *connFlags) applyContext() error {
+	path := c.natsContext
+	if !strings.HasSuffix(path, ".json") {
+		dir := os.Getenv("XDG_CONFIG_HOME")
+		if dir == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return fmt.Errorf("nats context %s: %w", c.natsContext, err)
+			}
+			dir = filepath.Join(home, ".config")
+		}
+		path = filepath.Join(dir, "nats", "context", c.natsContext+".json")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("nats context %s: %w", c.natsContext, err)
+	}
+	var nc natsCLIContext
+	if err := json.Unmarshal(b, &nc); err != nil {
+		return fmt.Errorf("nats context %s (%s): %w", c.natsContext, path, err)
+	}
+	explicit := map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	fill := func(flagName string, dst *string, v string) {
+		if v != "" && !explicit[flagName] {
+			*dst = v
+		}
+	}
+	fill("server", &c.server, nc.URL)
+	fill("user", &c.user, nc.User)
+	fill("password", &c.password, nc.Password)
+	fill("token", &c.token, nc.Token)
+	fill("creds", &c.creds, nc.Creds)
+	fill("nkey", &c.nkey, nc.NKey)
+	fill("tlscert", &c.tlsCert, nc.Cert)
+	fill("tlskey", &c.tlsKey, nc.Key)
+	fill("tlsca", &c.tlsCA, nc.CA)
+	fill("inbox-prefix", &c.inboxPrefix, nc.InboxPrefix)
+	return nil
 }

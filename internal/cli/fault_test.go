@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -148,4 +150,26 @@ func TestOTLPFlags(t *testing.T) {
 		t.Fatalf("with an endpoint: %v %v", tp, err)
 	}
 	_ = tp.Shutdown(context.Background())
+}
+
+// A nats CLI context fills the connection flags not given explicitly.
+func TestNATSContext(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.start("ok.yaml")
+	e.wait(id)
+	path := filepath.Join(t.TempDir(), "jetsaga-test.json")
+	if err := os.WriteFile(path, []byte(`{"description":"test","url":"`+e.url+`","inbox_prefix":"_INBOX_ctx"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := run(t, "show", id, "--context", path)
+	if code != 0 || !strings.Contains(out, "succeeded") {
+		t.Fatalf("show with a context: code %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, errs := run(t, "show", id, "--context", path, "--server", "nats://127.0.0.1:1", "--timeout", "1s"); code != 1 || !strings.Contains(errs, "127.0.0.1:1") {
+		t.Fatalf("an explicit --server must win over the context: code %d %s", code, errs)
+	}
+	if code, _, errs := run(t, "show", id, "--context", filepath.Join(t.TempDir(), "missing.json")); code != 1 || !strings.Contains(errs, "nats context") {
+		t.Fatalf("a missing context: code %d %s", code, errs)
+	}
 }
