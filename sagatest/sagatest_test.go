@@ -219,6 +219,15 @@ func (r *recorder) report() string {
 	return strings.Join(r.errors, "\n---\n")
 }
 
+// shopKit is a kit reporting to t, with a correct shop registered.
+func shopKit(t *testing.T) (*Kit, *shop) {
+	k := New(t)
+	s := &shop{}
+	s.reset()
+	s.register(k)
+	return k, s
+}
+
 // buggyKit is a kit reporting to a recorder, with a shop that has bugs.
 func buggyKit(t *testing.T, b bugs) (*Kit, *shop, *recorder) {
 	rec := &recorder{TB: t}
@@ -252,10 +261,7 @@ func expect(t *testing.T, rec *recorder, check string, want ...string) {
 
 func TestCorrectSagaPassesEveryCheck(t *testing.T) {
 	t.Parallel()
-	k := New(t)
-	s := &shop{}
-	s.reset()
-	s.register(k)
+	k, s := shopKit(t)
 	def := orderSaga()
 	k.ActionsSucceedIdempotently(def, lamp, s.hooks())
 	k.ActionFailureCanUnwind(def, lamp, s.hooks())
@@ -348,10 +354,7 @@ func TestBeforeMustReset(t *testing.T) {
 
 func TestCrashAtEveryEventRestartsAtEveryMessage(t *testing.T) {
 	t.Parallel()
-	k := New(t)
-	s := &shop{}
-	s.reset()
-	s.register(k)
+	k, s := shopKit(t)
 	// With an injected failure the run unwinds: crashes while unwinding too.
 	def := orderSaga()
 	k.CrashAtEveryEvent(def, lamp, s.hooks())
@@ -373,10 +376,7 @@ func TestCrashAtEveryEventRestartsAtEveryMessage(t *testing.T) {
 
 func TestRunWithFaults(t *testing.T) {
 	t.Parallel()
-	k := New(t)
-	s := &shop{}
-	s.reset()
-	s.register(k)
+	k, s := shopKit(t)
 	got := k.Run(orderSaga(), lamp(), events.Fault{Node: "ship", FailAction: true}, events.Fault{Node: "charge", UndoRepeat: 3})
 	if got.Status != client.StatusUnwound || got.FailedNode != "ship" {
 		t.Fatalf("saga %s, failed node %q", got.Status, got.FailedNode)

@@ -53,15 +53,11 @@ func runFault(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
 	defer cancel()
-	nc, js, err := conn.connect(ctx)
+	nc, cl, err := conn.dial(ctx, client.WithOperator(*operator))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	cl, err := client.New(ctx, js, client.WithOperator(*operator))
-	if err != nil {
-		return err
-	}
 	if err := cl.InjectFault(ctx, id, f, *reason); err != nil {
 		return noSaga(id, err)
 	}

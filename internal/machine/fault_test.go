@@ -16,7 +16,7 @@ import (
 // newSimWithFaults starts a saga with faults injected at creation.
 func newSimWithFaults(t *testing.T, def *saga.Definition, faults ...events.Fault) *sim {
 	t.Helper()
-	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	m := emptySim(t)
 	m.must(machine.Start{Now: m.now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}, Faults: faults})
 	return m
 }

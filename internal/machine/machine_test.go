@@ -486,7 +486,8 @@ func TestRecoverReissuesOutstandingWork(t *testing.T) {
 func TestMaxInFlight(t *testing.T) {
 	t.Parallel()
 	def := saga.New("p").Parallel(saga.Action("a", "s.a"), saga.Action("b", "s.b"), saga.Action("c", "s.c")).MustBuild()
-	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0, opt: machine.Options{MaxInFlight: 2}}
+	m := emptySim(t)
+	m.opt = machine.Options{MaxInFlight: 2}
 	m.must(machine.Start{Now: m.now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}})
 	if len(m.pending) != 2 {
 		t.Fatalf("%d requests in flight, want 2", len(m.pending))
@@ -629,7 +630,7 @@ func TestAdmitThrottlesAndAdvanceResumes(t *testing.T) {
 	t.Parallel()
 	def := saga.New("p").Parallel(saga.Action("a", "s.a"), saga.Action("b", "s.b")).MustBuild()
 	slots := 1
-	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	m := emptySim(t)
 	m.opt = machine.Options{Admit: func() bool {
 		if slots == 0 {
 			return false

@@ -194,7 +194,7 @@ func newWorld(t *rapid.T) *world {
 		w.plans[n.Path].fault = f
 		faults = append(faults, f)
 	}
-	w.m = &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	w.m = emptySim(t)
 	w.apply(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{"p":1}`)}, Faults: faults})
 	return w
 }

@@ -37,9 +37,14 @@ type sim struct {
 	opt     machine.Options
 }
 
+// emptySim is a sim of a saga with no events yet.
+func emptySim(t fataler) *sim {
+	return &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+}
+
 func newSim(t fataler, def *saga.Definition, params string) *sim {
 	t.Helper()
-	m := &sim{t: t, s: machine.New(sagaID), pending: map[string]machine.SendRequest{}, timers: map[string]machine.ArmTimer{}, now: t0}
+	m := emptySim(t)
 	m.must(machine.Start{Now: m.now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(params)}})
 	return m
 }
