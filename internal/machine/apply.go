@@ -167,6 +167,9 @@ func (s *State) apply(e events.Event) error {
 		if d.Error.Kind == events.ErrorInjected && !n.failAction() {
 			return illegal(d.Node, "an injected failure needs a fault that fails the action")
 		}
+		if n.mayHaveRun() && d.Error.Kind != events.ErrorOutcomeUnknown {
+			return illegal(d.Node, "an earlier attempt timed out or ran, so the node's failure must be %s, not %s", events.ErrorOutcomeUnknown, d.Error.Kind)
+		}
 		n.State, n.Waiting, n.Error = NodeFailed, false, &d.Error
 		n.OutcomeUnknown = d.Error.Kind == events.ErrorOutcomeUnknown
 

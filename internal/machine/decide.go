@@ -395,7 +395,7 @@ func (d *decider) reply(r events.ActionReply) (reason, node string) {
 // actionFailed handles a failed or timed-out attempt of node g.
 func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
 	attempt := n.Attempt
-	timedOut := n.TimedOut || e.Kind == events.ErrorTimeout
+	unknown := n.mayHaveRun() || e.Kind == events.ErrorTimeout
 	p := actionPolicy(g.Spec)
 	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt), retryAfter))
@@ -405,7 +405,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	}
 	final := e
 	switch {
-	case timedOut:
+	case unknown:
 		final = events.Error{Kind: events.ErrorOutcomeUnknown, Message: e.Message}
 	case e.Kind == events.ErrorPermanent:
 	case d.s.Status != StatusRunning:
@@ -536,8 +536,8 @@ func (d *decider) advance() {
 		n := &s.Nodes[i]
 		if n.State == NodeStarted && !n.Waiting {
 			e := events.Error{Kind: events.ErrorCanceled, Message: "the saga began unwinding while the node waited to retry"}
-			if n.TimedOut {
-				e = events.Error{Kind: events.ErrorOutcomeUnknown, Message: "the saga began unwinding after an attempt timed out"}
+			if n.mayHaveRun() {
+				e = events.Error{Kind: events.ErrorOutcomeUnknown, Message: "the saga began unwinding after an attempt timed out or ran"}
 			}
 			d.must(&events.NodeFailed{Node: g.Path, Attempt: n.Attempt, Error: e})
 		}
@@ -597,8 +597,15 @@ func (d *decider) internalOutput(g *saga.GraphNode) json.RawMessage {
 func (d *decider) startAction(g *saga.GraphNode, attempt int) {
 	n := &d.s.Nodes[g.Index]
 	if n.failAction() {
+		e := events.Error{Kind: events.ErrorInjected, Message: "injected fault: the action fails without running"}
+		if n.mayHaveRun() {
+			// An earlier attempt timed out (it may still take effect) or
+			// ran before an injected repeat: the injected failure ends the
+			// node, but its outcome is unknown and it is undone (rule 5).
+			e = events.Error{Kind: events.ErrorOutcomeUnknown, Message: "injected fault: the action fails without running; an earlier attempt timed out or ran, so it may have taken effect"}
+		}
 		d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt})
-		d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: events.Error{Kind: events.ErrorInjected, Message: "injected fault: the action fails without running"}})
+		d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: e})
 		if d.s.Status == StatusRunning {
 			d.must(&events.SagaUnwinding{Reason: events.UnwindNodeFailed, Node: g.Path})
 		}

@@ -298,3 +298,74 @@ func TestPauseHoldsUndosBack(t *testing.T) {
 	}
 	m.checkReplay()
 }
+
+// Rule 5 holds whatever ends a node: an attempt that timed out may still
+// take effect, so a fault that fails the action afterwards leaves the node's
+// outcome unknown, and its undo runs (issue 11, §1).
+func TestInjectedFailureAfterATimeoutIsUndone(t *testing.T) {
+	t.Parallel()
+	def := saga.New("t").Then(saga.Action("n1", "svc.a").Undo("svc.ua").Timeout(300 * time.Millisecond)).MustBuild()
+	m := newSim(t, def, `{}`)
+	late := m.req("n1", events.OpDo)
+	m.inject(events.Fault{Node: "n1", FailAction: true})
+	m.fire("n1", events.OpDo, machine.TimerTimeout)
+	m.fire("n1", events.OpDo, machine.TimerRetry)
+	_, n1, _ := m.s.Node("n1")
+	if n1.State != machine.NodeUndoStarted || n1.Error == nil || n1.Error.Kind != events.ErrorOutcomeUnknown || !n1.OutcomeUnknown {
+		t.Fatalf("n1 = %+v; want its undo started after an outcome_unknown failure", n1)
+	}
+	if r := m.req("n1", events.OpUndo); string(r.Request.Output) != "null" {
+		t.Fatalf("undo request %+v", r.Request)
+	}
+	// The late reply of attempt 1 changes nothing; the undo finishes.
+	_, err := m.step(machine.Reply{Now: m.now, Reply: replyTo(late, true, `"done late"`, nil)})
+	requireRejected(t, err, "")
+	m.undone("n1")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+// A run that succeeded before an injected repeat took effect: a fault that
+// then fails the action leaves it to be undone.
+func TestInjectedFailureAfterARepeatedRunIsUndone(t *testing.T) {
+	t.Parallel()
+	def := saga.New("t").Then(saga.Action("n1", "svc.a").Undo("svc.ua")).MustBuild()
+	m := newSimWithFaults(t, def, events.Fault{Node: "n1", Repeat: 2})
+	m.inject(events.Fault{Node: "n1", FailAction: true, Repeat: 2})
+	m.succeed("n1", `"run 1"`)
+	_, n1, _ := m.s.Node("n1")
+	if n1.State != machine.NodeUndoStarted || !n1.OutcomeUnknown {
+		t.Fatalf("n1 = %+v; want its undo started", n1)
+	}
+	m.undone("n1")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
+
+// A log cannot end a node that timed out with a failure of known outcome.
+func TestFailureAfterATimeoutMustBeOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	def := chain("a")
+	e := func(n int, d events.Data) events.Event {
+		return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
+	}
+	for _, kind := range []events.ErrorKind{events.ErrorInjected, events.ErrorPermanent, events.ErrorRetriesExhausted} {
+		log := []events.Event{
+			e(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
+			e(1, &events.FaultInjected{Fault: events.Fault{Node: "a", FailAction: true}}),
+			e(2, &events.NodeStarted{Node: "a", Attempt: 1, Deadline: t0.Add(time.Second)}),
+			e(3, &events.NodeAttemptFailed{Node: "a", Attempt: 1, Error: events.Error{Kind: events.ErrorTimeout, Message: "no reply"}, RetryAt: t0.Add(2 * time.Second)}),
+			e(4, &events.NodeStarted{Node: "a", Attempt: 2}),
+			e(5, &events.NodeFailed{Node: "a", Attempt: 2, Error: events.Error{Kind: kind, Message: "x"}}),
+		}
+		_, err := machine.Fold(sagaID, log)
+		var ie *machine.IllegalEventError
+		if !errors.As(err, &ie) || !strings.Contains(err.Error(), "must be outcome_unknown") {
+			t.Fatalf("%s: err = %v", kind, err)
+		}
+	}
+}

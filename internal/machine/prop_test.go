@@ -35,12 +35,12 @@ func TestPropertyRandomSagas(t *testing.T) {
 		w.run()
 		w.check()
 	})
-	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas, %d injected repeats, %d injected failures, %d pauses",
-		stats.outcomes, stats.stuck, stats.crashes, stats.subsagas, stats.repeats, stats.injected, stats.pauses)
+	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas, %d injected repeats, %d injected failures (%d after a timeout), %d faults injected mid-run, %d early timeouts, %d pauses",
+		stats.outcomes, stats.stuck, stats.crashes, stats.subsagas, stats.repeats, stats.injected, stats.injectedAfterTimeout, stats.midRunFaults, stats.earlyTimeouts, stats.pauses)
 	// The generator must reach every interesting path, or the test proves
 	// less than it claims.
 	if stats.outcomes[machine.StatusSucceeded] == 0 || stats.outcomes[machine.StatusUnwound] == 0 || stats.stuck == 0 || stats.crashes == 0 || stats.subsagas == 0 ||
-		stats.repeats == 0 || stats.injected == 0 || stats.pauses == 0 {
+		stats.repeats == 0 || stats.injected == 0 || stats.pauses == 0 || stats.injectedAfterTimeout == 0 || stats.midRunFaults == 0 || stats.earlyTimeouts == 0 {
 		t.Errorf("the generator missed a path: %+v", stats)
 	}
 }
@@ -49,7 +49,12 @@ var stats = struct {
 	outcomes                 map[machine.Status]int
 	stuck, crashes, subsagas int
 	repeats, injected        int // runs repeated and actions failed by injected faults
-	pauses                   int
+	// injectedAfterTimeout: actions failed by an injected fault after an
+	// earlier attempt timed out (their outcome is unknown).
+	injectedAfterTimeout int
+	midRunFaults         int // faults injected while the saga ran
+	earlyTimeouts        int // attempts timed out while their reply was on its way
+	pauses               int
 }{outcomes: map[machine.Status]int{}}
 
 func setDefaultChecks(n int) {
@@ -80,6 +85,9 @@ type plan struct {
 	undoPerm bool      // the undo fails permanently (until an operator retries)
 	hasUndo  bool
 	fault    events.Fault // injected at the start
+	// unsure: a fault injected mid-run or an attempt timed out while its
+	// reply was on its way, so the plan alone no longer tells the node's fate.
+	unsure bool
 }
 
 type world struct {
@@ -318,10 +326,19 @@ func (w *world) run() {
 		}
 		for _, id := range slices.Sorted(maps.Keys(w.m.timers)) {
 			tm := w.m.timers[id]
-			if tm.Timer.Kind == machine.TimerTimeout && w.awaited(tm.Timer) {
-				continue // its reply is still coming: the timeout has not happened
+			early := tm.Timer.Kind == machine.TimerTimeout && w.awaited(tm.Timer)
+			if early && rapid.IntRange(0, 7).Draw(w.t, "early") != 0 {
+				continue // its reply is still coming: mostly, the timeout has not happened
 			}
 			moves = append(moves, move{"timer", func() {
+				if early {
+					// A slow participant: the attempt times out, and its
+					// request or reply arrives later.
+					stats.earlyTimeouts++
+					if tm.Timer.Op == events.OpDo {
+						w.plans[tm.Timer.Node].unsure = true
+					}
+				}
 				delete(w.m.timers, tm.Timer.ID())
 				if tm.At.After(w.m.now) {
 					w.m.now = tm.At
@@ -334,6 +351,10 @@ func (w *world) run() {
 		} else if rapid.IntRange(0, 30).Draw(w.t, "pause") == 0 {
 			stats.pauses++
 			w.apply(machine.Pause{Now: w.m.now})
+			continue
+		}
+		if rapid.IntRange(0, 24).Draw(w.t, "midfault") == 0 {
+			w.injectMidRun()
 			continue
 		}
 		if len(moves) == 0 && w.m.s.Status == machine.StatusStuck {
@@ -360,6 +381,32 @@ func cmpString(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// injectMidRun sets or clears the fault of a random action node while the
+// saga runs, as an operator's `jetsaga fault` does.
+func (w *world) injectMidRun() {
+	var actions []string
+	for _, g := range w.graph.Nodes {
+		if g.Kind == saga.KindAction {
+			actions = append(actions, g.Path)
+		}
+	}
+	if len(actions) == 0 {
+		return
+	}
+	node := rapid.SampledFrom(actions).Draw(w.t, "faultnode")
+	p := w.plans[node]
+	f := events.Fault{Node: node,
+		FailAction: rapid.Bool().Draw(w.t, "midfailaction"),
+		Repeat:     rapid.IntRange(0, 2).Draw(w.t, "midrepeat")}
+	if p.hasUndo {
+		f.FailUndo = rapid.IntRange(0, 5).Draw(w.t, "midfailundo") == 0
+		f.UndoRepeat = rapid.IntRange(0, 2).Draw(w.t, "midundorepeat")
+	}
+	stats.midRunFaults++
+	p.unsure = true
+	w.apply(machine.InjectFault{Now: w.m.now, Fault: f, Operator: "prop"})
 }
 
 // awaited reports whether a reply to the timer's attempt is still on its way.
@@ -431,6 +478,9 @@ const (
 // fate says, from the plan alone, how the node's action ends. The barrier
 // turns any attempt after one that took effect into a success.
 func (p *plan) fate() fate {
+	if p.unsure {
+		return either
+	}
 	if p.fault.FailAction {
 		return fails
 	}
@@ -484,6 +534,8 @@ func (w *world) check() {
 	unknown := map[string]bool{}
 	failed := map[string]bool{}
 	started := map[string]bool{}
+	timedOut := map[string]bool{}         // some attempt of the node timed out
+	startedNoRequest := map[string]bool{} // its latest start sent no request (injected failure)
 	undoneAt := map[string]int{}
 	finishedCount, unwinding := 0, 0
 	for i, e := range log {
@@ -496,11 +548,24 @@ func (w *world) check() {
 				}
 			}
 			started[d.Node] = true
+			startedNoRequest[d.Node] = d.Deadline.IsZero()
+		case *events.NodeAttemptFailed:
+			timedOut[d.Node] = timedOut[d.Node] || d.Error.Kind == events.ErrorTimeout
 		case *events.NodeSucceeded:
 			succeeded[d.Node] = true
 		case *events.NodeFailed:
 			if d.Error.Kind == events.ErrorInjected {
 				stats.injected++
+			}
+			if timedOut[d.Node] {
+				if startedNoRequest[d.Node] {
+					stats.injectedAfterTimeout++
+				}
+				// Rule 5: once an attempt may have taken effect, the
+				// node's outcome is unknown, whatever ends it.
+				if d.Error.Kind != events.ErrorOutcomeUnknown {
+					w.t.Fatalf("event %d: %s failed with kind %s after an attempt timed out; want %s", i, d.Node, d.Error.Kind, events.ErrorOutcomeUnknown)
+				}
 			}
 			failed[d.Node] = true
 			unknown[d.Node] = d.Error.Kind == events.ErrorOutcomeUnknown
@@ -522,7 +587,10 @@ func (w *world) check() {
 			undoneAt[d.Node]++
 		case *events.SagaUnwinding:
 			unwinding++
-		case *events.NodeRepeated, *events.UndoRepeated:
+		case *events.NodeRepeated:
+			stats.repeats++
+			timedOut[d.Node] = true
+		case *events.UndoRepeated:
 			stats.repeats++
 		case *events.SagaFinished:
 			finishedCount++

@@ -94,6 +94,12 @@ func (n *Node) repeatAction() bool { return n.Fault != nil && n.Repeats+1 < n.Fa
 // again after its current run.
 func (n *Node) repeatUndo() bool { return n.Fault != nil && n.UndoRepeats+1 < n.Fault.UndoRepeat }
 
+// mayHaveRun reports whether the action may have taken effect although the
+// node has not succeeded: an attempt timed out with no reply, or a run
+// succeeded and an injected fault asked for another. Such a node's failure,
+// whatever ends it, has kind outcome_unknown, and it is undone (rule 5).
+func (n *Node) mayHaveRun() bool { return n.TimedOut || n.Repeats > 0 }
+
 // failAction and failUndo report injected failures.
 func (n *Node) failAction() bool { return n.Fault != nil && n.Fault.FailAction }
 func (n *Node) failUndo() bool   { return n.Fault != nil && n.Fault.FailUndo }
