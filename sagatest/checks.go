@@ -108,10 +108,12 @@ func (k *Kit) ActionFailureCanUnwindIdempotently(def *saga.Definition, params fu
 func (k *Kit) failureCanUnwind(check string, def *saga.Definition, params func() any, h Hooks, undoRuns int) {
 	k.t.Helper()
 	nodes := k.actionNodes(check, def)
+	g, _ := saga.Compile(def) // actionNodes compiled it already
 	undoRepeat := func(except string) []events.Fault {
 		var fs []events.Fault
 		for _, n := range nodes {
-			if n != except && undoRuns > 1 {
+			// Only nodes with an undo: an undo fault on any other is refused.
+			if gn, _ := g.Node(n); n != except && undoRuns > 1 && gn.Spec.Undo != "" {
 				fs = append(fs, events.Fault{Node: n, UndoRepeat: undoRuns})
 			}
 		}

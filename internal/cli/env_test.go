@@ -73,6 +73,15 @@ nodes:
     timeout: 300ms
     retry: {max_attempts: 1000, initial_delay: 10ms, max_delay: 50ms}
 `,
+	// Like hold.yaml, but wait has no undo.
+	"noundo.yaml": `name: holding-no-undo
+nodes:
+  - name: wait
+    kind: action
+    action: svc.hold
+    timeout: 300ms
+    retry: {max_attempts: 1000, initial_delay: 10ms, max_delay: 50ms}
+`,
 }
 
 func setup(t *testing.T) *testEnv {

@@ -62,6 +62,24 @@ func TestFaultCommands(t *testing.T) {
 			t.Fatalf("code %d\nstderr %s", code, errs)
 		}
 	})
+	t.Run("undo faults on a node without an undo", func(t *testing.T) {
+		t.Parallel()
+		code, _, errs := e.run("start", "-f", e.file("ok.yaml"), "--fault", "car/pay:fail-undo")
+		if code != 1 || !strings.Contains(errs, `node "car/pay" has no undo, so fail-undo cannot apply to it`) {
+			t.Fatalf("start: code %d\nstderr %s", code, errs)
+		}
+		id := e.start("noundo.yaml")
+		e.waitRunning(id)
+		for spec, want := range map[string]string{"fail-undo": "fail-undo", "undo-repeat=2": "undo-repeat"} {
+			code, _, errs := e.run("fault", id, "wait:"+spec)
+			if code != 1 || !strings.Contains(errs, `node "wait" has no undo, so `+want+` cannot apply to it`) {
+				t.Fatalf("fault wait:%s: code %d\nstderr %s", spec, code, errs)
+			}
+		}
+		if err := e.cl.Abandon(context.Background(), id, "test over"); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("fault a running saga", func(t *testing.T) {
 		t.Parallel()
 		id := e.start("hold.yaml")

@@ -308,6 +308,9 @@ func (s *State) apply(e events.Event) error {
 		if !hasParticipant(g) {
 			return illegal(d.Node, "faults apply to action nodes; %q is a %s node", d.Node, g.Kind)
 		}
+		if err := checkUndoFault(g, d.Fault); err != nil {
+			return illegal(d.Node, "%v", err)
+		}
 		if d.Fault.Clears() {
 			n.Fault = nil
 		} else {

@@ -40,6 +40,21 @@ func CheckFault(g *saga.Graph, f events.Fault) error {
 	if !hasParticipant(n) {
 		return fmt.Errorf("faults apply to action nodes; %q is a %s node (action nodes: %s)", f.Node, n.Kind, strings.Join(ActionNodes(g), ", "))
 	}
+	return checkUndoFault(n, f)
+}
+
+// checkUndoFault refuses a fault on the undo of a node that has none: no
+// undo is ever requested for it, so the fault could never apply.
+func checkUndoFault(n *saga.GraphNode, f events.Fault) error {
+	if hasUndoRequest(n) {
+		return nil
+	}
+	switch {
+	case f.FailUndo:
+		return fmt.Errorf("node %q has no undo, so fail-undo cannot apply to it", f.Node)
+	case f.UndoRepeat > 0:
+		return fmt.Errorf("node %q has no undo, so undo-repeat cannot apply to it", f.Node)
+	}
 	return nil
 }
 

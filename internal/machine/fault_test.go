@@ -224,13 +224,26 @@ func TestInjectFaultRejections(t *testing.T) {
 		{events.Fault{Node: "k", FailAction: true}, "action nodes"},
 		{events.Fault{Node: "a", Repeat: 1000}, "repeat"},
 		{events.Fault{Node: "a", Delay: -1}, "delay"},
+		{events.Fault{Node: "a", FailUndo: true}, `node "a" has no undo, so fail-undo cannot apply`},
+		{events.Fault{Node: "a", UndoRepeat: 2}, `node "a" has no undo, so undo-repeat cannot apply`},
 	} {
 		_, err := m.step(machine.InjectFault{Now: m.now, Fault: c.f})
 		requireRejected(t, err, c.want)
 	}
 	m.succeed("a", `1`)
-	_, err := m.step(machine.InjectFault{Now: m.now, Fault: events.Fault{Node: "a", FailUndo: true}})
+	_, err := m.step(machine.InjectFault{Now: m.now, Fault: events.Fault{Node: "a", FailAction: true}})
 	requireRejected(t, err, "finished")
+	// At the start too, and in a log.
+	_, err = emptySim(t).step(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def}, Faults: []events.Fault{{Node: "a", FailUndo: true}}})
+	requireRejected(t, err, `node "a" has no undo`)
+	e := func(n int, d events.Data) events.Event {
+		return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
+	}
+	_, err = machine.Fold(sagaID, []events.Event{e(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
+		e(1, &events.FaultInjected{Fault: events.Fault{Node: "a", UndoRepeat: 3}})})
+	if err == nil || !strings.Contains(err.Error(), "has no undo") {
+		t.Fatalf("fold: %v", err)
+	}
 }
 
 // A log cannot claim an injected failure that no fault asked for.

@@ -193,9 +193,11 @@ func newWorld(t *rapid.T) *world {
 		}
 		f := events.Fault{Node: n.Path,
 			FailAction: rapid.IntRange(0, 3).Draw(t, "failaction") == 0,
-			FailUndo:   rapid.IntRange(0, 5).Draw(t, "failundo") == 0,
-			Repeat:     rapid.IntRange(0, 3).Draw(t, "repeat"),
-			UndoRepeat: rapid.IntRange(0, 3).Draw(t, "undorepeat")}
+			Repeat:     rapid.IntRange(0, 3).Draw(t, "repeat")}
+		if n.Spec.Undo != "" { // undo faults apply only to nodes with an undo
+			f.FailUndo = rapid.IntRange(0, 5).Draw(t, "failundo") == 0
+			f.UndoRepeat = rapid.IntRange(0, 3).Draw(t, "undorepeat")
+		}
 		if f.Clears() {
 			continue
 		}
