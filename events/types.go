@@ -180,6 +180,11 @@ type SagaCreated struct {
 	// IdempotencyKey, when the client gave one, maps to this saga only.
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
+	// Defaults are the retry policies and timeout of the nodes that set
+	// none, as the coordinator that created the saga had them: recorded so
+	// that folding the log never depends on a release's defaults. Logs
+	// written before they were recorded have none; see machine.Fold.
+	Defaults *saga.Defaults `json:"defaults,omitempty"`
 }
 
 // NodeStarted: an attempt of the node's action is about to be requested.
@@ -547,6 +552,11 @@ func (d *SagaCreated) check() (string, string) {
 	}
 	if len(d.Params) == 0 {
 		return "data.params", "is missing (use null for none)"
+	}
+	if d.Defaults != nil {
+		if probs := d.Defaults.Problems(); len(probs) > 0 {
+			return "data.defaults", strings.Join(probs, "; ")
+		}
 	}
 	return "", ""
 }

@@ -52,12 +52,15 @@ type Node struct {
 	Action string `json:"action,omitempty"`
 	// Undo is the undo action's name; empty means the action needs no undo.
 	Undo string `json:"undo,omitempty"`
-	// Retry governs the action's attempts; nil means DefaultRetry.
+	// Retry governs the action's attempts; nil means the saga's defaults
+	// (DefaultRetry unless the log records others).
 	Retry *RetryPolicy `json:"retry,omitempty"`
-	// UndoRetry governs the undo's attempts; nil means DefaultUndoRetry.
+	// UndoRetry governs the undo's attempts; nil means the saga's defaults
+	// (DefaultUndoRetry unless the log records others).
 	UndoRetry *RetryPolicy `json:"undo_retry,omitempty"`
 	// Timeout bounds each attempt of the action and of the undo; zero means
-	// DefaultTimeout. An attempt that times out has an unknown outcome.
+	// the saga's default (DefaultTimeout unless the log records another).
+	// An attempt that times out has an unknown outcome.
 	Timeout Duration `json:"timeout,omitempty"`
 
 	// Value is the output of a KindConstant node.
@@ -87,14 +90,53 @@ type RetryPolicy struct {
 	Jitter float64 `json:"jitter,omitempty"`
 }
 
-// Defaults for nodes that set no policy of their own.
-var (
-	DefaultRetry     = RetryPolicy{MaxAttempts: 3, InitialDelay: Duration(time.Second), MaxDelay: Duration(30 * time.Second), Multiplier: 2, Jitter: 0.2}
-	DefaultUndoRetry = RetryPolicy{MaxAttempts: 10, InitialDelay: Duration(time.Second), MaxDelay: Duration(time.Minute), Multiplier: 2, Jitter: 0.2}
-)
+// The defaults for nodes that set no policy or timeout of their own. A
+// saga's log records the defaults it started with (events.SagaCreated), so
+// a release that changes them does not change sagas already running.
+
+// DefaultRetry is the action retry policy of a node that sets none.
+func DefaultRetry() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 3, InitialDelay: Duration(time.Second), MaxDelay: Duration(30 * time.Second), Multiplier: 2, Jitter: 0.2}
+}
+
+// DefaultUndoRetry is the undo retry policy of a node that sets none.
+func DefaultUndoRetry() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 10, InitialDelay: Duration(time.Second), MaxDelay: Duration(time.Minute), Multiplier: 2, Jitter: 0.2}
+}
 
 // DefaultTimeout bounds an attempt of a node that sets no Timeout.
 const DefaultTimeout = 30 * time.Second
+
+// Defaults are the retry policies and attempt timeout of the nodes of a
+// saga that set none of their own.
+type Defaults struct {
+	Retry     RetryPolicy `json:"retry"`
+	UndoRetry RetryPolicy `json:"undo_retry"`
+	Timeout   Duration    `json:"timeout"`
+}
+
+// CurrentDefaults are the defaults of this release: DefaultRetry,
+// DefaultUndoRetry and DefaultTimeout.
+func CurrentDefaults() Defaults {
+	return Defaults{Retry: DefaultRetry(), UndoRetry: DefaultUndoRetry(), Timeout: Duration(DefaultTimeout)}
+}
+
+// Problems lists what is wrong with d, if anything.
+func (d Defaults) Problems() []string {
+	var out []string
+	for _, p := range []struct {
+		name string
+		p    RetryPolicy
+	}{{"retry", d.Retry}, {"undo_retry", d.UndoRetry}} {
+		for _, prob := range p.p.problems() {
+			out = append(out, p.name+": "+prob)
+		}
+	}
+	if d.Timeout <= 0 {
+		out = append(out, fmt.Sprintf("timeout is %s, want more than 0", d.Timeout.Std()))
+	}
+	return out
+}
 
 // Delay is the wait after the given failed attempt (1-based) before the next,
 // before jitter.

@@ -3,6 +3,7 @@ package machine
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -69,6 +70,11 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return illegal("", "definition: %v", err)
 		}
+		if created.Defaults != nil {
+			if probs := created.Defaults.Problems(); len(probs) > 0 {
+				return illegal("", "defaults: %s", strings.Join(probs, "; "))
+			}
+		}
 		if g.Def != created.Definition {
 			// Keep the shared definition, not this event's copy of it.
 			c := *created
@@ -114,7 +120,7 @@ func (s *State) apply(e events.Event) error {
 			}
 			n.Repeats = 0
 		case n.State == NodeStarted && !n.Waiting && d.Attempt == n.Attempt+1:
-			if tries, most := n.actionTries(d.Attempt), actionPolicy(g.Spec).MaxAttempts; tries > most {
+			if tries, most := n.actionTries(d.Attempt), s.actionPolicy(g.Spec).MaxAttempts; tries > most {
 				return illegal(d.Node, "attempt %d (try %d) exceeds the retry policy's %d", d.Attempt, tries, most)
 			}
 		default:
@@ -147,7 +153,7 @@ func (s *State) apply(e events.Event) error {
 		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
 			return illegal(d.Node, "only the outstanding attempt %d can fail", n.Attempt)
 		}
-		if n.actionTries(d.Attempt) >= actionPolicy(g.Spec).MaxAttempts {
+		if n.actionTries(d.Attempt) >= s.actionPolicy(g.Spec).MaxAttempts {
 			return illegal(d.Node, "attempt %d is the last the policy allows: the node must fail", d.Attempt)
 		}
 		n.Waiting, n.RetryAt, n.Error = false, d.RetryAt, &d.Error
@@ -201,7 +207,7 @@ func (s *State) apply(e events.Event) error {
 			}
 			n.UndoRepeats = 0
 		case n.State == NodeUndoStarted && !n.UndoWaiting && d.Attempt == n.UndoAttempt+1:
-			if tries, most := n.undoTries(d.Attempt), undoPolicy(g.Spec).MaxAttempts; tries > most {
+			if tries, most := n.undoTries(d.Attempt), s.undoPolicy(g.Spec).MaxAttempts; tries > most {
 				return illegal(d.Node, "undo attempt %d (try %d of this round) exceeds the retry policy's %d", d.Attempt, tries, most)
 			}
 		case n.State == NodeUndoFailed && n.RetryAuthorized && d.Attempt == n.UndoAttempt+1:
@@ -221,7 +227,7 @@ func (s *State) apply(e events.Event) error {
 		if n.State != NodeUndoStarted || !n.UndoWaiting || d.Attempt != n.UndoAttempt {
 			return illegal(d.Node, "only the outstanding undo attempt %d can fail", n.UndoAttempt)
 		}
-		if n.undoTries(d.Attempt) >= undoPolicy(g.Spec).MaxAttempts {
+		if n.undoTries(d.Attempt) >= s.undoPolicy(g.Spec).MaxAttempts {
 			return illegal(d.Node, "undo attempt %d is the last the policy allows: the undo must fail", d.Attempt)
 		}
 		n.UndoWaiting, n.UndoRetryAt, n.Error = false, d.RetryAt, &d.Error

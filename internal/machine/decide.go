@@ -219,6 +219,11 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 		if len(c.Params) == 0 {
 			c.Params = json.RawMessage("null")
 		}
+		if c.Defaults == nil {
+			// Recorded, so that this saga keeps them across releases.
+			defaults := saga.CurrentDefaults()
+			c.Defaults = &defaults
+		}
 		d.s.TraceParent = in.TraceParent
 		err = d.emit(&c)
 		if err == nil {
@@ -396,7 +401,7 @@ func (d *decider) reply(r events.ActionReply) (reason, node string) {
 func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
 	attempt := n.Attempt
 	unknown := n.mayHaveRun() || e.Kind == events.ErrorTimeout
-	p := actionPolicy(g.Spec)
+	p := d.s.actionPolicy(g.Spec)
 	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt), retryAfter))
 		d.must(&events.NodeAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
@@ -422,7 +427,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 // undoFailed handles a failed or timed-out undo attempt of node g.
 func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAfter time.Duration) {
 	attempt := n.UndoAttempt
-	p := undoPolicy(g.Spec)
+	p := d.s.undoPolicy(g.Spec)
 	if e.Kind != events.ErrorPermanent && n.undoTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpUndo, attempt), retryAfter))
 		d.must(&events.UndoAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
@@ -451,7 +456,7 @@ func (d *decider) timer(t Timer) string {
 		if n.State != NodeStarted || !n.Waiting || n.Attempt != t.Attempt {
 			return "the attempt is no longer outstanding"
 		}
-		d.actionFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to attempt %d within %s", t.Attempt, timeout(g.Spec))}, 0)
+		d.actionFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to attempt %d within %s", t.Attempt, d.s.timeout(g.Spec))}, 0)
 	case t.Op == events.OpDo && t.Kind == TimerRetry:
 		if n.State != NodeStarted || n.Waiting || n.Attempt != t.Attempt || d.s.Status != StatusRunning {
 			return "no retry is due"
@@ -461,7 +466,7 @@ func (d *decider) timer(t Timer) string {
 		if n.State != NodeUndoStarted || !n.UndoWaiting || n.UndoAttempt != t.Attempt {
 			return "the undo attempt is no longer outstanding"
 		}
-		d.undoFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to undo attempt %d within %s", t.Attempt, timeout(g.Spec))}, 0)
+		d.undoFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to undo attempt %d within %s", t.Attempt, d.s.timeout(g.Spec))}, 0)
 	case t.Op == events.OpUndo && t.Kind == TimerRetry:
 		if n.State != NodeUndoStarted || n.UndoWaiting || n.UndoAttempt != t.Attempt {
 			return "no undo retry is due"
@@ -617,7 +622,7 @@ func (d *decider) startAction(g *saga.GraphNode, attempt int) {
 		notBefore = d.now.Add(n.Fault.Delay.Std())
 		from = notBefore
 	}
-	deadline := from.Add(timeout(g.Spec))
+	deadline := from.Add(d.s.timeout(g.Spec))
 	d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt, Deadline: deadline, NotBefore: notBefore})
 	d.sendAction(g, attempt, deadline, notBefore)
 }
@@ -636,7 +641,7 @@ func (d *decider) startUndo(g *saga.GraphNode, attempt int) {
 		d.must(&events.UndoFinished{Node: g.Path, Attempt: attempt})
 		return
 	}
-	deadline := d.now.Add(timeout(g.Spec))
+	deadline := d.now.Add(d.s.timeout(g.Spec))
 	d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt, Deadline: deadline})
 	d.sendUndo(g, attempt, deadline)
 }

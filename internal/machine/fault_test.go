@@ -236,11 +236,8 @@ func TestInjectFaultRejections(t *testing.T) {
 	// At the start too, and in a log.
 	_, err = emptySim(t).step(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def}, Faults: []events.Fault{{Node: "a", FailUndo: true}}})
 	requireRejected(t, err, `node "a" has no undo`)
-	e := func(n int, d events.Data) events.Event {
-		return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
-	}
-	_, err = machine.Fold(sagaID, []events.Event{e(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
-		e(1, &events.FaultInjected{Fault: events.Fault{Node: "a", UndoRepeat: 3}})})
+	_, err = machine.Fold(sagaID, []events.Event{logEvent(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
+		logEvent(1, &events.FaultInjected{Fault: events.Fault{Node: "a", UndoRepeat: 3}})})
 	if err == nil || !strings.Contains(err.Error(), "has no undo") {
 		t.Fatalf("fold: %v", err)
 	}
@@ -250,20 +247,17 @@ func TestInjectFaultRejections(t *testing.T) {
 func TestForgedInjectedFailureIsIllegal(t *testing.T) {
 	t.Parallel()
 	def := chain("a")
-	e := func(n int, d events.Data) events.Event {
-		return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
-	}
 	log := []events.Event{
-		e(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
-		e(1, &events.NodeStarted{Node: "a", Attempt: 1}),
-		e(2, &events.NodeFailed{Node: "a", Attempt: 1, Error: events.Error{Kind: events.ErrorInjected, Message: "x"}}),
+		logEvent(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
+		logEvent(1, &events.NodeStarted{Node: "a", Attempt: 1}),
+		logEvent(2, &events.NodeFailed{Node: "a", Attempt: 1, Error: events.Error{Kind: events.ErrorInjected, Message: "x"}}),
 	}
 	_, err := machine.Fold(sagaID, log)
 	var ie *machine.IllegalEventError
 	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "injected failure needs a fault") {
 		t.Fatalf("err = %v", err)
 	}
-	log[2] = e(2, &events.NodeRepeated{Node: "a", Attempt: 1})
+	log[2] = logEvent(2, &events.NodeRepeated{Node: "a", Attempt: 1})
 	if _, err := machine.Fold(sagaID, log); err == nil || !strings.Contains(err.Error(), "no injected fault") {
 		t.Fatalf("err = %v", err)
 	}
@@ -363,17 +357,14 @@ func TestInjectedFailureAfterARepeatedRunIsUndone(t *testing.T) {
 func TestFailureAfterATimeoutMustBeOutcomeUnknown(t *testing.T) {
 	t.Parallel()
 	def := chain("a")
-	e := func(n int, d events.Data) events.Event {
-		return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
-	}
 	for _, kind := range []events.ErrorKind{events.ErrorInjected, events.ErrorPermanent, events.ErrorRetriesExhausted} {
 		log := []events.Event{
-			e(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
-			e(1, &events.FaultInjected{Fault: events.Fault{Node: "a", FailAction: true}}),
-			e(2, &events.NodeStarted{Node: "a", Attempt: 1, Deadline: t0.Add(time.Second)}),
-			e(3, &events.NodeAttemptFailed{Node: "a", Attempt: 1, Error: events.Error{Kind: events.ErrorTimeout, Message: "no reply"}, RetryAt: t0.Add(2 * time.Second)}),
-			e(4, &events.NodeStarted{Node: "a", Attempt: 2}),
-			e(5, &events.NodeFailed{Node: "a", Attempt: 2, Error: events.Error{Kind: kind, Message: "x"}}),
+			logEvent(0, &events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}),
+			logEvent(1, &events.FaultInjected{Fault: events.Fault{Node: "a", FailAction: true}}),
+			logEvent(2, &events.NodeStarted{Node: "a", Attempt: 1, Deadline: t0.Add(time.Second)}),
+			logEvent(3, &events.NodeAttemptFailed{Node: "a", Attempt: 1, Error: events.Error{Kind: events.ErrorTimeout, Message: "no reply"}, RetryAt: t0.Add(2 * time.Second)}),
+			logEvent(4, &events.NodeStarted{Node: "a", Attempt: 2}),
+			logEvent(5, &events.NodeFailed{Node: "a", Attempt: 2, Error: events.Error{Kind: kind, Message: "x"}}),
 		}
 		_, err := machine.Fold(sagaID, log)
 		var ie *machine.IllegalEventError

@@ -213,6 +213,11 @@ func (m *sim) types() []string {
 	return out
 }
 
+// logEvent is the n-th event of a hand-written log of saga sagaID.
+func logEvent(n int, d events.Data) events.Event {
+	return events.Event{ID: events.LogEventID(sagaID, n), SagaID: sagaID, Source: "x", Time: t0, Data: d}
+}
+
 func requireRejected(t testing.TB, err error, want string) {
 	t.Helper()
 	var re *machine.RejectedError

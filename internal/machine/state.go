@@ -222,25 +222,43 @@ func (s *State) params(i int) json.RawMessage {
 	return s.Created.Params
 }
 
-func actionPolicy(n *saga.Node) saga.RetryPolicy {
+// legacyDefaults are the defaults of logs written before saga.created
+// recorded them (events.SagaCreated.Defaults): the values every release
+// used until then. They must never change, or those logs fold differently.
+var legacyDefaults = saga.Defaults{
+	Retry:     saga.RetryPolicy{MaxAttempts: 3, InitialDelay: saga.Duration(time.Second), MaxDelay: saga.Duration(30 * time.Second), Multiplier: 2, Jitter: 0.2},
+	UndoRetry: saga.RetryPolicy{MaxAttempts: 10, InitialDelay: saga.Duration(time.Second), MaxDelay: saga.Duration(time.Minute), Multiplier: 2, Jitter: 0.2},
+	Timeout:   saga.Duration(30 * time.Second),
+}
+
+// defaults are the policies of the saga's nodes that set none: those its
+// log records.
+func (s *State) defaults() *saga.Defaults {
+	if s.Created.Defaults != nil {
+		return s.Created.Defaults
+	}
+	return &legacyDefaults
+}
+
+func (s *State) actionPolicy(n *saga.Node) saga.RetryPolicy {
 	if n.Retry != nil {
 		return *n.Retry
 	}
-	return saga.DefaultRetry
+	return s.defaults().Retry
 }
 
-func undoPolicy(n *saga.Node) saga.RetryPolicy {
+func (s *State) undoPolicy(n *saga.Node) saga.RetryPolicy {
 	if n.UndoRetry != nil {
 		return *n.UndoRetry
 	}
-	return saga.DefaultUndoRetry
+	return s.defaults().UndoRetry
 }
 
-func timeout(n *saga.Node) time.Duration {
+func (s *State) timeout(n *saga.Node) time.Duration {
 	if n.Timeout > 0 {
 		return n.Timeout.Std()
 	}
-	return saga.DefaultTimeout
+	return s.defaults().Timeout.Std()
 }
 
 // hasParticipant reports whether the node's action runs on a participant
