@@ -315,8 +315,10 @@ func fold(id string, evs []LogEvent) (*Saga, error) {
 	return view(s, evs), nil
 }
 
-// Wait returns the saga's status once it has finished or is stuck (waiting
-// for an operator), or ctx's error.
+// Wait returns the saga's status once it has finished or is stuck, or
+// ctx's error. A stuck saga is at rest: every undo that could run has
+// settled, its failed undos are all in the status, and nothing changes
+// until an operator retries or resolves one, or abandons the saga.
 func (c *Client) Wait(ctx context.Context, id string) (*Saga, error) {
 	return c.WaitFor(ctx, id, func(s *Saga) bool { return s.Finished() || s.Status == StatusStuck })
 }

@@ -54,7 +54,8 @@ func (e Event) Type() Type {
 }
 
 // NodeOf is the node a log event is about: "" for saga-level events
-// (and for saga.unwinding, the node whose failure caused it).
+// (and for saga.unwinding, the node whose failure caused it; for
+// saga.stuck, the nodes whose undos failed, comma-separated).
 func NodeOf(e Event) string {
 	switch d := e.Data.(type) {
 	case *NodeStarted:
@@ -74,7 +75,14 @@ func NodeOf(e Event) string {
 	case *UndoFailed:
 		return d.Node
 	case *SagaStuck:
-		return d.Node
+		if d.Node != "" {
+			return d.Node
+		}
+		nodes := make([]string, len(d.Undos))
+		for i, u := range d.Undos {
+			nodes[i] = u.Node
+		}
+		return strings.Join(nodes, ", ")
 	case *SagaUnwinding:
 		return d.Node
 	case *OperatorRetry:

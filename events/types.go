@@ -265,8 +265,24 @@ type SagaUnwinding struct {
 	Node string `json:"node,omitempty"`
 }
 
-// SagaStuck: an undo failed for good; the saga waits for an operator.
+// SagaStuck: the saga has come to rest with failed undos. At least one
+// undo failed for good, and nothing more can happen without an operator:
+// no action or undo is outstanding or waiting to retry, and no other undo
+// can start. It stays so until an operator retries or resolves a failed
+// undo (the saga unwinds again, and is stuck again if it comes to rest
+// with failed undos) or abandons the saga.
 type SagaStuck struct {
+	// Undos are every failed undo of the saga, in graph order.
+	Undos []FailedUndo `json:"undos,omitempty"`
+	// Node and Error, instead of Undos, come from releases before Undos:
+	// the one undo whose failure made the saga stuck, possibly while other
+	// undos still ran.
+	Node  string `json:"node,omitempty"`
+	Error *Error `json:"error,omitempty"`
+}
+
+// FailedUndo is a node whose undo failed for good, and its last error.
+type FailedUndo struct {
 	Node  string `json:"node"`
 	Error Error  `json:"error"`
 }
@@ -601,8 +617,13 @@ func (d *SagaUnwinding) check() (string, string) {
 	return "", ""
 }
 func (d *SagaStuck) check() (string, string) {
-	if d.Node == "" {
-		return "data.node", "is empty"
+	if len(d.Undos) == 0 && d.Node == "" {
+		return "data.undos", "is empty"
+	}
+	for i, u := range d.Undos {
+		if u.Node == "" {
+			return fmt.Sprintf("data.undos[%d].node", i), "is empty"
+		}
 	}
 	return "", ""
 }

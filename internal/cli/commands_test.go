@@ -104,10 +104,13 @@ func writeFile(t *testing.T, content string) string {
 func TestList(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	ok1, ok2, failed := e.start("ok.yaml"), e.start("ok.yaml"), e.start("fail.yaml")
-	for _, id := range []string{ok1, ok2, failed} {
-		e.wait(id)
-	}
+	// Starts go to partitions that run concurrently: wait for the first two
+	// before the third, so the third is the newest.
+	ok1, ok2 := e.start("ok.yaml"), e.start("ok.yaml")
+	e.wait(ok1)
+	e.wait(ok2)
+	failed := e.start("fail.yaml")
+	e.wait(failed)
 	// The index follows the log.
 	natstest.Eventually(t, 10*time.Second, func() error {
 		code, out, errs := e.run("list", "--status", "succeeded", "--json")

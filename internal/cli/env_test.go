@@ -63,6 +63,14 @@ nodes:
   - {name: a, kind: action, action: svc.stuck, undo: svc.stuck}
   - {name: pay, kind: action, action: svc.fail, after: [a]}
 `,
+	// pay fails; the undos of a and of b (a slow one) both fail: the saga
+	// is stuck once both have failed.
+	"stuck2.yaml": `name: sticky-twice
+nodes:
+  - {name: a, kind: action, action: svc.stuck, undo: svc.stuck}
+  - {name: b, kind: action, action: svc.slowstuck, undo: svc.slowstuck}
+  - {name: pay, kind: action, action: svc.fail, after: [a, b]}
+`,
 	// wait never gets a reply: the saga runs until an operator acts.
 	"hold.yaml": `name: holding
 nodes:
@@ -197,6 +205,9 @@ func answer(t *testing.T, js jetstream.JetStream, m jetstream.Msg) {
 		rep.OK, rep.Error = false, &events.Error{Kind: events.ErrorPermanent, Message: "sold out"}
 	case req.Action == "svc.stuck" && req.Op == events.OpUndo && req.Attempt == 1:
 		rep.OK, rep.Error = false, &events.Error{Kind: events.ErrorPermanent, Message: "cannot cancel"}
+	case req.Action == "svc.slowstuck" && req.Op == events.OpUndo && req.Attempt == 1:
+		time.Sleep(300 * time.Millisecond) // a slow service, not a synchronisation
+		rep.OK, rep.Error = false, &events.Error{Kind: events.ErrorPermanent, Message: "cannot cancel either"}
 	default:
 		rep.Output, _ = json.Marshal(map[string]string{"ref": fmt.Sprintf("%s-%s-%d", req.Node, req.Op, req.Attempt)})
 	}

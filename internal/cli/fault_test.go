@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
@@ -189,5 +190,32 @@ func TestNATSContext(t *testing.T) {
 	}
 	if code, _, errs := run(t, "show", id, "--context", filepath.Join(t.TempDir(), "missing.json")); code != 1 || !strings.Contains(errs, "nats context") {
 		t.Fatalf("a missing context: code %d %s", code, errs)
+	}
+}
+
+// start --wait and client.Wait return once a stuck saga is at rest, with
+// every failed undo, not at the first one (issue 11, §2).
+func TestStuckWaitsForEveryFailedUndo(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	code, out, errs := e.run("start", "-f", e.file("stuck2.yaml"), "--wait")
+	if code != 1 || !strings.Contains(errs, "stuck") {
+		t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	for _, want := range []string{"the undo of a failed", "the undo of b failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("start --wait printed no %q:\n%s", want, out)
+		}
+	}
+	id := strings.Fields(out)[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.cl.Wait(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := s.Timeline[len(s.Timeline)-1]
+	if last.Type != "saga.stuck" || last.Node != "a, b" {
+		t.Fatalf("the log ends with %+v, want saga.stuck of a, b", last)
 	}
 }

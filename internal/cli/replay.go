@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/jetsaga/jetsaga/client"
@@ -157,7 +158,14 @@ func describe(ev events.Event) string {
 		}
 		return string(d.Reason)
 	case *events.SagaStuck:
-		return fmt.Sprintf("on %s: %s", d.Node, d.Error)
+		if len(d.Undos) == 0 && d.Error != nil { // a release before undos
+			return fmt.Sprintf("on %s: %s", d.Node, d.Error)
+		}
+		parts := make([]string, len(d.Undos))
+		for i, u := range d.Undos {
+			parts[i] = fmt.Sprintf("%s (%s)", u.Node, u.Error)
+		}
+		return "undos failed: " + strings.Join(parts, ", ")
 	case *events.SagaFinished:
 		if len(d.Output) > 0 {
 			return fmt.Sprintf("%s → %s", d.Outcome, clip(d.Output))

@@ -92,6 +92,16 @@ func (s *State) apply(e events.Event) error {
 		return illegal("", "the saga has finished")
 	}
 
+	if s.Status == StatusStuck && !s.legacyStuck {
+		// A stuck saga is at rest: only an operator changes it.
+		switch e.Data.(type) {
+		case *events.OperatorRetry, *events.OperatorResolve, *events.OperatorAbandon, *events.SagaFinished,
+			*events.OperatorPause, *events.OperatorResume, *events.FaultInjected:
+		default:
+			return illegal(events.NodeOf(e), "the saga is stuck: nothing happens until an operator retries or resolves a failed undo, or abandons the saga")
+		}
+	}
+
 	// node resolves the event's node, or says it is unknown.
 	node := func(path string) (*saga.GraphNode, *Node, error) {
 		g, n, ok := s.Node(path)
@@ -197,7 +207,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if s.Status != StatusUnwinding && s.Status != StatusStuck {
+		if s.Status != StatusUnwinding && !s.legacyStuck {
 			return illegal(d.Node, "undos run only while the saga unwinds")
 		}
 		switch {
@@ -217,7 +227,6 @@ func (s *State) apply(e events.Event) error {
 			return illegal(d.Node, "undo attempt %d cannot start (undo attempt so far %d)", d.Attempt, n.UndoAttempt)
 		}
 		n.State, n.UndoAttempt, n.UndoWaiting, n.UndoDeadline, n.UndoRetryAt, n.RetryAuthorized = NodeUndoStarted, d.Attempt, true, d.Deadline, zeroTime, false
-		s.unstick()
 
 	case *events.UndoAttemptFailed:
 		g, n, err := node(d.Node)
@@ -256,12 +265,32 @@ func (s *State) apply(e events.Event) error {
 		n.State, n.UndoWaiting, n.Error = NodeUndoFailed, false, &d.Error
 
 	case *events.SagaStuck:
-		_, n, err := node(d.Node)
-		if err != nil {
-			return err
+		if len(d.Undos) == 0 {
+			// Written by a release before stuck meant "at rest".
+			_, n, err := node(d.Node)
+			if err != nil {
+				return err
+			}
+			if n.State != NodeUndoFailed || (s.Status != StatusUnwinding && s.Status != StatusStuck) {
+				return illegal(d.Node, "a saga is stuck only on a failed undo, while it unwinds")
+			}
+			s.Status, s.legacyStuck = StatusStuck, true
+			break
 		}
-		if n.State != NodeUndoFailed {
-			return illegal(d.Node, "a saga is stuck only on a failed undo")
+		if s.Status != StatusUnwinding {
+			return illegal("", "only an unwinding saga becomes stuck")
+		}
+		if !s.atRest() {
+			return illegal("", "a saga is stuck only at rest: an action or undo is still outstanding, waiting to retry or ready to start")
+		}
+		failed := s.failedUndos()
+		if len(failed) != len(d.Undos) {
+			return illegal("", "saga.stuck must list every failed undo (%d), not %d", len(failed), len(d.Undos))
+		}
+		for i, u := range d.Undos {
+			if u.Node != failed[i].Node {
+				return illegal(u.Node, "saga.stuck must list the failed undos in graph order: undos[%d] is %q, want %q", i, u.Node, failed[i].Node)
+			}
 		}
 		s.Status = StatusStuck
 
@@ -279,6 +308,7 @@ func (s *State) apply(e events.Event) error {
 			return illegal(d.Node, "only a failed undo can be retried")
 		}
 		n.RetryAuthorized = true
+		s.unstick()
 
 	case *events.OperatorResolve:
 		_, n, err := node(d.Node)
@@ -389,17 +419,13 @@ func (s *State) apply(e events.Event) error {
 	return nil
 }
 
-// unstick returns a stuck saga to unwinding once no undo is failed.
+// unstick returns a stuck saga to unwinding: an operator retried or
+// resolved a failed undo. If the saga comes to rest again with failed
+// undos, it is stuck again (a new saga.stuck listing them all).
 func (s *State) unstick() {
-	if s.Status != StatusStuck {
-		return
+	if s.Status == StatusStuck {
+		s.Status, s.legacyStuck = StatusUnwinding, false
 	}
-	for i := range s.Nodes {
-		if s.Nodes[i].State == NodeUndoFailed {
-			return
-		}
-	}
-	s.Status = StatusUnwinding
 }
 
 var zeroTime time.Time

@@ -438,8 +438,8 @@ func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAf
 	if e.Kind != events.ErrorPermanent {
 		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d undo attempts failed; last: %s", n.undoTries(attempt), e.Message)}
 	}
+	// The saga is stuck once it comes to rest (advance).
 	d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: final})
-	d.must(&events.SagaStuck{Node: g.Path, Error: final})
 }
 
 // timer handles a timer coming due; it returns a reason if it is stale.
@@ -565,6 +565,14 @@ func (d *decider) advance() {
 	if s.Status == StatusStuck {
 		return
 	}
+	if failed := s.failedUndos(); len(failed) > 0 {
+		// Stuck once nothing more can happen without an operator, with
+		// every failed undo in one event.
+		if s.atRest() {
+			d.must(&events.SagaStuck{Undos: failed})
+		}
+		return
+	}
 	for i := range s.Nodes {
 		if !s.Nodes[i].settled() {
 			return
@@ -632,7 +640,6 @@ func (d *decider) startUndo(g *saga.GraphNode, attempt int) {
 		e := events.Error{Kind: events.ErrorInjected, Message: "injected fault: the undo fails without running"}
 		d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt})
 		d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: e})
-		d.must(&events.SagaStuck{Node: g.Path, Error: e})
 		return
 	}
 	if !hasUndoRequest(g) {

@@ -541,6 +541,17 @@ func (w *world) check() {
 	undoneAt := map[string]int{}
 	finishedCount, unwinding := 0, 0
 	for i, e := range log {
+		if i > 0 {
+			if _, ok := log[i-1].Data.(*events.SagaStuck); ok {
+				// Stuck is at rest: only an operator acts next.
+				switch e.Data.(type) {
+				case *events.OperatorRetry, *events.OperatorResolve, *events.OperatorAbandon, *events.OperatorPause,
+					*events.OperatorResume, *events.FaultInjected:
+				default:
+					w.t.Fatalf("event %d: %s follows saga.stuck", i, e.Type())
+				}
+			}
+		}
 		switch d := e.Data.(type) {
 		case *events.NodeStarted:
 			g, _ := w.graph.Node(d.Node)

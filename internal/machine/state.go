@@ -128,6 +128,10 @@ type State struct {
 	Abandoning bool
 	// Paused: an operator paused the saga; no node starts until resumed.
 	Paused bool
+	// legacyStuck: the saga was made stuck by a saga.stuck event of a
+	// release before stuck meant "at rest" (events.SagaStuck.Node); the
+	// rules of that release apply until an operator unsticks it.
+	legacyStuck bool
 	// TraceParent is the W3C trace context the saga started with (the
 	// traceparent of its first event), carried by all its events and
 	// requests.
@@ -173,6 +177,40 @@ func (s *State) InFlight() int {
 		}
 	}
 	return k
+}
+
+// atRest reports whether nothing more can happen in an unwinding saga
+// without an operator: no action or undo is outstanding or waiting to
+// retry, no operator's retry is pending, and no undo can start (an undo
+// held back only by a pause or by admission can).
+func (s *State) atRest() bool {
+	for i := range s.Nodes {
+		n := &s.Nodes[i]
+		switch {
+		case n.State == NodeStarted, n.State == NodeUndoStarted:
+			return false
+		case n.State == NodeUndoFailed && n.RetryAuthorized:
+			return false
+		case n.needsUndo() && s.childrenSettled(i):
+			return false
+		}
+	}
+	return true
+}
+
+// failedUndos lists the nodes whose undo failed for good, in graph order.
+func (s *State) failedUndos() []events.FailedUndo {
+	var out []events.FailedUndo
+	for i := range s.Nodes {
+		if n := &s.Nodes[i]; n.State == NodeUndoFailed {
+			u := events.FailedUndo{Node: s.Graph.Nodes[i].Path}
+			if n.Error != nil {
+				u.Error = *n.Error
+			}
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // needsUndo reports whether the node did (or may have done) something that
