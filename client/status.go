@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,7 +123,13 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 
 // ShortType is an event type without its prefix and version.
 func ShortType(t events.Type) string {
-	return strings.TrimSuffix(strings.TrimPrefix(string(t), "io.jetsaga."), ".v1")
+	s := strings.TrimPrefix(string(t), "io.jetsaga.")
+	if i := strings.LastIndex(s, ".v"); i > 0 {
+		if _, err := strconv.Atoi(s[i+2:]); err == nil {
+			s = s[:i]
+		}
+	}
+	return s
 }
 
 // Summary is a saga as listed.

@@ -74,10 +74,9 @@ func NodeOf(e Event) string {
 		return d.Node
 	case *UndoFailed:
 		return d.Node
+	case *SagaStuckV1:
+		return d.Node
 	case *SagaStuck:
-		if d.Node != "" {
-			return d.Node
-		}
 		nodes := make([]string, len(d.Undos))
 		for i, u := range d.Undos {
 			nodes[i] = u.Node
@@ -113,17 +112,20 @@ func ReplyID(requestID string) string { return requestID + ":reply" }
 
 // wire is the JSON structured format of a CloudEvent as jetsaga writes it.
 type wire struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject,omitempty"`
-	Time            string          `json:"time,omitempty"`
-	DataContentType string          `json:"datacontenttype,omitempty"`
-	TraceParent     string          `json:"traceparent,omitempty"`
-	Epoch           string          `json:"jetsagaepoch,omitempty"`
-	Data            json.RawMessage `json:"data,omitempty"`
-	DataBase64      string          `json:"data_base64,omitempty"`
+	SpecVersion     string `json:"specversion"`
+	ID              string `json:"id"`
+	Source          string `json:"source"`
+	Type            string `json:"type"`
+	Subject         string `json:"subject,omitempty"`
+	Time            string `json:"time,omitempty"`
+	DataContentType string `json:"datacontenttype,omitempty"`
+	TraceParent     string `json:"traceparent,omitempty"`
+	Epoch           string `json:"jetsagaepoch,omitempty"`
+	// LogSeq and LogSize are set only by EncodeLogged.
+	LogSeq     string          `json:"jetsagalogseq,omitempty"`
+	LogSize    string          `json:"jetsagalogsize,omitempty"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	DataBase64 string          `json:"data_base64,omitempty"`
 }
 
 func toWire(e Event) (wire, error) {
@@ -151,6 +153,22 @@ func Encode(e Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return json.Marshal(w)
+}
+
+// EncodeLogged writes one event of a saga's log alone, as Encode does,
+// with two extension attributes that keep the decision it belongs to:
+// jetsagalogseq, the stream sequence of the log message it was written in,
+// and jetsagalogsize, the number of events in that message. Events with
+// the same jetsagalogseq were written together, as one decision; an export
+// shows the whole decision when that many of them are present. Decode
+// ignores both.
+func EncodeLogged(e Event, seq uint64, size int) ([]byte, error) {
+	w, err := toWire(e)
+	if err != nil {
+		return nil, err
+	}
+	w.LogSeq, w.LogSize = strconv.FormatUint(seq, 10), strconv.Itoa(size)
 	return json.Marshal(w)
 }
 

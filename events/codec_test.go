@@ -30,7 +30,7 @@ func allEvents() []events.Event {
 		&events.UndoAttemptFailed{Node: "flight", Attempt: 1, Error: events.Error{Kind: events.ErrorTransient, Message: "busy"}, RetryAt: now},
 		&events.UndoFailed{Node: "flight", Attempt: 2, Error: events.Error{Kind: events.ErrorRetriesExhausted, Message: "busy"}},
 		&events.SagaStuck{Undos: []events.FailedUndo{{Node: "flight", Error: events.Error{Kind: events.ErrorRetriesExhausted, Message: "busy"}}}},
-		&events.SagaStuck{Node: "flight", Error: &events.Error{Kind: events.ErrorRetriesExhausted, Message: "busy"}},
+		&events.SagaStuckV1{Node: "flight", Error: events.Error{Kind: events.ErrorRetriesExhausted, Message: "busy"}},
 		&events.OperatorRetry{Node: "flight", Operator: "ops", Reason: "fixed"},
 		&events.OperatorResolve{Node: "flight", Operator: "ops", Reason: "refunded by hand"},
 		&events.UndoFinished{Node: "flight", Attempt: 1},

@@ -25,14 +25,16 @@ const (
 	TypeUndoFinished      Type = "io.jetsaga.node.undo_finished.v1"
 	TypeUndoFailed        Type = "io.jetsaga.node.undo_failed.v1"
 	TypeSagaUnwinding     Type = "io.jetsaga.saga.unwinding.v1"
-	TypeSagaStuck         Type = "io.jetsaga.saga.stuck.v1"
-	TypeSagaFinished      Type = "io.jetsaga.saga.finished.v1"
-	TypeOperatorAbort     Type = "io.jetsaga.operator.abort.v1"
-	TypeOperatorRetry     Type = "io.jetsaga.operator.retry.v1"
-	TypeOperatorResolve   Type = "io.jetsaga.operator.resolve.v1"
-	TypeOperatorAbandon   Type = "io.jetsaga.operator.abandon.v1"
-	TypeOperatorPause     Type = "io.jetsaga.operator.pause.v1"
-	TypeOperatorResume    Type = "io.jetsaga.operator.resume.v1"
+	TypeSagaStuck         Type = "io.jetsaga.saga.stuck.v2"
+	// TypeSagaStuckV1 is read in logs of earlier releases, never written.
+	TypeSagaStuckV1     Type = "io.jetsaga.saga.stuck.v1"
+	TypeSagaFinished    Type = "io.jetsaga.saga.finished.v1"
+	TypeOperatorAbort   Type = "io.jetsaga.operator.abort.v1"
+	TypeOperatorRetry   Type = "io.jetsaga.operator.retry.v1"
+	TypeOperatorResolve Type = "io.jetsaga.operator.resolve.v1"
+	TypeOperatorAbandon Type = "io.jetsaga.operator.abandon.v1"
+	TypeOperatorPause   Type = "io.jetsaga.operator.pause.v1"
+	TypeOperatorResume  Type = "io.jetsaga.operator.resume.v1"
 	// Fault injection (see Fault).
 	TypeFaultInjected Type = "io.jetsaga.fault.injected.v1"
 	TypeNodeRepeated  Type = "io.jetsaga.node.repeated.v1"
@@ -90,6 +92,8 @@ func newData(t Type) (Data, bool) {
 		return &SagaUnwinding{}, true
 	case TypeSagaStuck:
 		return &SagaStuck{}, true
+	case TypeSagaStuckV1:
+		return &SagaStuckV1{}, true
 	case TypeSagaFinished:
 		return &SagaFinished{}, true
 	case TypeOperatorAbort:
@@ -273,12 +277,15 @@ type SagaUnwinding struct {
 // with failed undos) or abandons the saga.
 type SagaStuck struct {
 	// Undos are every failed undo of the saga, in graph order.
-	Undos []FailedUndo `json:"undos,omitempty"`
-	// Node and Error, instead of Undos, come from releases before Undos:
-	// the one undo whose failure made the saga stuck, possibly while other
-	// undos still ran.
-	Node  string `json:"node,omitempty"`
-	Error *Error `json:"error,omitempty"`
+	Undos []FailedUndo `json:"undos"`
+}
+
+// SagaStuckV1 is saga.stuck as releases before SagaStuck wrote it, read in
+// their logs and never written: an undo failed for good, possibly while
+// other undos still ran (and a later one could fail and be stuck again).
+type SagaStuckV1 struct {
+	Node  string `json:"node"`
+	Error Error  `json:"error"`
 }
 
 // FailedUndo is a node whose undo failed for good, and its last error.
@@ -544,6 +551,7 @@ func (*UndoFinished) EventType() Type      { return TypeUndoFinished }
 func (*UndoFailed) EventType() Type        { return TypeUndoFailed }
 func (*SagaUnwinding) EventType() Type     { return TypeSagaUnwinding }
 func (*SagaStuck) EventType() Type         { return TypeSagaStuck }
+func (*SagaStuckV1) EventType() Type       { return TypeSagaStuckV1 }
 func (*SagaFinished) EventType() Type      { return TypeSagaFinished }
 func (*OperatorAbort) EventType() Type     { return TypeOperatorAbort }
 func (*OperatorRetry) EventType() Type     { return TypeOperatorRetry }
@@ -616,8 +624,14 @@ func (d *SagaUnwinding) check() (string, string) {
 	}
 	return "", ""
 }
+func (d *SagaStuckV1) check() (string, string) {
+	if d.Node == "" {
+		return "data.node", "is empty"
+	}
+	return "", ""
+}
 func (d *SagaStuck) check() (string, string) {
-	if len(d.Undos) == 0 && d.Node == "" {
+	if len(d.Undos) == 0 {
 		return "data.undos", "is empty"
 	}
 	for i, u := range d.Undos {

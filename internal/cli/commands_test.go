@@ -206,11 +206,27 @@ func TestShowWatchExport(t *testing.T) {
 	if len(lines) != len(evs) {
 		t.Fatalf("export printed %d lines, the log has %d events", len(lines), len(evs))
 	}
+	// Each line names the log message it was written in, and how many
+	// events that message holds: the decisions can be told apart.
+	perMsg := map[uint64]int{}
+	for _, ev := range evs {
+		perMsg[ev.Seq]++
+	}
 	for i, l := range lines {
 		ev, err := events.Decode([]byte(l))
 		if err != nil || ev.ID != evs[i].ID || ev.Type() != evs[i].Type() {
 			t.Fatalf("line %d %q: %v", i, l, err)
 		}
+		var attrs struct {
+			Seq  string `json:"jetsagalogseq"`
+			Size string `json:"jetsagalogsize"`
+		}
+		if err := json.Unmarshal([]byte(l), &attrs); err != nil || attrs.Seq != fmt.Sprint(evs[i].Seq) || attrs.Size != fmt.Sprint(perMsg[evs[i].Seq]) {
+			t.Fatalf("line %d: jetsagalogseq %q, jetsagalogsize %q; want %d, %d", i, attrs.Seq, attrs.Size, evs[i].Seq, perMsg[evs[i].Seq])
+		}
+	}
+	if len(perMsg) < 2 || len(perMsg) >= len(lines) {
+		t.Fatalf("%d events in %d log messages: the saga should have decisions of one and of several events", len(lines), len(perMsg))
 	}
 
 	// watch -json prints the same lines.

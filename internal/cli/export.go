@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/streams"
@@ -28,21 +29,29 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return noSaga(id, err)
 	}
-	// Each event is re-encoded alone: the log stores a decision's events as
-	// one batch, audit tools want one event a line.
 	for _, en := range entries {
 		evs, err := events.DecodeBatch(en.Data)
 		if err != nil {
 			return fmt.Errorf("saga %s log message %d: %w", id, en.Seq, err)
 		}
-		for _, ev := range evs {
-			b, err := events.Encode(ev)
-			if err != nil {
-				return fmt.Errorf("saga %s event %s: %w", id, ev.ID, err)
-			}
-			if _, err := fmt.Fprintf(e.stdout, "%s\n", b); err != nil {
-				return err
-			}
+		if err := writeLogged(e.stdout, en.Seq, evs); err != nil {
+			return fmt.Errorf("saga %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// writeLogged writes the events of one log message as CloudEvents, one a
+// line: audit tools want one event a line, and the extension attributes
+// keep which events were written together (events.EncodeLogged).
+func writeLogged(w io.Writer, seq uint64, evs []events.Event) error {
+	for _, ev := range evs {
+		b, err := events.EncodeLogged(ev, seq, len(evs))
+		if err != nil {
+			return fmt.Errorf("event %s: %w", ev.ID, err)
+		}
+		if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+			return err
 		}
 	}
 	return nil

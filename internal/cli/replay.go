@@ -157,10 +157,9 @@ func describe(ev events.Event) string {
 			return fmt.Sprintf("%s (%s)", d.Reason, d.Node)
 		}
 		return string(d.Reason)
+	case *events.SagaStuckV1:
+		return fmt.Sprintf("on %s: %s", d.Node, d.Error)
 	case *events.SagaStuck:
-		if len(d.Undos) == 0 && d.Error != nil { // a release before undos
-			return fmt.Sprintf("on %s: %s", d.Node, d.Error)
-		}
 		parts := make([]string, len(d.Undos))
 		for i, u := range d.Undos {
 			parts[i] = fmt.Sprintf("%s (%s)", u.Node, u.Error)

@@ -31,17 +31,14 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	st, err := follow(ctx, nc, streams.NewLog(js), id, conn.timeout, func(seq uint64, first bool, ev events.Event) error {
-		if !*asJSON {
-			printEvent(e.stdout, seq, first, ev)
-			return nil
+	st, err := follow(ctx, nc, streams.NewLog(js), id, conn.timeout, func(seq uint64, evs []events.Event) error {
+		if *asJSON {
+			return writeLogged(e.stdout, seq, evs)
 		}
-		b, err := events.Encode(ev)
-		if err != nil {
-			return err
+		for i, ev := range evs {
+			printEvent(e.stdout, seq, i == 0, ev)
 		}
-		_, err = fmt.Fprintf(e.stdout, "%s\n", b)
-		return err
+		return nil
 	})
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil // interrupted: watching ends there
@@ -75,12 +72,12 @@ func printEnd(w io.Writer, st *machine.State) {
 	}
 }
 
-// follow calls each for every event of a saga's log in order, as events
-// are appended, until the saga has finished or is stuck (it then waits for
+// follow calls each with the events of every message of a saga's log (one
+// decision), in order, as they are appended, until the saga has finished or is stuck (it then waits for
 // an operator) or ctx ends; it returns the saga's state. A saga with no log
 // yet is given grace to appear, since a start is decided shortly after it
 // is sent.
-func follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, grace time.Duration, each func(seq uint64, first bool, ev events.Event) error) (*machine.State, error) {
+func follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, grace time.Duration, each func(seq uint64, evs []events.Event) error) (*machine.State, error) {
 	// Subscribe before reading, so no append falls between the two.
 	nudge := make(chan struct{}, 1)
 	sub, err := nc.Subscribe(streams.LogSubject(id), func(*nats.Msg) {
@@ -117,10 +114,8 @@ func follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, gra
 			if err := st.ApplyAll(evs); err != nil {
 				return nil, fmt.Errorf("saga %s log message %d: %w", id, en.Seq, err)
 			}
-			for i, ev := range evs {
-				if err := each(en.Seq, i == 0, ev); err != nil {
-					return nil, err
-				}
+			if err := each(en.Seq, evs); err != nil {
+				return nil, err
 			}
 			last = en.Seq
 		}

@@ -264,19 +264,18 @@ func (s *State) apply(e events.Event) error {
 		}
 		n.State, n.UndoWaiting, n.Error = NodeUndoFailed, false, &d.Error
 
-	case *events.SagaStuck:
-		if len(d.Undos) == 0 {
-			// Written by a release before stuck meant "at rest".
-			_, n, err := node(d.Node)
-			if err != nil {
-				return err
-			}
-			if n.State != NodeUndoFailed || (s.Status != StatusUnwinding && s.Status != StatusStuck) {
-				return illegal(d.Node, "a saga is stuck only on a failed undo, while it unwinds")
-			}
-			s.Status, s.legacyStuck = StatusStuck, true
-			break
+	case *events.SagaStuckV1:
+		// Written by a release before stuck meant "at rest".
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
 		}
+		if n.State != NodeUndoFailed || (s.Status != StatusUnwinding && s.Status != StatusStuck) {
+			return illegal(d.Node, "a saga is stuck only on a failed undo, while it unwinds")
+		}
+		s.Status, s.legacyStuck = StatusStuck, true
+
+	case *events.SagaStuck:
 		if s.Status != StatusUnwinding {
 			return illegal("", "only an unwinding saga becomes stuck")
 		}

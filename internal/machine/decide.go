@@ -403,7 +403,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	unknown := n.mayHaveRun() || e.Kind == events.ErrorTimeout
 	p := d.s.actionPolicy(g.Spec)
 	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
-		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt), retryAfter))
+		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt, n.actionTries(attempt)), retryAfter))
 		d.must(&events.NodeAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: at})
 		return
@@ -429,7 +429,7 @@ func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAf
 	attempt := n.UndoAttempt
 	p := d.s.undoPolicy(g.Spec)
 	if e.Kind != events.ErrorPermanent && n.undoTries(attempt) < p.MaxAttempts {
-		at := d.now.Add(max(d.backoff(p, g.Path, events.OpUndo, attempt), retryAfter))
+		at := d.now.Add(max(d.backoff(p, g.Path, events.OpUndo, attempt, n.undoTries(attempt)), retryAfter))
 		d.must(&events.UndoAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: at})
 		return
@@ -680,10 +680,12 @@ func (d *decider) request(g *saga.GraphNode, op events.Op, attempt int, deadline
 		IdempotencyKey: d.s.SagaID + ":" + g.Path, Params: d.s.params(g.Index), Deadline: deadline}
 }
 
-// backoff is the policy's delay after attempt, less a jitter chosen by a
-// hash of saga, node, op and attempt so that a replay decides the same.
-func (d *decider) backoff(p saga.RetryPolicy, node string, op events.Op, attempt int) time.Duration {
-	delay := p.Delay(attempt)
+// backoff is the policy's delay after the try-th try of the current round
+// (an operator's retry starts a new round, and injected repeats are not
+// tries, so neither lengthens the delay), less a jitter chosen by a hash of
+// saga, node, op and attempt so that a replay decides the same.
+func (d *decider) backoff(p saga.RetryPolicy, node string, op events.Op, attempt, try int) time.Duration {
+	delay := p.Delay(try)
 	if p.Jitter <= 0 || delay <= 0 {
 		return delay
 	}

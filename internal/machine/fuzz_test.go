@@ -60,7 +60,11 @@ func FuzzFoldEventSequences(f *testing.F) {
 			case 9:
 				d = &events.UndoFailed{Node: node, Attempt: attempt, Error: events.Error{Kind: events.ErrorPermanent}}
 			case 10:
-				d = &events.SagaStuck{Node: node}
+				if attempt%2 == 0 {
+					d = &events.SagaStuck{Undos: []events.FailedUndo{{Node: node}}}
+				} else {
+					d = &events.SagaStuckV1{Node: node}
+				}
 			case 11:
 				d = &events.OperatorRetry{Node: node}
 			case 12:

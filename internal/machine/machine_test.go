@@ -566,7 +566,8 @@ func TestIllegalEventsAreRejectedAndChangeNothing(t *testing.T) {
 		{"success of later attempt", ev(next, &events.NodeSucceeded{Node: "b", Attempt: 2}), "not attempt 2"},
 		{"finish early", ev(next, &events.SagaFinished{Outcome: events.OutcomeSucceeded}), `node "b" has not succeeded`},
 		{"abandon without operator", ev(next, &events.SagaFinished{Outcome: events.OutcomeAbandoned}), "only by an operator"},
-		{"stuck without failed undo", ev(next, &events.SagaStuck{Node: "a"}), "only on a failed undo"},
+		{"stuck without failed undo", ev(next, &events.SagaStuckV1{Node: "a"}), "only on a failed undo"},
+		{"stuck while running", ev(next, &events.SagaStuck{Undos: []events.FailedUndo{{Node: "a"}}}), "only an unwinding saga becomes stuck"},
 		{"request in log", ev(next, &events.ActionRequest{}), "not a saga log event"},
 	}
 	for _, c := range cases {
@@ -656,4 +657,52 @@ func TestAdmitThrottlesAndAdvanceResumes(t *testing.T) {
 	if m.s.Status != machine.StatusSucceeded {
 		t.Fatal(m.s.Status)
 	}
+}
+
+// The backoff restarts with each round of attempts: an operator's retry of
+// a failed undo waits the policy's first delay, not one grown from the
+// attempt number; injected repeats do not grow it either (issue 11, §6).
+func TestBackoffRestartsWithEachRound(t *testing.T) {
+	t.Parallel()
+	policy := saga.RetryPolicy{MaxAttempts: 3, InitialDelay: saga.Duration(time.Second), Multiplier: 2}
+	def := saga.New("b").Then(saga.Action("a", "svc.a").Undo("svc.ua").Retry(policy).UndoRetry(policy)).
+		Then(saga.Action("b", "svc.b")).MustBuild()
+	retryIn := func(m *sim, node string, op events.Op) time.Duration {
+		t.Helper()
+		_, n, _ := m.s.Node(node)
+		if op == events.OpUndo {
+			return n.UndoRetryAt.Sub(m.now)
+		}
+		return n.RetryAt.Sub(m.now)
+	}
+
+	m := newSim(t, def, `{}`)
+	m.succeed("a", `1`)
+	m.fail("b", events.ErrorPermanent)
+	for i, want := range []time.Duration{time.Second, 2 * time.Second} {
+		m.undoFail("a", events.ErrorTransient)
+		if got := retryIn(m, "a", events.OpUndo); got != want {
+			t.Fatalf("round 1, try %d: retry in %s, want %s", i+1, got, want)
+		}
+		m.fire("a", events.OpUndo, machine.TimerRetry)
+	}
+	m.undoFail("a", events.ErrorTransient)
+	if m.s.Status != machine.StatusStuck {
+		t.Fatal(m.s.Status)
+	}
+	m.must(machine.RetryUndo{Now: m.now, Node: "a", Operator: "ops"})
+	m.undoFail("a", events.ErrorTransient) // attempt 4, the new round's first try
+	if got := retryIn(m, "a", events.OpUndo); got != time.Second {
+		t.Fatalf("round 2, try 1: retry in %s, want 1s", got)
+	}
+	m.checkReplay()
+
+	// An injected repeat is not a try.
+	m = newSimWithFaults(t, def, events.Fault{Node: "a", Repeat: 2})
+	m.succeed("a", `1`)
+	m.fail("a", events.ErrorTransient) // attempt 2: the repeat's first try
+	if got := retryIn(m, "a", events.OpDo); got != time.Second {
+		t.Fatalf("after a repeat: retry in %s, want 1s", got)
+	}
+	m.checkReplay()
 }

@@ -128,9 +128,9 @@ type State struct {
 	Abandoning bool
 	// Paused: an operator paused the saga; no node starts until resumed.
 	Paused bool
-	// legacyStuck: the saga was made stuck by a saga.stuck event of a
-	// release before stuck meant "at rest" (events.SagaStuck.Node); the
-	// rules of that release apply until an operator unsticks it.
+	// legacyStuck: the saga was made stuck by a saga.stuck.v1 event of a
+	// release before stuck meant "at rest" (events.SagaStuckV1); the rules
+	// of that release apply until an operator unsticks it.
 	legacyStuck bool
 	// TraceParent is the W3C trace context the saga started with (the
 	// traceparent of its first event), carried by all its events and

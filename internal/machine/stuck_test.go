@@ -228,9 +228,9 @@ func TestLegacyStuckLogsFold(t *testing.T) {
 		logEvent(8, &events.UndoStarted{Node: "a", Attempt: 1, Deadline: t0}),
 		logEvent(9, &events.UndoStarted{Node: "b", Attempt: 1, Deadline: t0}),
 		logEvent(10, &events.UndoFailed{Node: "a", Attempt: 1, Error: perm}),
-		logEvent(11, &events.SagaStuck{Node: "a", Error: &perm}),
+		logEvent(11, &events.SagaStuckV1{Node: "a", Error: perm}),
 		logEvent(12, &events.UndoFailed{Node: "b", Attempt: 1, Error: perm}),
-		logEvent(13, &events.SagaStuck{Node: "b", Error: &perm}),
+		logEvent(13, &events.SagaStuckV1{Node: "b", Error: perm}),
 	}
 	s, err := machine.Fold(sagaID, log)
 	if err != nil {
