@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,7 +26,34 @@ var (
 	// ErrTooLarge: a start's definition and params exceed the server's
 	// message size limit.
 	ErrTooLarge = errors.New("client: saga start too large")
+	// ErrIdempotencyConflict: a saga with that id or idempotency key exists,
+	// or is being started, with another definition or params. Matched by
+	// every *IdempotencyConflictError.
+	ErrIdempotencyConflict = errors.New("client: idempotency conflict")
 )
+
+// IdempotencyConflictError says that a start reused the id or idempotency
+// key of a saga started with another definition or params: the same key
+// must mean the same request.
+type IdempotencyConflictError struct {
+	SagaID string
+	// Key is the idempotency key, "" when the start gave the saga id.
+	Key string
+	// Differs names what differs: "definition" and/or "params".
+	Differs []string
+}
+
+func (e *IdempotencyConflictError) Error() string {
+	what := fmt.Sprintf("saga id %s", e.SagaID)
+	if e.Key != "" {
+		what = fmt.Sprintf("idempotency key %q (saga %s)", e.Key, e.SagaID)
+	}
+	return fmt.Sprintf("client: %s is already used by a start with a different %s; the same key must mean the same request: use a new key for a new request",
+		what, strings.Join(e.Differs, " and "))
+}
+
+// Is makes errors.Is(err, ErrIdempotencyConflict) true.
+func (e *IdempotencyConflictError) Is(target error) bool { return target == ErrIdempotencyConflict }
 
 // namespace derives saga ids from idempotency keys (UUID v5).
 var namespace = uuid.MustParse("6f0c6a52-6a51-4b8e-9d0a-4f1f7e6a9c31")
@@ -115,7 +143,11 @@ func SagaIDForKey(key string) string { return uuid.NewSHA1(namespace, []byte(key
 // Start asks the coordinators to start a saga and returns its id once the
 // request is durable. The definition is checked first: a bad one is an
 // error listing every problem. Starting a saga whose id (or idempotency
-// key) exists starts nothing and returns the existing saga's id.
+// key) exists, with the same definition and params, starts nothing and
+// returns the existing saga's id; with another definition or params it is
+// an *IdempotencyConflictError (ErrIdempotencyConflict), also when the
+// first start is not yet decided (within the stream's duplicate window).
+// Metadata, faults and trace context are not part of the comparison.
 func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, opts ...StartOption) (string, error) {
 	var o startOptions
 	for _, f := range opts {
@@ -157,33 +189,93 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 	case events.ChildTraceParent(tp, "") == "":
 		return "", fmt.Errorf("client: trace parent %q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)", tp)
 	}
-	if err := c.commandTraced(ctx, id, "start:"+id, tp, cmd); err != nil {
+	// A saga that exists answers for itself; otherwise the command goes
+	// out, and the stream's deduplication on its id says whether another
+	// start of the same saga is on its way.
+	existing, err := c.created(ctx, id)
+	if err != nil {
 		return "", err
+	}
+	if existing == nil {
+		ack, err := c.commandTraced(ctx, id, "start:"+id, tp, cmd)
+		if err != nil {
+			return "", err
+		}
+		if !ack.Duplicate {
+			return id, nil
+		}
+		if existing, err = c.startCommand(ctx, ack.Sequence); err != nil {
+			return "", err
+		}
+	}
+	if differs := cmd.Differences(existing); len(differs) > 0 {
+		return "", &IdempotencyConflictError{SagaID: id, Key: o.key, Differs: differs}
 	}
 	return id, nil
 }
 
-// command publishes a command about saga id to its partition.
-func (c *Client) command(ctx context.Context, id, eventID string, data events.Data) error {
-	return c.commandTraced(ctx, id, eventID, "", data)
+// created returns the saga.created of saga id, or nil if it has no log.
+func (c *Client) created(ctx context.Context, id string) (*events.SagaCreated, error) {
+	first, err := c.log.First(ctx, id)
+	if err != nil || first == nil {
+		return nil, err
+	}
+	evs, err := events.DecodeBatch(first.Data)
+	if err != nil {
+		return nil, fmt.Errorf("saga %s log message %d: %w", id, first.Seq, err)
+	}
+	created, ok := evs[0].Data.(*events.SagaCreated)
+	if !ok {
+		return nil, fmt.Errorf("saga %s: the log starts with %s, not saga.created", id, evs[0].Type())
+	}
+	return created, nil
 }
 
-func (c *Client) commandTraced(ctx context.Context, id, eventID, traceParent string, data events.Data) error {
+// startCommand reads the start command stored at seq in the work stream:
+// the earlier start that a duplicate one was deduplicated against.
+func (c *Client) startCommand(ctx context.Context, seq uint64) (*events.SagaCreated, error) {
+	st, err := c.js.Stream(ctx, streams.WorkStream)
+	if err != nil {
+		return nil, err
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("client: read the earlier start command (%s sequence %d): %w", streams.WorkStream, seq, err)
+	}
+	ev, err := events.Decode(m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("client: the earlier start command (%s sequence %d): %w", streams.WorkStream, seq, err)
+	}
+	start, ok := ev.Data.(*events.StartSaga)
+	if !ok {
+		return nil, fmt.Errorf("client: %s sequence %d is a %s, not a start command", streams.WorkStream, seq, ev.Type())
+	}
+	return &start.SagaCreated, nil
+}
+
+// command publishes a command about saga id to its partition.
+func (c *Client) command(ctx context.Context, id, eventID string, data events.Data) error {
+	_, err := c.commandTraced(ctx, id, eventID, "", data)
+	return err
+}
+
+func (c *Client) commandTraced(ctx context.Context, id, eventID, traceParent string, data events.Data) (*jetstream.PubAck, error) {
 	b, err := events.Encode(events.Event{ID: eventID, Source: "/jetsaga/client", SagaID: id, Time: time.Now().UTC(), TraceParent: traceParent, Data: data})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if c.maxMsg > 0 && len(b) > int(c.maxMsg) {
-		return fmt.Errorf("%w: %d bytes, the limit is %d (keep big data out of params and outputs)", ErrTooLarge, len(b), c.maxMsg)
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d (keep big data out of params and outputs)", ErrTooLarge, len(b), c.maxMsg)
 	}
 	m := nats.NewMsg(streams.CommandSubject(streams.Partition(id, c.partitions)))
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, eventID)
 	m.Header.Set("Content-Type", events.ContentTypeEvent)
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("client: send %s for saga %s: %w", data.EventType(), id, err)
+	ack, err := c.js.PublishMsg(ctx, m)
+	if err != nil {
+		return nil, fmt.Errorf("client: send %s for saga %s: %w", data.EventType(), id, err)
 	}
-	return nil
+	return ack, nil
 }
 
 func (c *Client) operatorCommand(ctx context.Context, id string, cmd events.OperatorCommand) error {

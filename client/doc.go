@@ -4,7 +4,8 @@
 //
 //	cl, err := client.New(ctx, js)
 //	id, err := cl.Start(ctx, def, map[string]any{"traveller": "ada"},
-//		client.WithIdempotencyKey("order-1234")) // a second click returns the same saga
+//		client.WithIdempotencyKey("order-1234")) // a second click returns the same saga;
+//	// the same key with other params is ErrIdempotencyConflict
 //	s, err := cl.Wait(ctx, id)
 //	fmt.Println(s.Status) // succeeded, unwound, stuck…
 //

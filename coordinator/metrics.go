@@ -17,6 +17,8 @@ const (
 	rejectForged         = "forged"          // a reply whose id does not answer its request
 	rejectUnknownSaga    = "unknown_saga"    // no such saga
 	rejectStale          = "stale"           // the machine refused it: stale, duplicate or not allowed now
+	// a start of a saga that exists with another definition or params
+	rejectIdempotencyConflict = "idempotency_conflict"
 )
 
 // metrics are the coordinator's Prometheus metrics (Config.Registerer).

@@ -462,13 +462,20 @@ func (p *partition) rejected(r *run, it item, fresh bool, err error) {
 		p.retryLater(it) // the partition's owner decides
 	default:
 		// Logged and counted once, when the input is thrown away.
-		if errors.Is(err, machine.ErrRejected) {
+		reason := rejectStale
+		switch {
+		case errors.Is(err, machine.ErrIdempotencyConflict):
+			// A client reused a key for another request, past the
+			// duplicate window (client.Start refuses it within).
+			reason = rejectIdempotencyConflict
+			p.logger(it).Warn("input rejected", "reason", err)
+		case errors.Is(err, machine.ErrRejected):
 			p.logger(it).Info("input rejected", "reason", err)
-		} else {
+		default:
 			p.logger(it).Error("input refused", "error", err)
 		}
 		c.stats.rejected.Add(1)
-		c.metrics.reject(rejectStale)
+		c.metrics.reject(reason)
 		p.ack(it)
 		p.next(r)
 	}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -189,6 +190,47 @@ type SagaCreated struct {
 	// that folding the log never depends on a release's defaults. Logs
 	// written before they were recorded have none; see machine.Fold.
 	Defaults *saga.Defaults `json:"defaults,omitempty"`
+}
+
+// Differences names what makes a start of the same saga (same id or
+// idempotency key) a different request: "definition" and/or "params", or
+// none. Both are compared as JSON values: key order and white space do
+// not count. Metadata, faults, trace context and recorded defaults are not
+// part of the request.
+func (d *SagaCreated) Differences(o *SagaCreated) []string {
+	var out []string
+	if !sameJSON(d.Definition, o.Definition) {
+		out = append(out, "definition")
+	}
+	if !sameJSON(d.Params, o.Params) {
+		out = append(out, "params")
+	}
+	return out
+}
+
+// sameJSON reports whether a and b encode the same JSON value.
+func sameJSON(a, b any) bool {
+	ca, errA := canonicalJSON(a)
+	cb, errB := canonicalJSON(b)
+	return errA == nil && errB == nil && bytes.Equal(ca, cb)
+}
+
+// canonicalJSON encodes v with object keys sorted and numbers as written.
+func canonicalJSON(v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return []byte("null"), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return nil, err
+	}
+	return json.Marshal(tree)
 }
 
 // NodeStarted: an attempt of the node's action is about to be requested.

@@ -281,6 +281,25 @@ func (l *Log) Last(ctx context.Context, sagaID string) (uint64, error) {
 	return m.Sequence, nil
 }
 
+// First returns the first message of the log of sagaID (the one holding
+// saga.created), or nil if the saga has no log. Like Last, it asks the
+// stream's leader, so it sees every acknowledged append.
+func (l *Log) First(ctx context.Context, sagaID string) (*Entry, error) {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return nil, err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	m, err := l.getMsg(ctx, msgGetRequest{Seq: 1, NextFor: LogSubject(sagaID)})
+	if err != nil {
+		return nil, fmt.Errorf("streams: first of saga %s: %w", sagaID, err)
+	}
+	if m == nil {
+		return nil, nil
+	}
+	return &Entry{Seq: m.Sequence, Data: m.Data, ContentType: m.Header.Get(headerContentType)}, nil
+}
+
 // Delete removes the whole log of sagaID (a finished saga past its
 // retention). Deleting a log that is gone is not an error.
 func (l *Log) Delete(ctx context.Context, sagaID string) error {

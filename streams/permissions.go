@@ -83,7 +83,9 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 			Subscribe: []string{in, "jetsaga.log.*"},
 		}
 		if role == RoleClient {
-			p.Publish = append(p.Publish, "jetsaga.cmd.*")
+			// Commands, and reading back an earlier start command that a
+			// duplicate one was deduplicated against (client.Start).
+			p.Publish = append(p.Publish, "jetsaga.cmd.*", api+"STREAM.MSG.GET."+WorkStream)
 		}
 		slices.Sort(p.Publish)
 		return p, nil

@@ -73,12 +73,15 @@ func TestIdempotentStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := e.cl.Start(ctx, trip(), 2, client.WithIdempotencyKey("order-42"))
+	b, err := e.cl.Start(ctx, trip(), 1, client.WithIdempotencyKey("order-42"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a != b {
 		t.Fatalf("same key, two sagas: %s %s", a, b)
+	}
+	if _, err := e.cl.Start(ctx, trip(), 2, client.WithIdempotencyKey("order-42")); !errors.Is(err, client.ErrIdempotencyConflict) {
+		t.Fatalf("same key, other params: %v", err)
 	}
 	s := e.wait(a)
 	if string(s.Params) != "1" {
@@ -88,7 +91,7 @@ func TestIdempotentStart(t *testing.T) {
 	// the duplicate window JetStream drops the command (same message id);
 	// after it, the coordinator finds the saga and refuses. Both are
 	// exercised: the second through a command with a fresh message id.
-	if _, err := e.cl.Start(ctx, trip(), 3, client.WithSagaID(a)); err != nil {
+	if _, err := e.cl.Start(ctx, trip(), 1, client.WithSagaID(a)); err != nil {
 		t.Fatal(err)
 	}
 	b2, _ := events.Encode(events.Event{ID: "start:" + a + ":late", Source: "/test", SagaID: a,

@@ -53,6 +53,16 @@ func TestStart(t *testing.T) {
 		if again := e.start("ok.yaml", "--key", "order-17"); again != first.ID {
 			t.Fatalf("the same key started another saga: %s then %s", first.ID, again)
 		}
+		// The same key with another request is an error, not the other saga.
+		for _, c := range []struct{ args []string }{
+			{[]string{"-f", e.file("ok.yaml"), "--params", `{"who":"bo"}`}},
+			{[]string{"-f", e.file("fail.yaml")}},
+		} {
+			code, out, errs := e.run(append(append([]string{"start"}, c.args...), "--key", "order-17")...)
+			if code != 1 || out != "" || !strings.Contains(errs, `idempotency key "order-17" (saga `+first.ID+`) is already used by a start with a different`) {
+				t.Fatalf("start %q with a used key: code %d\nstdout %s\nstderr %s", c.args, code, out, errs)
+			}
+		}
 		id := uuid.NewString()
 		if got := e.start("ok.yaml", "--id", id, "--params-file", writeFile(t, `{"n": 1}`)); got != id {
 			t.Fatalf("--id %s started %s", id, got)

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -210,6 +211,11 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 	switch in := in.(type) {
 	case Start:
 		if s.Status != StatusNew {
+			if differs := in.Created.Differences(s.Created); len(differs) > 0 {
+				return Decision{}, &RejectedError{SagaID: s.SagaID, Err: ErrIdempotencyConflict,
+					Reason: fmt.Sprintf("the saga already exists, started with a different %s (idempotency key %q): the same id or key must mean the same request",
+						strings.Join(differs, " and "), s.Created.IdempotencyKey)}
+			}
 			return reject("", "the saga already exists")
 		}
 		if err := saga.Validate(in.Created.Definition); err != nil {

@@ -12,6 +12,9 @@ var (
 	ErrIllegal = errors.New("machine: illegal event")
 	// ErrRejected is matched by every *RejectedError.
 	ErrRejected = errors.New("machine: input rejected")
+	// ErrIdempotencyConflict is matched by the *RejectedError of a start of
+	// a saga that exists with another definition or params.
+	ErrIdempotencyConflict = errors.New("machine: idempotency conflict")
 )
 
 // IllegalEventError says why an event cannot be applied to a saga's state.
@@ -49,7 +52,12 @@ type RejectedError struct {
 	SagaID string
 	Node   string
 	Reason string
+	// Err, if set, is a sentinel saying more (ErrIdempotencyConflict).
+	Err error
 }
+
+// Unwrap returns Err.
+func (e *RejectedError) Unwrap() error { return e.Err }
 
 func (e *RejectedError) Error() string {
 	if e.Node == "" {

@@ -706,3 +706,31 @@ func TestBackoffRestartsWithEachRound(t *testing.T) {
 	}
 	m.checkReplay()
 }
+
+// A start of a saga that exists is rejected; with another definition or
+// params the rejection says it is an idempotency conflict.
+func TestStartOfAnExistingSaga(t *testing.T) {
+	t.Parallel()
+	m := newSim(t, chain("a"), `{"x":1}`)
+	start := func(def *saga.Definition, params string) error {
+		_, err := m.step(machine.Start{Now: m.now, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(params)}})
+		return err
+	}
+	if err := start(chain("a"), `{ "x": 1 }`); !errors.Is(err, machine.ErrRejected) || errors.Is(err, machine.ErrIdempotencyConflict) {
+		t.Fatalf("same request: %v", err)
+	}
+	for _, c := range []struct {
+		def    *saga.Definition
+		params string
+		want   string
+	}{
+		{chain("a"), `{"x":2}`, "a different params"},
+		{chain("b"), `{"x":1}`, "a different definition"},
+		{chain("b"), `{"x":2}`, "a different definition and params"},
+	} {
+		err := start(c.def, c.params)
+		if !errors.Is(err, machine.ErrRejected) || !errors.Is(err, machine.ErrIdempotencyConflict) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.want, err)
+		}
+	}
+}
