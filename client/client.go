@@ -192,9 +192,11 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 	// A saga that exists answers for itself; otherwise the command goes
 	// out, and the stream's deduplication on its id says whether another
 	// start of the same saga is on its way.
-	existing, err := c.created(ctx, id)
-	if err != nil {
-		return "", err
+	var existing *events.SagaCreated
+	if o.id != "" || o.key != "" { // a fresh random id names no saga yet
+		if existing, err = c.created(ctx, id); err != nil {
+			return "", err
+		}
 	}
 	if existing == nil {
 		ack, err := c.commandTraced(ctx, id, "start:"+id, tp, cmd)
