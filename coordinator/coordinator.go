@@ -18,6 +18,7 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/lease"
+	"github.com/jetsaga/jetsaga/internal/startstop"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -43,15 +44,14 @@ type Coordinator struct {
 	ix     *index.Index
 	leases *lease.Keeper // nil when Config.Partitions pins the partitions
 
-	mu      sync.Mutex
-	state   lifecycle
-	ctx     context.Context // cancelled by Stop, after draining
-	cancel  context.CancelFunc
-	parts   map[int]*partition
-	subs    []*nats.Subscription // status and saga-state requests
-	wg      sync.WaitGroup       // every goroutine the coordinator starts
-	acks    chan pending         // writes for ackLoop to await
-	stopped chan struct{}
+	// life runs Start and Stop, owns every goroutine the coordinator
+	// starts, and gives them a context that Stop cancels after draining.
+	life startstop.Lifecycle
+
+	mu    sync.Mutex // guards parts, subs, acks
+	parts map[int]*partition
+	subs  []*nats.Subscription // status and saga-state requests
+	acks  chan pending         // writes for ackLoop to await
 
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
@@ -62,15 +62,6 @@ type Coordinator struct {
 	metrics *metrics // nil without Config.Registerer
 	tracer  *tracer  // nil without Config.TracerProvider
 }
-
-type lifecycle int
-
-const (
-	created lifecycle = iota
-	running
-	stopping
-	stopped
-)
 
 // New validates cfg and returns a coordinator; Start runs it.
 func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
@@ -90,15 +81,14 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	c := &Coordinator{
-		cfg:     cfg,
-		adopt:   adopt,
-		js:      js,
-		nc:      js.Conn(),
-		logger:  cfg.Logger.With("coordinator", cfg.Name),
-		source:  events.SourceCoordinator + "/" + cfg.Name,
-		log:     streams.NewLog(js),
-		parts:   map[int]*partition{},
-		stopped: make(chan struct{}),
+		cfg:    cfg,
+		adopt:  adopt,
+		js:     js,
+		nc:     js.Conn(),
+		logger: cfg.Logger.With("coordinator", cfg.Name),
+		source: events.SourceCoordinator + "/" + cfg.Name,
+		log:    streams.NewLog(js),
+		parts:  map[int]*partition{},
 	}
 	m, err := newMetrics(c, cfg.Registerer)
 	if err != nil {
@@ -113,16 +103,18 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 // MinServerVersion), applies the topology, and starts driving the
 // configured partitions: it recovers their sagas in flight and consumes
 // their inputs. It returns once every partition is consuming; recovery
-// goes on in the background. Start is idempotent.
+// goes on in the background. Start is idempotent and safe to call with
+// Stop: a Stop during Start cancels it. After a failed Start nothing runs,
+// and Start may be called again.
 func (c *Coordinator) Start(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch c.state {
-	case running:
-		return nil
-	case stopping, stopped:
+	err := c.life.Start(ctx, c.start)
+	if errors.Is(err, startstop.ErrStopped) {
 		return ErrStopped
 	}
+	return err
+}
+
+func (c *Coordinator) start(ctx context.Context) error {
 	if err := c.checkServer(ctx); err != nil {
 		return err
 	}
@@ -146,28 +138,20 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return err
 	}
 	c.ix = ix
-	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	acks := make(chan pending, ackQueue)
+	c.mu.Lock()
+	c.acks = acks
+	c.mu.Unlock()
+	c.life.Go(func(context.Context) { c.ackLoop(acks) })
 	fail := func(err error) error {
-		if c.leases != nil {
-			c.mu.Unlock()
-			c.leases.Stop(ctx)
-			c.mu.Lock()
-		}
-		for _, started := range c.parts {
-			started.stop(ctx)
-		}
-		c.parts = map[int]*partition{}
-		if c.acks != nil {
-			close(c.acks)
-			c.acks = nil
-		}
-		c.cancel()
+		c.teardown(ctx)
 		return err
 	}
-	c.acks = make(chan pending, ackQueue)
-	acks := c.acks
-	c.goFunc(func() { c.ackLoop(acks) })
-	if c.subs, err = c.serve(); err != nil {
+	subs, err := c.serve()
+	c.mu.Lock()
+	c.subs = subs
+	c.mu.Unlock()
+	if err != nil {
 		return fail(fmt.Errorf("coordinator: serve status: %w", err))
 	}
 	if c.cfg.Partitions != nil {
@@ -176,25 +160,59 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			if err != nil {
 				return fail(err)
 			}
+			c.mu.Lock()
 			c.parts[p] = part
+			c.mu.Unlock()
 		}
 	} else {
-		c.leases, err = lease.New(ctx, c.js, lease.Config{Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
+		keeper, err := lease.New(ctx, c.js, lease.Config{Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
 			TTL: c.cfg.LeaseTTL, Logger: c.logger, Acquire: c.acquire, Lose: c.lose})
 		if err != nil {
 			return fail(err)
 		}
-		// The keeper calls acquire, which takes c.mu.
-		c.mu.Unlock()
-		err = c.leases.Start(ctx)
 		c.mu.Lock()
-		if err != nil {
+		c.leases = keeper
+		c.mu.Unlock()
+		if err := keeper.Start(ctx); err != nil {
 			return fail(err)
 		}
 	}
-	c.state = running
-	c.logger.Info("coordinator started", "partitions", len(c.parts), "server", c.nc.ConnectedUrlRedacted())
+	c.mu.Lock()
+	n := len(c.parts)
+	c.mu.Unlock()
+	c.logger.Info("coordinator started", "partitions", n, "server", c.nc.ConnectedUrlRedacted())
 	return nil
+}
+
+// teardown stops what start started, in order: status requests, leases
+// (each partition drained, then its lease released), pinned partitions,
+// then the acker's queue. The lifecycle then cancels the coordinator's
+// context and waits for its goroutines.
+func (c *Coordinator) teardown(ctx context.Context) {
+	c.mu.Lock()
+	subs, leases := c.subs, c.leases
+	c.subs = nil
+	c.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+	// With leases, stopping the keeper stops each partition (draining it)
+	// and then releases its lease, so another coordinator takes it over at
+	// once rather than after the lease's TTL.
+	if leases != nil {
+		leases.Stop(ctx)
+	}
+	c.mu.Lock()
+	parts, acks := c.parts, c.acks
+	c.parts = map[int]*partition{}
+	c.mu.Unlock()
+	for _, p := range parts {
+		p.stop(ctx)
+	}
+	// No partition writes any more: the acker finishes what it has.
+	if acks != nil {
+		close(acks)
+	}
 }
 
 // checkServer fails fast, with one clear message, on a server jetsaga
@@ -238,59 +256,17 @@ func versionAtLeast(have, want string) bool {
 
 // Stop stops consuming, finishes the inputs it has taken, and returns when
 // every goroutine has ended or ctx is done. Unfinished sagas stay in flight
-// in the log, for the next coordinator. Stop is idempotent.
+// in the log, for the next coordinator. Stop is idempotent, and safe to
+// call during or after a failed Start.
 func (c *Coordinator) Stop(ctx context.Context) error {
-	c.mu.Lock()
-	switch c.state {
-	case created:
-		c.state = stopped
-		close(c.stopped)
-		c.mu.Unlock()
-		return nil
-	case stopping, stopped:
-		c.mu.Unlock()
-		select {
-		case <-c.stopped:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	ran := false
+	err := c.life.Stop(ctx, func(ctx context.Context) {
+		ran = true
+		c.teardown(ctx)
+	})
+	if ran {
+		c.logger.Info("coordinator stopped")
 	}
-	c.state = stopping
-	c.mu.Unlock()
-	for _, s := range c.subs {
-		_ = s.Unsubscribe()
-	}
-	// With leases, stopping the keeper stops each partition (draining it)
-	// and then releases its lease, so another coordinator takes it over at
-	// once rather than after the lease's TTL.
-	if c.leases != nil {
-		c.leases.Stop(ctx)
-	}
-	c.mu.Lock()
-	parts := c.parts
-	c.parts = map[int]*partition{}
-	c.mu.Unlock()
-	for _, p := range parts {
-		p.stop(ctx)
-	}
-	// No partition writes any more: the acker finishes what it has.
-	close(c.acks)
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	c.cancel()
-	<-done
-	c.mu.Lock()
-	c.state = stopped
-	close(c.stopped)
-	c.mu.Unlock()
-	c.logger.Info("coordinator stopped")
 	return err
 }
 
@@ -300,10 +276,10 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 // (drained counts as ready: it is there on purpose).
 func (c *Coordinator) Ready() error {
 	c.mu.Lock()
-	state, leases, parts := c.state, c.leases, len(c.parts)
+	leases, parts := c.leases, len(c.parts)
 	c.mu.Unlock()
 	switch {
-	case state != running:
+	case !c.life.Running():
 		return errors.New("coordinator: not running")
 	case !c.nc.IsConnected():
 		return errors.New("coordinator: not connected to NATS")
@@ -341,11 +317,11 @@ func (c *Coordinator) Undrain() error {
 
 // acquire starts driving partition p, newly leased with epoch.
 func (c *Coordinator) acquire(p int, epoch uint64) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state == stopping || c.state == stopped {
+	if c.life.Stopping() {
 		return ErrStopped
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if _, ok := c.parts[p]; ok {
 		return nil
 	}
@@ -389,18 +365,12 @@ func (c *Coordinator) owns(p int) bool {
 	return ok
 }
 
-// go runs f in a goroutine that Stop waits for.
-func (c *Coordinator) goFunc(f func()) {
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		f()
-	}()
-}
+// goFunc runs f in a goroutine that Stop waits for.
+func (c *Coordinator) goFunc(f func()) { c.life.Go(func(context.Context) { f() }) }
 
 // opCtx bounds one NATS call.
 func (c *Coordinator) opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
+	return context.WithTimeout(c.life.Context(), c.cfg.RequestTimeout)
 }
 
 // admit reserves a slot for one more request in flight, if

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,8 @@ type securedUser struct {
 	name    string
 	role    streams.Role
 	actions []string
+	// drop are publish permissions of the role the user lacks.
+	drop []string
 }
 
 func (u securedUser) inbox() string { return "_INBOX_" + u.name }
@@ -38,6 +41,7 @@ func runSecuredServer(t *testing.T, users []securedUser) string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		p.Publish = slices.DeleteFunc(p.Publish, func(s string) bool { return slices.Contains(u.drop, s) })
 		perms := &server.Permissions{Publish: &server.SubjectPermission{Allow: p.Publish}, Subscribe: &server.SubjectPermission{Allow: p.Subscribe}}
 		if p.AllowResponses {
 			perms.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}

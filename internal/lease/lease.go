@@ -44,6 +44,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/internal/startstop"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -111,8 +112,8 @@ type Keeper struct {
 	// lease held or taken, until Undrain.
 	draining bool
 
-	stop chan struct{}
-	done chan struct{}
+	// life runs Start and Stop and owns the renewal loop.
+	life startstop.Lifecycle
 }
 
 type held struct {
@@ -148,31 +149,33 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Keeper, erro
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return &Keeper{cfg: cfg, js: js, kv: kv, instance: hex.EncodeToString(b), logger: cfg.Logger,
-		held: map[int]*held{}, free: map[int]int{}, stop: make(chan struct{}), done: make(chan struct{})}, nil
+		held: map[int]*held{}, free: map[int]int{}}, nil
 }
 
 // Start registers the member, takes what it can at once, and keeps going
-// in the background every TTL/3.
+// in the background every TTL/3. If the first heartbeat fails, Start
+// fails and nothing runs; Stop then returns at once.
 func (k *Keeper) Start(ctx context.Context) error {
-	if err := k.heartbeat(ctx); err != nil {
-		return err
-	}
-	k.round(ctx)
-	go k.loop()
-	return nil
+	return k.life.Start(ctx, func(ctx context.Context) error {
+		if err := k.heartbeat(ctx); err != nil {
+			return err
+		}
+		k.round(ctx)
+		k.life.Go(k.loop)
+		return nil
+	})
 }
 
-func (k *Keeper) loop() {
-	defer close(k.done)
+func (k *Keeper) loop(ctx context.Context) {
 	t := time.NewTicker(k.cfg.TTL / 3)
 	defer t.Stop()
 	for {
 		select {
-		case <-k.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), k.cfg.TTL/3)
-			k.round(ctx)
+			rctx, cancel := context.WithTimeout(ctx, k.cfg.TTL/3)
+			k.round(rctx)
 			cancel()
 		}
 	}
@@ -180,15 +183,14 @@ func (k *Keeper) loop() {
 
 // Stop ends the background work, then releases every lease (after Lose for
 // each, so nothing is driven without one) and the heartbeat, so other
-// members take over at their next round instead of after the TTL.
+// members take over at their next round instead of after the TTL. Stop is
+// idempotent, and returns at once after a failed Start.
 func (k *Keeper) Stop(ctx context.Context) {
-	select {
-	case <-k.stop:
-	default:
-		close(k.stop)
-		<-k.done
-	}
-	k.leave(ctx)
+	_ = k.life.Stop(ctx, func(ctx context.Context) {
+		k.life.Cancel()
+		_ = k.life.Wait(ctx)
+		k.leave(ctx)
+	})
 }
 
 // leave releases every lease (after Lose for each, so nothing is driven
