@@ -36,6 +36,9 @@ type Config struct {
 	// LeaseTTL is how long a partition lease and the coordinator's
 	// heartbeat last without renewal: a dead coordinator's partitions are
 	// taken over after at most this long. At least 1s. Default: 10s.
+	// Leases are renewed on a connection of their own, opened with the
+	// options of the coordinator's connection (same servers, credentials,
+	// TLS and inbox prefix), so renewals never queue behind the data path.
 	LeaseTTL time.Duration
 	// MaxInFlightPerSaga bounds one saga's requests awaiting replies or
 	// retries; 0 means no bound.

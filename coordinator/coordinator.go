@@ -43,6 +43,8 @@ type Coordinator struct {
 	log    *streams.Log
 	ix     *index.Index
 	leases *lease.Keeper // nil when Config.Partitions pins the partitions
+	// leaseNC is the leases' own connection (nil when pinned).
+	leaseNC *nats.Conn
 
 	// life runs Start and Stop, owns every goroutine the coordinator
 	// starts, and gives them a context that Stop cancels after draining.
@@ -165,8 +167,12 @@ func (c *Coordinator) start(ctx context.Context) error {
 			c.mu.Unlock()
 		}
 	} else {
-		keeper, err := lease.New(ctx, c.js, lease.Config{Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
-			TTL: c.cfg.LeaseTTL, Logger: c.logger, Acquire: c.acquire, Lose: c.lose})
+		ljs, err := c.leaseJetStream()
+		if err != nil {
+			return fail(err)
+		}
+		keeper, err := lease.New(ctx, ljs, lease.Config{Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
+			TTL: c.cfg.LeaseTTL, Logger: c.logger, Acquire: c.acquire, Lose: c.lose, Healthy: c.dataPathUp})
 		if err != nil {
 			return fail(err)
 		}
@@ -181,6 +187,45 @@ func (c *Coordinator) start(ctx context.Context) error {
 	n := len(c.parts)
 	c.mu.Unlock()
 	c.logger.Info("coordinator started", "partitions", n, "server", c.nc.ConnectedUrlRedacted())
+	return nil
+}
+
+// leaseJetStream opens the lease keeper's own connection, with the options
+// of the coordinator's (servers, credentials, TLS, inbox prefix), and a
+// JetStream context on it with the same domain or API prefix. Renewals
+// then never wait behind the data path: neither in its async publish
+// window nor in its socket.
+func (c *Coordinator) leaseJetStream() (jetstream.JetStream, error) {
+	opts := c.nc.Opts
+	opts.Name = strings.TrimSpace(opts.Name + " jetsaga-leases " + c.cfg.Name)
+	// The user's callbacks are for the user's connection.
+	opts.ConnectedCB, opts.DisconnectedCB, opts.DisconnectedErrCB, opts.ReconnectedCB, opts.ClosedCB = nil, nil, nil, nil, nil
+	opts.DiscoveredServersCB, opts.LameDuckModeHandler = nil, nil
+	opts.AsyncErrorCB = func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		c.logger.Warn("lease connection", "error", err)
+	}
+	opts.MaxReconnect = -1 // leases must come back whenever the servers do
+	nc, err := opts.Connect()
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: lease connection: %w", err)
+	}
+	js, err := streams.DeriveOn(c.js, nc, jetstream.WithDefaultTimeout(c.cfg.RequestTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("coordinator: lease connection: %w", err)
+	}
+	c.mu.Lock()
+	c.leaseNC = nc
+	c.mu.Unlock()
+	return js, nil
+}
+
+// dataPathUp reports whether the coordinator's own connection is up: the
+// leases, on their own connection, are renewed only while it is.
+func (c *Coordinator) dataPathUp() error {
+	if !c.nc.IsConnected() {
+		return fmt.Errorf("the data connection is %s", c.nc.Status())
+	}
 	return nil
 }
 
@@ -201,6 +246,13 @@ func (c *Coordinator) teardown(ctx context.Context) {
 	// once rather than after the lease's TTL.
 	if leases != nil {
 		leases.Stop(ctx)
+	}
+	c.mu.Lock()
+	lnc := c.leaseNC
+	c.leaseNC = nil
+	c.mu.Unlock()
+	if lnc != nil {
+		lnc.Close()
 	}
 	c.mu.Lock()
 	parts, acks := c.parts, c.acks

@@ -436,13 +436,16 @@ func (p *partition) decide(r *run, it item, fresh bool) {
 	r.busy = true
 	p.appending++
 	expected, timeout := r.seq, c.cfg.RequestTimeout
-	go func() {
+	// The answer comes back to the partition as an input. A stopping
+	// partition waits for every append in flight (p.appending) to land
+	// before its loop ends, so this send always finds a receiver.
+	c.goFunc(func() {
 		l.seq, l.err = streams.AppendResult(f, it.sagaID, expected, timeout)
 		if marked != nil && l.err == nil {
 			_, l.markErr = streams.AppendResult(marked, it.sagaID, 0, timeout)
 		}
 		p.inbox <- item{sagaID: it.sagaID, landed: l}
-	}()
+	})
 }
 
 // rejected handles an input the machine refused.

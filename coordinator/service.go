@@ -70,7 +70,7 @@ func (c *Coordinator) serve() ([]*nats.Subscription, error) {
 		}
 		// Draining waits for the partitions' inputs to finish: not on the
 		// subscription's goroutine.
-		go func() {
+		c.goFunc(func() {
 			var err error
 			if req.Undo {
 				err = c.Undrain()
@@ -85,7 +85,7 @@ func (c *Coordinator) serve() ([]*nats.Subscription, error) {
 			}
 			b, _ := json.Marshal(c.Status())
 			_ = m.Respond(b)
-		}()
+		})
 	})
 	if err != nil {
 		status.Unsubscribe()

@@ -97,12 +97,17 @@ func NewLog(js jetstream.JetStream) *Log {
 // Derive returns a JetStream context on js's connection, domain and API
 // prefix, with opts (a writer's own async publishing limits, say).
 func Derive(js jetstream.JetStream, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	return DeriveOn(js, js.Conn(), opts...)
+}
+
+// DeriveOn is Derive on another connection nc (to the same account).
+func DeriveOn(js jetstream.JetStream, nc *nats.Conn, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
 	if o := js.Options(); o.Domain != "" {
-		return jetstream.NewWithDomain(js.Conn(), o.Domain, opts...)
+		return jetstream.NewWithDomain(nc, o.Domain, opts...)
 	} else if o.APIPrefix != "" {
-		return jetstream.NewWithAPIPrefix(js.Conn(), o.APIPrefix, opts...)
+		return jetstream.NewWithAPIPrefix(nc, o.APIPrefix, opts...)
 	}
-	return jetstream.New(js.Conn(), opts...)
+	return jetstream.New(nc, opts...)
 }
 
 // StallWait is how long an asynchronous publish waits for room when the

@@ -75,6 +75,13 @@ type Config struct {
 	// driving p at once (lease lost or about to expire, or handed off). It
 	// returns once p is no longer driven.
 	Lose func(p int)
+	// Healthy, if set, is asked before each round whether the member can
+	// do its work (its data connection is up, say). While it reports an
+	// error the member neither renews nor takes leases nor sends its
+	// heartbeat, so its leases lapse and other members take over: leases
+	// renewed on a connection of their own must not outlive the path the
+	// work goes through.
+	Healthy func() error
 }
 
 // Lease is a partition held by this member.
@@ -297,6 +304,13 @@ func (k *Keeper) round(ctx context.Context) {
 	if k.Draining() {
 		return
 	}
+	if k.cfg.Healthy != nil {
+		if err := k.cfg.Healthy(); err != nil {
+			k.logger.Warn("member cannot work: not renewing its leases", "error", err)
+			k.loseExpiring(nil)
+			return
+		}
+	}
 	if err := k.heartbeat(ctx); err != nil {
 		k.logger.Warn("lease heartbeat failed", "error", err)
 	}
@@ -347,21 +361,28 @@ func (k *Keeper) heldRev(p int) (uint64, bool) {
 }
 
 // renew renews every held lease (published together); a lease that cannot
-// be renewed, or is about to run out, is given up at once.
+// be renewed, or is about to run out, is given up at once. The lock is
+// never held across a publish: Owns, checked before every append, must not
+// wait on the network.
 func (k *Keeper) renew(ctx context.Context) {
-	k.mu.Lock()
 	type pending struct {
 		p    int
 		f    jetstream.PubAckFuture
 		sent time.Time
 	}
+	k.mu.Lock()
+	revs := make(map[int]uint64, len(k.held))
+	for p, h := range k.held {
+		revs[p] = h.rev
+	}
+	k.mu.Unlock()
 	var ps []pending
 	b, _ := json.Marshal(leaseValue{Member: k.cfg.Name, Instance: k.instance})
-	for p, h := range k.held {
+	for p, rev := range revs {
 		m := nats.NewMsg("$KV." + streams.LeaseBucket + "." + partitionKey(p))
 		m.Data = b
 		m.Header.Set("Nats-TTL", k.cfg.TTL.String())
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(h.rev, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 		sent := time.Now()
 		f, err := k.js.PublishMsgAsync(m)
 		if err != nil {
@@ -369,7 +390,6 @@ func (k *Keeper) renew(ctx context.Context) {
 		}
 		ps = append(ps, pending{p, f, sent})
 	}
-	k.mu.Unlock()
 	renewed := map[int]bool{}
 	for _, x := range ps {
 		select {
@@ -386,8 +406,12 @@ func (k *Keeper) renew(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
-	// A lease not renewed this round is kept only while it is still
-	// trustworthy for more than a round.
+	k.loseExpiring(renewed)
+}
+
+// loseExpiring gives up the leases not renewed this round that are
+// trustworthy for less than a round more.
+func (k *Keeper) loseExpiring(renewed map[int]bool) {
 	k.mu.Lock()
 	var expiring []int
 	for p, h := range k.held {
