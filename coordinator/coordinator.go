@@ -43,8 +43,10 @@ type Coordinator struct {
 	log    *streams.Log
 	ix     *index.Index
 	leases *lease.Keeper // nil when Config.Partitions pins the partitions
-	// leaseNC is the leases' own connection (nil when pinned).
-	leaseNC *nats.Conn
+	// leaseNC is the leases' own connection (nil when pinned);
+	// leaseDenied, the last permission violation it was told of.
+	leaseNC     *nats.Conn
+	leaseDenied atomic.Pointer[error]
 
 	// life runs Start and Stop, owns every goroutine the coordinator
 	// starts, and gives them a context that Stop cancels after draining.
@@ -116,7 +118,66 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return err
 }
 
+// start tries startOnce until it succeeds, ctx ends, or it fails in a way
+// only a person can fix (startFailure). Anything else — no server yet, a
+// JetStream leader being elected, timeouts — is logged and tried again with
+// backoff, so a coordinator started during a cluster's trouble comes up
+// when the cluster does.
 func (c *Coordinator) start(ctx context.Context) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := c.startOnce(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		}
+		if permanent := c.startFailure(err); permanent != nil {
+			return permanent
+		}
+		c.logger.Warn("cannot start yet; retrying", "error", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// startFailure returns the error to give up with if err, from a failed
+// start, needs a person: a server jetsaga cannot use, a configuration that
+// does not fit the deployed topology, missing permissions. It returns nil
+// for what passes on its own: no responders, timeouts, JetStream or its
+// cluster not ready, a connection being (re)established.
+func (c *Coordinator) startFailure(err error) error {
+	// A publish the server refuses for want of permission only times
+	// out; the refusal itself comes as an asynchronous error.
+	if last := c.nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w: %w (after: %w)", ErrServer, last, err)
+	}
+	if denied := c.leaseDenied.Load(); denied != nil {
+		return fmt.Errorf("%w: lease connection: %w (after: %w)", ErrServer, *denied, err)
+	}
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, ErrServer), errors.Is(err, ErrInvalidConfig):
+		return err
+	case errors.Is(err, errNotConnected), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return nil
+	case errors.As(err, &apiErr) && apiErr.Code == 503: // JetStream (or its cluster) not ready
+		return nil
+	}
+	return err
+}
+
+// errNotConnected: the connection is not (yet, or no longer) up.
+var errNotConnected = errors.New("not connected to NATS")
+
+func (c *Coordinator) startOnce(ctx context.Context) error {
 	if err := c.checkServer(ctx); err != nil {
 		return err
 	}
@@ -203,6 +264,9 @@ func (c *Coordinator) leaseJetStream() (jetstream.JetStream, error) {
 	opts.DiscoveredServersCB, opts.LameDuckModeHandler = nil, nil
 	opts.AsyncErrorCB = func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		c.logger.Warn("lease connection", "error", err)
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			c.leaseDenied.Store(&err)
+		}
 	}
 	opts.MaxReconnect = -1 // leases must come back whenever the servers do
 	nc, err := opts.Connect()
@@ -271,7 +335,7 @@ func (c *Coordinator) teardown(ctx context.Context) {
 // cannot use.
 func (c *Coordinator) checkServer(ctx context.Context) error {
 	if !c.nc.IsConnected() {
-		return fmt.Errorf("%w: not connected to NATS", ErrServer)
+		return fmt.Errorf("coordinator: %w (%s)", errNotConnected, c.nc.Status())
 	}
 	v := c.nc.ConnectedServerVersion()
 	if !versionAtLeast(v, MinServerVersion) {
@@ -282,7 +346,7 @@ func (c *Coordinator) checkServer(ctx context.Context) error {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return fmt.Errorf("%w: JetStream is not enabled on the NATS server at %s (start it with -js)", ErrServer, c.nc.ConnectedUrlRedacted())
 		}
-		return fmt.Errorf("%w: JetStream at %s: %v", ErrServer, c.nc.ConnectedUrlRedacted(), err)
+		return fmt.Errorf("coordinator: JetStream at %s: %w", c.nc.ConnectedUrlRedacted(), err)
 	}
 	return nil
 }

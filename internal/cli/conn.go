@@ -43,7 +43,7 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 
 // connect connects to NATS and returns JetStream; close the connection when
 // done.
-func (c *connFlags) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, error) {
+func (c *connFlags) connect(ctx context.Context, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	if c.natsContext != "" {
 		if err := c.applyContext(); err != nil {
 			return nil, nil, err
@@ -75,7 +75,7 @@ func (c *connFlags) connect(ctx context.Context) (*nats.Conn, jetstream.JetStrea
 	if c.tlsCert != "" || c.tlsKey != "" {
 		opts = append(opts, nats.ClientCert(c.tlsCert, c.tlsKey))
 	}
-	nc, err := nats.Connect(c.server, opts...)
+	nc, err := nats.Connect(c.server, append(opts, extra...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", c.server, err)
 	}

@@ -64,7 +64,10 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: -drain-timeout must be positive", errUsage)
 	}
 
-	nc, js, err := conn.connect(ctx)
+	// A coordinator may start before its servers (a whole deployment
+	// starting, a cluster restarting): it keeps trying to connect, and
+	// Start retries until JetStream answers, saying so in the log.
+	nc, js, err := conn.connect(ctx, nats.RetryOnFailedConnect(true))
 	if err != nil {
 		return err
 	}
