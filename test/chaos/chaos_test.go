@@ -117,8 +117,8 @@ func logFailovers(t *testing.T, kills []pause, writes map[string][]write) {
 // in turn the saga log's stream leader and a random one.
 func TestChaosNATSNodeKill(t *testing.T) {
 	r := newRig(t, "NATS node kills",
-		scenario{sagas: 40, every: 300 * time.Millisecond, faults: 1,
-			gap: span(3*time.Second, 5*time.Second), down: span(2*time.Second, 4*time.Second), finish: 3 * time.Minute},
+		scenario{sagas: 60, every: 300 * time.Millisecond, faults: 2,
+			gap: span(3*time.Second, 5*time.Second), down: span(15*time.Second, 15*time.Second), finish: 3 * time.Minute},
 		scenario{sagas: 1000, every: 100 * time.Millisecond, faults: 4,
 			gap: span(5*time.Second, 15*time.Second), down: span(time.Second, 10*time.Second), finish: 10 * time.Minute})
 	cluster := startNATSCluster(t, r.ps, 3)
@@ -134,7 +134,12 @@ func TestChaosNATSNodeKill(t *testing.T) {
 			victim, why = cluster.nodes[r.rng.IntN(len(cluster.nodes))], "picked at random"
 		}
 		victim.kill()
+		// Every other kill is a fast restart (after 1 s), which used to
+		// stall the coordinators for tens of seconds.
 		down := between(r.rng, r.cfg.down)
+		if i%2 == 0 {
+			down = time.Second
+		}
 		sleepUntil(context.Background(), time.Now().Add(down))
 		cluster.restart(t, victim)
 		// Another node may go down only once every stream has all its
@@ -442,6 +447,9 @@ func (r *rig) logFigures(rep report) {
 		planned[client.StatusSucceeded], planned[client.StatusUnwound])
 	r.t.Logf("%d faults; %d log events (%d action and %d undo attempts failed and retried); action handlers run again for %d keys; events written: %s",
 		len(r.faults), rep.events, rep.attemptsFailed, rep.undosFailed, rep.handlerReruns, strings.Join(perCoord, ", "))
+	stall, at := longestStall(rep.writes)
+	r.t.Logf("longest interval in which sagas were in flight and none advanced: %s, from %s (%s into the run; lease TTL %s)",
+		stall.Round(time.Millisecond), at.Format("15:04:05.000"), at.Sub(r.began).Round(100*time.Millisecond), leaseTTL)
 	r.t.Logf("took %s: workload %s, then %s to finish and check", time.Since(r.began).Round(100*time.Millisecond),
 		r.w.took.Round(100*time.Millisecond), time.Since(r.chaosEnded).Round(100*time.Millisecond))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/stall"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -294,6 +295,18 @@ func writesByCoordinator(ctx context.Context, cl *client.Client, ids []string) (
 		}
 	}
 	return out, nil
+}
+
+// longestStall is the longest interval in which sagas were in flight and
+// none advanced (stall.Longest), from every event written.
+func longestStall(ws map[string][]write) (time.Duration, time.Time) {
+	var evs []stall.Event
+	for _, w := range ws {
+		for _, e := range w {
+			evs = append(evs, stall.Event{SagaID: e.SagaID, Time: e.Time})
+		}
+	}
+	return stall.Longest(evs)
 }
 
 // countWrites is the number of events each coordinator wrote.
