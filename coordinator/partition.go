@@ -798,9 +798,9 @@ func (p *partition) schedule(sagaID string, cmd machine.ArmTimer) (jetstream.Pub
 	if min := time.Now().Add(time.Second); at.Before(min) {
 		at = min // a schedule in the past may be refused
 	}
-	m.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339Nano))
-	m.Header.Set("Nats-Schedule-Target", streams.TimerFireSubject(p.id))
-	m.Header.Set("Nats-Schedule-TTL", "1h") // fired timers expire
+	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(jetstream.ScheduleTargetHeader, streams.TimerFireSubject(p.id))
+	m.Header.Set(jetstream.ScheduleTTLHeader, "1h") // fired timers expire
 	return p.c.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
 }
 

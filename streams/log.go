@@ -16,11 +16,11 @@ import (
 // Header names used on log messages and in the server's answers.
 const (
 	headerContentType   = "Content-Type"
-	headerMsgID         = "Nats-Msg-Id"
-	headerExpectLastSub = "Nats-Expected-Last-Subject-Sequence"
-	headerSequence      = "Nats-Sequence"
-	headerTimeStamp     = "Nats-Time-Stamp"
-	headerSubject       = "Nats-Subject"
+	headerMsgID         = jetstream.MsgIDHeader
+	headerExpectLastSub = jetstream.ExpectedLastSubjSeqHeader
+	headerSequence      = jetstream.SequenceHeader
+	headerTimeStamp     = jetstream.TimeStampHeaer // sic: nats.go's spelling
+	headerSubject       = jetstream.SubjectHeader
 	headerNumPending    = "Nats-Num-Pending" // in a batched direct get's EOB
 	headerStatus        = "Status"           // a status message's code
 	headerDescription   = "Description"      // and its text

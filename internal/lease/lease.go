@@ -280,7 +280,7 @@ func partitionKey(p int) string    { return "partition." + strconv.Itoa(p) }
 func (k *Keeper) publishTTL(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	m := nats.NewMsg("$KV." + streams.LeaseBucket + "." + key)
 	m.Data = value
-	m.Header.Set("Nats-TTL", k.cfg.TTL.String())
+	m.Header.Set(jetstream.MsgTTLHeader, k.cfg.TTL.String())
 	if rev > 0 {
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 	}
@@ -381,7 +381,7 @@ func (k *Keeper) renew(ctx context.Context) {
 	for p, rev := range revs {
 		m := nats.NewMsg("$KV." + streams.LeaseBucket + "." + partitionKey(p))
 		m.Data = b
-		m.Header.Set("Nats-TTL", k.cfg.TTL.String())
+		m.Header.Set(jetstream.MsgTTLHeader, k.cfg.TTL.String())
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 		sent := time.Now()
 		f, err := k.js.PublishMsgAsync(m)
