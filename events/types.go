@@ -540,8 +540,10 @@ const (
 	OpUndo Op = "undo"
 )
 
-// ActionRequest asks a participant to run an action or its undo. It is
-// published on the request subject of Action (OpDo) or Undo (OpUndo).
+// ActionRequest asks a participant to run an action or its undo. Both go
+// to the request subject of Action (streams.RequestSubject), so the
+// participant that registered the action with its undo gets both; Op says
+// which to run.
 type ActionRequest struct {
 	Op Op `json:"op"`
 	// Node is the node's path; with the saga id it names the work.

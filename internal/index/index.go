@@ -3,10 +3,13 @@
 // flight, by partition (for recovery).
 //
 // The index is derived from the logs and may lag them: the coordinator
-// writes it after the log, and recovery rewrites it from the log. The one
-// ordering that matters is that a saga's in-flight marker is written before
-// its log is created and removed after its log says it finished, so
-// recovery never misses a saga in flight.
+// writes it after the log, and recovery rewrites it from the log. What
+// recovery relies on: a saga's in-flight marker is written alongside its
+// log's first append, and the start command is acknowledged only once
+// both are durable (until then the start comes again, and a saga read
+// afresh from its log is marked again); the marker is removed only after
+// the log says the saga finished. So recovery never misses a saga in
+// flight.
 //
 // Keys: "saga.<id>" → Summary (JSON); "inflight.<partition>.<id>" → empty.
 // Removed markers are purged with a short marker TTL, so listing a

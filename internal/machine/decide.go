@@ -32,7 +32,9 @@ type Start struct {
 // Reply is a participant's reply, already decoded.
 type Reply struct {
 	Now time.Time
-	// ID is the reply event's id; ReplyTo-checking is the caller's.
+	// Reply names the request it answers (RequestID, checked against the
+	// node, op and attempt); that the reply event's id answers that
+	// request is the caller's to check (events.ReplyID).
 	Reply events.ActionReply
 }
 
