@@ -322,9 +322,11 @@ func (c *Coordinator) teardown(ctx context.Context) {
 	parts, acks := c.parts, c.acks
 	c.parts = map[int]*partition{}
 	c.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, p := range parts {
-		p.stop(ctx)
+		wg.Go(func() { p.stop(ctx) })
 	}
+	wg.Wait()
 	// No partition writes any more: the acker finishes what it has.
 	if acks != nil {
 		close(acks)

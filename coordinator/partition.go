@@ -124,6 +124,7 @@ func (c *Coordinator) startPartition(ctx context.Context, p int, epoch uint64) (
 		fn   func(jetstream.Msg)
 	}{{work, part.onWork}, {timers, part.onTimer}} {
 		cc, err := cons.cons.Consume(cons.fn, jetstream.PullMaxMessages(128),
+			jetstream.PullHeartbeat(streams.PullHeartbeat), jetstream.PullExpiry(streams.PullExpiry),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				c.logger.Debug("consume", "partition", p, "error", err)
 			}))

@@ -225,7 +225,8 @@ func (p *Participant) open(ctx context.Context, name string) (jetstream.Messages
 	if err != nil {
 		return nil, fmt.Errorf("participant: consumer of action %s: %w", name, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency))
+	it, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency),
+		jetstream.PullHeartbeat(streams.PullHeartbeat), jetstream.PullExpiry(streams.PullExpiry))
 	if err != nil {
 		return nil, fmt.Errorf("participant: consume action %s: %w", name, err)
 	}

@@ -81,3 +81,14 @@ func ActionConsumerName(action string) string {
 	h.Write([]byte(action))
 	return fmt.Sprintf("jetsaga-act-%s-%08x", strings.ReplaceAll(action, ".", "_"), h.Sum32())
 }
+
+// Pull requests of jetsaga's consumers (the coordinators' partitions, the
+// participants' actions) ask for a heartbeat every PullHeartbeat and
+// expire after PullExpiry. When the consumer's leader moves or its server
+// dies, a pull request goes quiet; two missed heartbeats tell the client
+// to pull again. nats.go's defaults (5 s, 30 s) leave a consumer deaf for
+// 10 s or more after a node restart; these make it about 2 s.
+const (
+	PullHeartbeat = time.Second
+	PullExpiry    = 5 * time.Second
+)

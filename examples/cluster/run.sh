@@ -85,7 +85,11 @@ say "starting $SAGAS trips"
 	done
 ) &
 STARTER=$!
-progress() { cat "$WORK/progress" 2>/dev/null || echo 0; }
+progress() { # the starter rewrites the file: read it whole, or read 0
+	local n
+	n=$(cat "$WORK/progress" 2>/dev/null || true)
+	echo "${n:-0}"
+}
 until [ "$(progress)" -ge $((SAGAS / 3)) ]; do sleep 0.2; done
 say "killing NATS node n2 and coordinator c1 (SIGKILL); c1's supervisor starts it again"
 kill -9 "${PID[n2]}" "$(cat "$WORK/c1.pid")"

@@ -209,10 +209,13 @@ func (k *Keeper) leave(ctx context.Context) {
 		parts = append(parts, p)
 	}
 	k.mu.Unlock()
-	slices.Sort(parts)
+	// All at once: each waits for its partition to drain, which takes up
+	// to the drain timeout when NATS is unreachable.
+	var wg sync.WaitGroup
 	for _, p := range parts {
-		k.release(ctx, p)
+		wg.Go(func() { k.release(ctx, p) })
 	}
+	wg.Wait()
 	_ = k.kv.Purge(ctx, memberKey(k.cfg.Name))
 }
 
