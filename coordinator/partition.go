@@ -250,31 +250,19 @@ func (p *partition) onWork(m jetstream.Msg) {
 		}
 	case *events.OperatorCommand:
 		cmd := *d
-		it.make = func(now time.Time) machine.Input { return operatorInput(now, cmd) }
+		if _, err := machine.OperatorInput(time.Now(), cmd); err != nil {
+			p.reject(m, rejectMalformed, ev.SagaID, "an operator command jetsaga does not know", err)
+			return
+		}
+		it.make = func(now time.Time) machine.Input {
+			in, _ := machine.OperatorInput(now, cmd) // checked above
+			return in
+		}
 	default:
 		p.reject(m, rejectMisrouted, ev.SagaID, fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject()), nil)
 		return
 	}
 	p.enqueue(it)
-}
-
-func operatorInput(now time.Time, cmd events.OperatorCommand) machine.Input {
-	switch cmd.Action {
-	case events.ActionAbort:
-		return machine.Abort{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
-	case events.ActionRetry:
-		return machine.RetryUndo{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
-	case events.ActionResolve:
-		return machine.Resolve{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}
-	case events.ActionFault:
-		return machine.InjectFault{Now: now, Fault: *cmd.Fault, Operator: cmd.Operator, Reason: cmd.Reason}
-	case events.ActionPause:
-		return machine.Pause{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
-	case events.ActionResume:
-		return machine.Resume{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
-	default:
-		return machine.Abandon{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}
-	}
 }
 
 // onTimer turns a fired retry timer into an input.

@@ -98,7 +98,11 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	// The coordinator decides with the same pure machine and ignores a
 	// command the saga's state does not allow; deciding here first turns
 	// that silence into a clear error.
-	if _, err := machine.Decide(r.state, c.input(node, *operator, *reason), machine.Options{}); err != nil {
+	in, err := machine.OperatorInput(time.Now(), events.OperatorCommand{Action: c.action, Node: node, Operator: *operator, Reason: *reason})
+	if err != nil {
+		return err
+	}
+	if _, err := machine.Decide(r.state, in, machine.Options{}); err != nil {
 		var rej *machine.RejectedError
 		if errors.As(err, &rej) {
 			return fmt.Errorf("cannot %s saga %s: %s%s", name, id, rej.Reason, failedUndos(r.state, c.node))
@@ -154,23 +158,6 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("saga %s is stuck: waiting for an operator", id)
 	}
 	return nil
-}
-
-func (c operatorCmd) input(node, operator, reason string) machine.Input {
-	now := time.Now()
-	switch c.action {
-	case events.ActionAbort:
-		return machine.Abort{Now: now, Operator: operator, Reason: reason}
-	case events.ActionRetry:
-		return machine.RetryUndo{Now: now, Node: node, Operator: operator, Reason: reason}
-	case events.ActionResolve:
-		return machine.Resolve{Now: now, Node: node, Operator: operator, Reason: reason}
-	case events.ActionPause:
-		return machine.Pause{Now: now, Operator: operator, Reason: reason}
-	case events.ActionResume:
-		return machine.Resume{Now: now, Operator: operator, Reason: reason}
-	}
-	return machine.Abandon{Now: now, Operator: operator, Reason: reason}
 }
 
 // applied reports whether the saga's log has the command's event after the

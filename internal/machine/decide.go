@@ -3,6 +3,7 @@ package machine
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -85,6 +86,31 @@ type InjectFault struct {
 	Now              time.Time
 	Fault            events.Fault
 	Operator, Reason string
+}
+
+// OperatorInput is the input an operator command asks for. An action it
+// does not know is an error, never another action.
+func OperatorInput(now time.Time, cmd events.OperatorCommand) (Input, error) {
+	switch cmd.Action {
+	case events.ActionAbort:
+		return Abort{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	case events.ActionRetry:
+		return RetryUndo{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	case events.ActionResolve:
+		return Resolve{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	case events.ActionAbandon:
+		return Abandon{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	case events.ActionPause:
+		return Pause{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	case events.ActionResume:
+		return Resume{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	case events.ActionFault:
+		if cmd.Fault == nil {
+			return nil, errors.New("machine: a fault command without a fault")
+		}
+		return InjectFault{Now: now, Fault: *cmd.Fault, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+	}
+	return nil, fmt.Errorf("machine: unknown operator action %q", cmd.Action)
 }
 
 // Recover resumes a saga loaded from its log: every outstanding request is

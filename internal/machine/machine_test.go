@@ -734,3 +734,34 @@ func TestStartOfAnExistingSaga(t *testing.T) {
 		}
 	}
 }
+
+// Every operator action maps to its own input; one not known is an error,
+// never another action (issue 12, §2).
+func TestOperatorInput(t *testing.T) {
+	t.Parallel()
+	f := events.Fault{Node: "a", FailUndo: true}
+	for action, want := range map[events.OperatorAction]machine.Input{
+		events.ActionAbort:   machine.Abort{Now: t0, Operator: "o", Reason: "r"},
+		events.ActionRetry:   machine.RetryUndo{Now: t0, Node: "a", Operator: "o", Reason: "r"},
+		events.ActionResolve: machine.Resolve{Now: t0, Node: "a", Operator: "o", Reason: "r"},
+		events.ActionAbandon: machine.Abandon{Now: t0, Operator: "o", Reason: "r"},
+		events.ActionPause:   machine.Pause{Now: t0, Operator: "o", Reason: "r"},
+		events.ActionResume:  machine.Resume{Now: t0, Operator: "o", Reason: "r"},
+		events.ActionFault:   machine.InjectFault{Now: t0, Fault: f, Operator: "o", Reason: "r"},
+	} {
+		cmd := events.OperatorCommand{Action: action, Operator: "o", Reason: "r", Fault: &f}
+		if action == events.ActionRetry || action == events.ActionResolve {
+			cmd.Node = "a"
+		}
+		got, err := machine.OperatorInput(t0, cmd)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %#v, %v; want %#v", action, got, err, want)
+		}
+	}
+	if in, err := machine.OperatorInput(t0, events.OperatorCommand{Action: "explode"}); err == nil || in != nil {
+		t.Errorf("unknown action: %v, %v", in, err)
+	}
+	if _, err := machine.OperatorInput(t0, events.OperatorCommand{Action: events.ActionFault}); err == nil {
+		t.Error("a fault command without a fault was accepted")
+	}
+}
