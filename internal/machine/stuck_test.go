@@ -23,6 +23,17 @@ func fork() *saga.Definition {
 		Then(saga.Action("c", "svc.c")).MustBuild()
 }
 
+// unwindingFork is fork after a and b succeeded and c failed: both undos
+// are outstanding.
+func unwindingFork(t *testing.T) *sim {
+	t.Helper()
+	m := newSim(t, fork(), `{}`)
+	m.succeed("a", `1`)
+	m.succeed("b", `1`)
+	m.fail("c", events.ErrorPermanent)
+	return m
+}
+
 // lastEvent is the type and node of the log's last event.
 func (m *sim) lastEvent() string {
 	ts := m.types()
@@ -45,10 +56,7 @@ func stuckUndos(t *testing.T, m *sim) []string {
 
 func TestStuckWaitsForEveryIndependentUndo(t *testing.T) {
 	t.Parallel()
-	m := newSim(t, fork(), `{}`)
-	m.succeed("a", `1`)
-	m.succeed("b", `1`)
-	m.fail("c", events.ErrorPermanent)
+	m := unwindingFork(t)
 	// a's undo fails while b's still runs: not stuck yet.
 	m.undoFail("a", events.ErrorPermanent)
 	if m.s.Status != machine.StatusUnwinding {
@@ -76,10 +84,7 @@ func TestStuckWaitsForEveryIndependentUndo(t *testing.T) {
 
 func TestStuckAfterTheOtherUndoFinishes(t *testing.T) {
 	t.Parallel()
-	m := newSim(t, fork(), `{}`)
-	m.succeed("a", `1`)
-	m.succeed("b", `1`)
-	m.fail("c", events.ErrorPermanent)
+	m := unwindingFork(t)
 	m.undoFail("a", events.ErrorPermanent)
 	m.undone("b")
 	if m.s.Status != machine.StatusStuck || m.lastEvent() != "saga.stuck a" {
@@ -109,10 +114,7 @@ func TestStuckWaitsForActionsInFlight(t *testing.T) {
 // again when it comes to rest with failed undos.
 func TestOperatorActionsUnstickAndTheSagaMayStickAgain(t *testing.T) {
 	t.Parallel()
-	m := newSim(t, fork(), `{}`)
-	m.succeed("a", `1`)
-	m.succeed("b", `1`)
-	m.fail("c", events.ErrorPermanent)
+	m := unwindingFork(t)
 	m.undoFail("a", events.ErrorPermanent)
 	m.undoFail("b", events.ErrorPermanent)
 	m.must(machine.Resolve{Now: m.now, Node: "a", Operator: "ops", Reason: "by hand"})
@@ -164,10 +166,7 @@ func TestPauseHoldsStuckBack(t *testing.T) {
 
 func TestStuckEventsThatBreakTheRulesAreIllegal(t *testing.T) {
 	t.Parallel()
-	m := newSim(t, fork(), `{}`)
-	m.succeed("a", `1`)
-	m.succeed("b", `1`)
-	m.fail("c", events.ErrorPermanent)
+	m := unwindingFork(t)
 	m.undoFail("a", events.ErrorPermanent)
 	next := len(m.flat())
 	for _, c := range []struct {
