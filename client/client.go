@@ -16,6 +16,7 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/saga"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -222,13 +223,13 @@ func (c *Client) created(ctx context.Context, id string) (*events.SagaCreated, e
 	if err != nil || first == nil {
 		return nil, err
 	}
-	evs, err := events.DecodeBatch(first.Data)
+	m, err := sagalog.Decode(id, *first)
 	if err != nil {
-		return nil, fmt.Errorf("saga %s log message %d: %w", id, first.Seq, err)
+		return nil, err
 	}
-	created, ok := evs[0].Data.(*events.SagaCreated)
+	created, ok := m.Events[0].Data.(*events.SagaCreated)
 	if !ok {
-		return nil, fmt.Errorf("saga %s: the log starts with %s, not saga.created", id, evs[0].Type())
+		return nil, fmt.Errorf("saga %s: the log starts with %s, not saga.created", id, m.Events[0].Type())
 	}
 	return created, nil
 }
@@ -361,15 +362,21 @@ func (c *Client) Events(ctx context.Context, id string) ([]LogEvent, error) {
 	}
 	var out []LogEvent
 	for _, e := range entries {
-		evs, err := events.DecodeBatch(e.Data)
+		m, err := sagalog.Decode(id, e)
 		if err != nil {
-			return out, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+			return out, err
 		}
-		for _, ev := range evs {
-			out = append(out, LogEvent{Seq: e.Seq, Event: ev})
-		}
+		out = appendEvents(out, m)
 	}
 	return out, nil
+}
+
+// appendEvents appends the events of a log message to evs.
+func appendEvents(evs []LogEvent, m sagalog.Message) []LogEvent {
+	for _, ev := range m.Events {
+		evs = append(evs, LogEvent{Seq: m.Seq, Event: ev})
+	}
+	return evs
 }
 
 // LogEvent is an event of a saga's log.
@@ -423,51 +430,19 @@ func (c *Client) WaitFor(ctx context.Context, id string, done func(*Saga) bool) 
 	if err := streams.ValidateSagaID(id); err != nil {
 		return nil, err
 	}
-	// Subscribe before reading, so no append falls between the two.
-	nudge := make(chan struct{}, 1)
-	sub, err := c.js.Conn().Subscribe(streams.LogSubject(id), func(*nats.Msg) {
-		select {
-		case nudge <- struct{}{}:
-		default:
-		}
-	})
+	var evs []LogEvent
+	var result *Saga
+	_, err := sagalog.Follow(ctx, c.js.Conn(), c.log, id, 0,
+		func(m sagalog.Message) error {
+			evs = appendEvents(evs, m)
+			return nil
+		},
+		func(st *machine.State) bool {
+			result = view(st, evs)
+			return done(result)
+		})
 	if err != nil {
 		return nil, err
 	}
-	defer sub.Unsubscribe()
-	var evs []LogEvent
-	var last uint64
-	poll := time.NewTicker(time.Second) // in case a nudge is lost
-	defer poll.Stop()
-	for {
-		entries, err := c.log.Read(ctx, id, last)
-		if err != nil && !(errors.Is(err, streams.ErrNotFound) && last == 0) {
-			return nil, err
-		}
-		for _, e := range entries {
-			batch, err := events.DecodeBatch(e.Data)
-			if err != nil {
-				return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
-			}
-			for _, ev := range batch {
-				evs = append(evs, LogEvent{Seq: e.Seq, Event: ev})
-			}
-			last = e.Seq
-		}
-		if len(evs) > 0 {
-			s, err := fold(id, evs)
-			if err != nil {
-				return nil, err
-			}
-			if done(s) {
-				return s, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-nudge:
-		case <-poll.C:
-		}
-	}
+	return result, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -591,12 +592,8 @@ func (p *partition) load(id string, start, assumeNew bool) (*run, error) {
 	}
 	s := machine.New(id)
 	for _, e := range entries {
-		evs, err := events.DecodeBatch(e.Data)
-		if err != nil {
-			return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
-		}
-		if err := s.ApplyAll(evs); err != nil {
-			return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+		if _, err := sagalog.Apply(s, e); err != nil {
+			return nil, err
 		}
 	}
 	r := &run{state: s, msgs: len(entries)}

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -30,11 +31,11 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return noSaga(id, err)
 	}
 	for _, en := range entries {
-		evs, err := events.DecodeBatch(en.Data)
+		m, err := sagalog.Decode(id, en)
 		if err != nil {
-			return fmt.Errorf("saga %s log message %d: %w", id, en.Seq, err)
+			return err
 		}
-		if err := writeLogged(e.stdout, en.Seq, evs); err != nil {
+		if err := writeLogged(e.stdout, m.Seq, m.Events); err != nil {
 			return fmt.Errorf("saga %s: %w", id, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -67,14 +68,8 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 
 // replayed is a saga's log, decoded and folded.
 type replayed struct {
-	entries []replayEntry
+	entries []sagalog.Message
 	state   *machine.State
-}
-
-type replayEntry struct {
-	seq    uint64
-	stored time.Time
-	events []events.Event
 }
 
 // replay decodes and folds a log. It stops at the first bad message; what
@@ -82,22 +77,19 @@ type replayEntry struct {
 func replay(id string, entries []streams.Entry) (*replayed, error) {
 	r := &replayed{state: machine.New(id)}
 	for _, en := range entries {
-		evs, err := events.DecodeBatch(en.Data)
+		m, err := sagalog.Apply(r.state, en)
 		if err != nil {
-			return r, fmt.Errorf("log message %d: %w", en.Seq, err)
+			return r, err
 		}
-		if err := r.state.ApplyAll(evs); err != nil {
-			return r, fmt.Errorf("log message %d: %w", en.Seq, err)
-		}
-		r.entries = append(r.entries, replayEntry{seq: en.Seq, stored: en.Time, events: evs})
+		r.entries = append(r.entries, m)
 	}
 	return r, nil
 }
 
 func (r *replayed) print(w io.Writer) {
 	for _, en := range r.entries {
-		for i, ev := range en.events {
-			printEvent(w, en.seq, i == 0, ev)
+		for i, ev := range en.Events {
+			printEvent(w, en.Seq, i == 0, ev)
 		}
 	}
 	s := r.state
@@ -213,9 +205,9 @@ func (r *replayed) jsonView() map[string]any {
 	}
 	var evs []ev
 	for _, en := range r.entries {
-		for _, e := range en.events {
+		for _, e := range en.Events {
 			data, _ := json.Marshal(e.Data)
-			evs = append(evs, ev{Seq: en.seq, ID: e.ID, Type: e.Type(), Time: e.Time, Data: data})
+			evs = append(evs, ev{Seq: en.Seq, ID: e.ID, Type: e.Type(), Time: e.Time, Data: data})
 		}
 	}
 	nodes := map[string]machine.Node{}

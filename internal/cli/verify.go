@@ -15,9 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/coordinator"
-	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -88,7 +88,7 @@ func verifyAgainst(ctx context.Context, js jetstream.JetStream, r *replayed, st 
 	entries := r.entries
 	last := uint64(0)
 	if n := len(entries); n > 0 {
-		last = entries[n-1].seq
+		last = entries[n-1].Seq
 	}
 	if st.LastSeq > last {
 		more, err := streams.NewLog(js).Read(ctx, r.state.SagaID, last)
@@ -97,29 +97,29 @@ func verifyAgainst(ctx context.Context, js jetstream.JetStream, r *replayed, st 
 			return v
 		}
 		for _, en := range more {
-			evs, err := events.DecodeBatch(en.Data)
+			m, err := sagalog.Decode(r.state.SagaID, en)
 			if err != nil {
-				v.Mismatches = append(v.Mismatches, fmt.Sprintf("log message %d: %v", en.Seq, err))
+				v.Mismatches = append(v.Mismatches, err.Error())
 				return v
 			}
-			entries = append(entries, replayEntry{seq: en.Seq, stored: en.Time, events: evs})
+			entries = append(entries, m)
 		}
 	}
 	fold, known := machine.New(r.state.SagaID), false
 	for _, en := range entries {
-		if en.seq > st.LastSeq {
+		if en.Seq > st.LastSeq {
 			break
 		}
-		if err := fold.ApplyAll(en.events); err != nil {
-			v.Mismatches = append(v.Mismatches, fmt.Sprintf("log message %d: %v", en.seq, err))
+		if err := fold.ApplyAll(en.Events); err != nil {
+			v.Mismatches = append(v.Mismatches, fmt.Sprintf("log message %d: %v", en.Seq, err))
 			return v
 		}
-		known = known || en.seq == st.LastSeq
+		known = known || en.Seq == st.LastSeq
 	}
 	if !known {
 		v.Mismatches = append(v.Mismatches, fmt.Sprintf("the coordinator's last log message is #%d, which the saga's log does not have", st.LastSeq))
 	}
-	if n := len(entries); n > 0 && entries[n-1].seq > st.LastSeq {
+	if n := len(entries); n > 0 && entries[n-1].Seq > st.LastSeq {
 		v.Mismatches = append(v.Mismatches, fmt.Sprintf("the log has messages after #%d that the coordinator does not know (another writer?)", st.LastSeq))
 	}
 	v.Mismatches = append(v.Mismatches, compareStates(fold, st)...)

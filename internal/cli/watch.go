@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -31,17 +28,22 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	st, err := follow(ctx, nc, streams.NewLog(js), id, conn.timeout, func(seq uint64, evs []events.Event) error {
+	// A saga with no log yet is given the connection timeout to appear,
+	// since a start is decided shortly after it is sent.
+	st, err := sagalog.Follow(ctx, nc, streams.NewLog(js), id, conn.timeout, func(m sagalog.Message) error {
 		if *asJSON {
-			return writeLogged(e.stdout, seq, evs)
+			return writeLogged(e.stdout, m.Seq, m.Events)
 		}
-		for i, ev := range evs {
-			printEvent(e.stdout, seq, i == 0, ev)
+		for i, ev := range m.Events {
+			printEvent(e.stdout, m.Seq, i == 0, ev)
 		}
 		return nil
-	})
+	}, func(st *machine.State) bool { return st.Status.Finished() || st.Status == machine.StatusStuck })
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil // interrupted: watching ends there
+	}
+	if errors.Is(err, streams.ErrNotFound) {
+		return noSaga(id, err)
 	}
 	if err != nil {
 		return err
@@ -68,65 +70,6 @@ func printEnd(w io.Writer, st *machine.State) {
 			}
 			fmt.Fprintf(w, "stuck: the undo of %s failed%s; the saga waits for an operator: jetsaga retry|resolve %s %s, or jetsaga abandon %s\n",
 				g.Path, why, st.SagaID, g.Path, st.SagaID)
-		}
-	}
-}
-
-// follow calls each with the events of every message of a saga's log (one
-// decision), in order, as they are appended, until the saga has finished or is stuck (it then waits for
-// an operator) or ctx ends; it returns the saga's state. A saga with no log
-// yet is given grace to appear, since a start is decided shortly after it
-// is sent.
-func follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, grace time.Duration, each func(seq uint64, evs []events.Event) error) (*machine.State, error) {
-	// Subscribe before reading, so no append falls between the two.
-	nudge := make(chan struct{}, 1)
-	sub, err := nc.Subscribe(streams.LogSubject(id), func(*nats.Msg) {
-		select {
-		case nudge <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe() //nolint:errcheck // the connection closes soon after
-
-	// Poll too, in case a nudge is lost.
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
-	appear := time.Now().Add(grace)
-	st := machine.New(id)
-	var last uint64
-	for {
-		entries, err := log.Read(ctx, id, last)
-		if errors.Is(err, streams.ErrNotFound) {
-			if time.Now().After(appear) {
-				return nil, noSaga(id, err)
-			}
-		} else if err != nil {
-			return nil, err
-		}
-		for _, en := range entries {
-			evs, err := events.DecodeBatch(en.Data)
-			if err != nil {
-				return nil, fmt.Errorf("saga %s log message %d: %w", id, en.Seq, err)
-			}
-			if err := st.ApplyAll(evs); err != nil {
-				return nil, fmt.Errorf("saga %s log message %d: %w", id, en.Seq, err)
-			}
-			if err := each(en.Seq, evs); err != nil {
-				return nil, err
-			}
-			last = en.Seq
-		}
-		if st.Status.Finished() || st.Status == machine.StatusStuck {
-			return st, nil
-		}
-		select {
-		case <-ctx.Done():
-			return st, ctx.Err()
-		case <-nudge:
-		case <-poll.C:
 		}
 	}
 }

@@ -1,0 +1,108 @@
+// Package sagalog is the one place that reads a saga's log as decisions:
+// it decodes log messages, folds them into the saga's state, and follows a
+// log as it grows. The coordinator, the client and the CLI all go through
+// it.
+package sagalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// Message is one message of a saga's log: the events of one decision.
+type Message struct {
+	// Seq is the message's sequence in JETSAGA_LOG.
+	Seq uint64
+	// Stored is when the server stored it.
+	Stored time.Time
+	Events []events.Event
+}
+
+// Decode decodes one message of the log of saga id.
+func Decode(id string, e streams.Entry) (Message, error) {
+	evs, err := events.DecodeBatch(e.Data)
+	if err != nil {
+		return Message{}, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+	}
+	return Message{Seq: e.Seq, Stored: e.Time, Events: evs}, nil
+}
+
+// Apply decodes e and applies its events to s, all of them or none.
+func Apply(s *machine.State, e streams.Entry) (Message, error) {
+	m, err := Decode(s.SagaID, e)
+	if err != nil {
+		return m, err
+	}
+	if err := s.ApplyAll(m.Events); err != nil {
+		return m, fmt.Errorf("saga %s log message %d: %w", s.SagaID, e.Seq, err)
+	}
+	return m, nil
+}
+
+// Follow folds the log of saga id from its start and then as it grows:
+// each is called with every message in order once it is applied, and
+// done with the state after every read; Follow returns when done says so,
+// or on ctx's end or the first error. A saga with no log yet is waited
+// for, for grace (then the error wraps streams.ErrNotFound), or until ctx
+// ends if grace is 0. It learns of appends from the log's subject, and
+// reads every second in case a notice is lost.
+func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, grace time.Duration,
+	each func(Message) error, done func(*machine.State) bool) (*machine.State, error) {
+	// Subscribe before reading, so no append falls between the two.
+	nudge := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(streams.LogSubject(id), func(*nats.Msg) {
+		select {
+		case nudge <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // nothing to do about it
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	appear := time.Now().Add(grace)
+	st := machine.New(id)
+	var last uint64
+	for {
+		entries, err := log.Read(ctx, id, last)
+		switch {
+		case errors.Is(err, streams.ErrNotFound) && last == 0:
+			if grace > 0 && time.Now().After(appear) {
+				return nil, err
+			}
+		case err != nil:
+			return nil, err
+		}
+		for _, e := range entries {
+			m, err := Apply(st, e)
+			if err != nil {
+				return nil, err
+			}
+			if each != nil {
+				if err := each(m); err != nil {
+					return nil, err
+				}
+			}
+			last = e.Seq
+		}
+		if last > 0 && done(st) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-nudge:
+		case <-poll.C:
+		}
+	}
+}
