@@ -33,6 +33,14 @@ const (
 	// stateFailed: the action failed permanently (and so changed nothing);
 	// Error is what was replied.
 	stateFailed barrierState = "failed"
+	// stateRetry: attempt Attempt of the action failed transiently (and so
+	// changed nothing); Error is what was replied. A repeat of that attempt
+	// or an earlier one (a redelivery whose first answer was replied) gets
+	// the same answer without running: run now, it could take effect after
+	// the coordinator stopped retrying the node — the saga unwinding, or
+	// retries exhausted — leaving an effect nobody undoes. A later attempt
+	// runs.
+	stateRetry barrierState = "retry"
 	// stateUnknown: a run was interrupted (its worker's lock expired) and
 	// no later run settled it, so the action may have taken effect; nobody
 	// holds the lock.
@@ -57,11 +65,13 @@ type record struct {
 	// Interrupted: an earlier run of the action was interrupted, so it may
 	// have taken effect even if the present run fails.
 	Interrupted bool `json:"interrupted,omitempty"`
-	// RequestID is the request that last wrote the record.
+	// RequestID is the request that last wrote the record; Attempt, its
+	// attempt (states running and retry).
 	RequestID string `json:"request_id"`
+	Attempt   int    `json:"attempt,omitempty"`
 	// Output is the action's output (states done, undoing, undone).
 	Output json.RawMessage `json:"output,omitempty"`
-	// Error is the action's permanent error (state failed).
+	// Error is the action's error (states failed and retry).
 	Error   *events.Error `json:"error,omitempty"`
 	Updated time.Time     `json:"updated"`
 }
@@ -88,8 +98,8 @@ const (
 	// verdictReplyOutput: the action is done; reply its recorded output
 	// without running it.
 	verdictReplyOutput
-	// verdictReplyError: the action failed permanently; reply the recorded
-	// error without running it.
+	// verdictReplyError: the action failed permanently, or this attempt
+	// failed transiently; reply the recorded error without running it.
 	verdictReplyError
 	// verdictRefuse: an action request after the node's undo started (or
 	// after a tombstone): refuse it permanently, so it never hangs around.
@@ -105,9 +115,9 @@ const (
 	verdictCorrupt
 )
 
-// decide is the barrier's state machine: what to do with a request for op,
-// given the node's record (nil if there is none) at time now.
-func decide(op events.Op, rec *record, now time.Time) verdict {
+// decide is the barrier's state machine: what to do with a request for op
+// and attempt, given the node's record (nil if there is none) at time now.
+func decide(op events.Op, attempt int, rec *record, now time.Time) verdict {
 	if op == events.OpDo {
 		if rec == nil {
 			return verdictRun
@@ -124,6 +134,11 @@ func decide(op events.Op, rec *record, now time.Time) verdict {
 			return verdictReplyOutput
 		case stateFailed:
 			return verdictReplyError
+		case stateRetry:
+			if attempt <= rec.Attempt {
+				return verdictReplyError // answered already
+			}
+			return verdictRun
 		case stateUndoing, stateUndone, stateTombstone:
 			return verdictRefuse
 		}
@@ -133,7 +148,7 @@ func decide(op events.Op, rec *record, now time.Time) verdict {
 		return verdictTombstone
 	}
 	switch rec.State {
-	case stateFailed:
+	case stateFailed, stateRetry:
 		return verdictTombstone
 	case stateRunning, stateUndoing:
 		if rec.locked(now) {
@@ -148,15 +163,15 @@ func decide(op events.Op, rec *record, now time.Time) verdict {
 	return verdictCorrupt
 }
 
-// acquired is the record that takes the lock for a verdictRun of op over
-// prior (nil if none).
-func acquired(op events.Op, prior *record, owner, requestID string, lockUntil, now time.Time) *record {
+// acquired is the record that takes the lock for a verdictRun of op and
+// attempt over prior (nil if none).
+func acquired(op events.Op, attempt int, prior *record, owner, requestID string, lockUntil, now time.Time) *record {
 	r := &record{Owner: owner, LockUntil: lockUntil, RequestID: requestID, Updated: now}
 	if op == events.OpDo {
-		r.State = stateRunning
+		r.State, r.Attempt = stateRunning, attempt
 		// Taking over a running or unknown record: an earlier run may
-		// have had its effect.
-		r.Interrupted = prior != nil
+		// have had its effect. (A retry record's attempt changed nothing.)
+		r.Interrupted = prior != nil && prior.State != stateRetry
 		return r
 	}
 	r.State = stateUndoing
@@ -173,8 +188,11 @@ type outcomeKind int
 const (
 	outcomeOK outcomeKind = iota + 1
 	outcomePermanent
-	// outcomeRetry: a transient error, or the run was cut short by Stop.
+	// outcomeRetry: a transient error, replied.
 	outcomeRetry
+	// outcomeStopped: the run was cut short by Stop; nothing is replied
+	// and the request comes again.
+	outcomeStopped
 )
 
 // settled is the record that releases the lock held (taken over prior)
@@ -192,9 +210,17 @@ func settled(op events.Op, prior, held *record, kind outcomeKind, output json.Ra
 			// give the same answer instead of maybe succeeding after the
 			// coordinator recorded the failure (an effect nobody undoes).
 			r.State, r.Error, r.Interrupted = stateFailed, errv, false
+		case outcomeRetry:
+			if held.Interrupted {
+				r.State = stateUnknown
+				break
+			}
+			// Nothing happened, and the coordinator is told so: the same
+			// attempt must keep that answer.
+			r.State, r.Error, r.Attempt = stateRetry, errv, held.Attempt
 		default:
 			if !held.Interrupted {
-				return nil // nothing happened: as if it never ran
+				return nil // nothing happened and nothing replied: as if it never ran
 			}
 			r.State = stateUnknown
 		}

@@ -31,6 +31,10 @@ func TestDecide(t *testing.T) {
 		{"unknown", rec(stateUnknown, time.Time{}), verdictRun, verdictRun},
 		{"done", rec(stateDone, time.Time{}), verdictReplyOutput, verdictRun},
 		{"failed", rec(stateFailed, time.Time{}), verdictReplyError, verdictTombstone},
+		// The requests below are for attempt 2.
+		{"this attempt failed transiently", &record{State: stateRetry, Attempt: 2}, verdictReplyError, verdictTombstone},
+		{"a later attempt failed transiently: this one is stale", &record{State: stateRetry, Attempt: 3}, verdictReplyError, verdictTombstone},
+		{"an earlier attempt failed transiently", &record{State: stateRetry, Attempt: 1}, verdictRun, verdictTombstone},
 		{"undoing, lock live", rec(stateUndoing, live), verdictRefuse, verdictWait},
 		{"undoing, lock expired", rec(stateUndoing, expired), verdictRefuse, verdictRun},
 		{"undoing, released", rec(stateUndoing, time.Time{}), verdictRefuse, verdictRun},
@@ -40,10 +44,10 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := decide(events.OpDo, tt.rec, now); got != tt.do {
+			if got := decide(events.OpDo, 2, tt.rec, now); got != tt.do {
 				t.Errorf("do: got verdict %d, want %d", got, tt.do)
 			}
-			if got := decide(events.OpUndo, tt.rec, now); got != tt.undo {
+			if got := decide(events.OpUndo, 2, tt.rec, now); got != tt.undo {
 				t.Errorf("undo: got verdict %d, want %d", got, tt.undo)
 			}
 		})
@@ -69,7 +73,9 @@ func TestAcquiredAndSettled(t *testing.T) {
 	}{
 		{"do ok", events.OpDo, nil, outcomeOK, stateRunning, stateDone, false, `{"seat":"12A"}`},
 		{"do permanent", events.OpDo, nil, outcomePermanent, stateRunning, stateFailed, false, ""},
-		{"do transient: as if never run", events.OpDo, nil, outcomeRetry, stateRunning, "", false, ""},
+		{"do transient: the answer is kept", events.OpDo, nil, outcomeRetry, stateRunning, stateRetry, false, ""},
+		{"do stopped: as if never run", events.OpDo, nil, outcomeStopped, stateRunning, "", false, ""},
+		{"next attempt after a transient failure", events.OpDo, &record{State: stateRetry, Attempt: 1}, outcomeOK, stateRunning, stateDone, false, `{"seat":"12A"}`},
 		{"takeover transient: maybe ran", events.OpDo, &record{State: stateRunning}, outcomeRetry, stateRunning, stateUnknown, true, ""},
 		{"unknown, transient again", events.OpDo, &record{State: stateUnknown, Interrupted: true}, outcomeRetry, stateRunning, stateUnknown, true, ""},
 		{"takeover ok", events.OpDo, &record{State: stateRunning}, outcomeOK, stateRunning, stateDone, false, `{"seat":"12A"}`},
@@ -80,7 +86,7 @@ func TestAcquiredAndSettled(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			held := acquired(tt.op, tt.prior, "me/1", "req", now.Add(time.Second), now)
+			held := acquired(tt.op, 2, tt.prior, "me/1", "req", now.Add(time.Second), now)
 			if held.State != tt.held || held.Owner != "me/1" || !held.LockUntil.Equal(now.Add(time.Second)) {
 				t.Fatalf("acquired %+v, want state %s locked by me/1", held, tt.held)
 			}
@@ -103,11 +109,14 @@ func TestAcquiredAndSettled(t *testing.T) {
 			if next.Owner != "" || next.locked(now.Add(-time.Hour)) {
 				t.Fatalf("settled %+v still holds a lock", next)
 			}
-			if next.State == stateFailed && (next.Error == nil || *next.Error != *perm) {
-				t.Fatalf("failed record has error %v, want %v", next.Error, perm)
+			if (next.State == stateFailed || next.State == stateRetry) && (next.Error == nil || *next.Error != *perm) {
+				t.Fatalf("%s record has error %v, want %v", next.State, next.Error, perm)
+			}
+			if next.State == stateRetry && next.Attempt != 2 {
+				t.Fatalf("retry record for attempt %d, want 2", next.Attempt)
 			}
 			// Every settled record must make sense to decide.
-			if v := decide(events.OpDo, next, now); v == verdictCorrupt || v == verdictWait {
+			if v := decide(events.OpDo, 2, next, now); v == verdictCorrupt || v == verdictWait {
 				t.Fatalf("decide(do) on settled %s = %d", next.State, v)
 			}
 		})

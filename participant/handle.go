@@ -161,7 +161,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 			}
 		}
 		now := time.Now() // after the read: a lock is never seen expired early
-		switch decide(r.Op, rec, now) {
+		switch decide(r.Op, r.Attempt, rec, now) {
 		case verdictWait:
 			log.Debug("participant: another worker holds the barrier lock; request comes back later",
 				"state", rec.State, "owner", rec.Owner, "lock_until", rec.LockUntil)
@@ -208,7 +208,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 				}
 				return lateResult(log, r)
 			}
-			held := acquired(r.Op, rec, p.owner, r.ID, now.Add(p.cfg.LockTTL), now)
+			held := acquired(r.Op, r.Attempt, rec, p.owner, r.ID, now.Add(p.cfg.LockTTL), now)
 			ctx, cancel := p.ioContext()
 			newRev, err := p.barrier.put(ctx, key, held, rev)
 			cancel()
@@ -242,6 +242,7 @@ func (p *Participant) settle(log *slog.Logger, r *Request, prior *record, l *lea
 	kind := outcomeRetry
 	switch {
 	case o.stopped:
+		kind = outcomeStopped
 	case o.result.ok:
 		kind = outcomeOK
 	case o.result.err.Kind == events.ErrorPermanent:

@@ -216,6 +216,50 @@ func TestTransientFailureRunsAgain(t *testing.T) {
 	}
 }
 
+// TestTransientAnswerIsKept: an attempt answered with a transient error
+// never runs later. A redelivery of it (a lost ack, a participant killed
+// after replying) could otherwise take effect after the coordinator
+// stopped retrying the node — the saga unwinding, say — and nobody would
+// undo it. The simulation (coordinator tests) found this.
+func TestTransientAnswerIsKept(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const action = "hiccup.act"
+	var calls, undos counter
+	e.start(participant.Config{}, func(p *participant.Participant) {
+		mustRegister(t, p, action, func(_ context.Context, r *participant.Request) (any, error) {
+			if calls.add(r.IdempotencyKey) == 1 {
+				return nil, errors.New("try again")
+			}
+			return "ran", nil
+		}, func(_ context.Context, r *participant.Request) (any, error) {
+			undos.add(r.IdempotencyKey)
+			return nil, nil
+		})
+	})
+	saga := uuid.NewString()
+	wantError(t, e.replies.get(e.send(action, req{saga: saga, attempt: 1})), events.ErrorTransient, "try again")
+	// The saga unwinds instead of retrying: the undo finds nothing done.
+	wantOK(t, e.replies.get(e.send(action, req{saga: saga, op: events.OpUndo})), "")
+	// Attempt 1 comes again: it must not run now.
+	e.send(action, req{saga: saga, attempt: 1, msgID: "redelivered"})
+	e.settled(action)
+	if n, u := calls.total(), undos.total(); n != 1 || u != 0 {
+		t.Fatalf("action ran %d times and undo %d times; want 1 and 0", n, u)
+	}
+
+	// Without the undo: a repeat of attempt 1 gets its answer again, and
+	// attempt 2 runs.
+	saga = uuid.NewString()
+	wantError(t, e.replies.get(e.send(action, req{saga: saga, attempt: 1})), events.ErrorTransient, "try again")
+	e.send(action, req{saga: saga, attempt: 1, msgID: "redelivered again"})
+	e.settled(action)
+	if n := calls.get(saga + ":n"); n != 1 {
+		t.Fatalf("a repeat of an answered attempt ran: %d runs", n)
+	}
+	wantOK(t, e.replies.get(e.send(action, req{saga: saga, attempt: 2})), `"ran"`)
+}
+
 func TestRepeatedRequestRunsOnce(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
