@@ -52,10 +52,9 @@ type Coordinator struct {
 	// starts, and gives them a context that Stop cancels after draining.
 	life startstop.Lifecycle
 
-	mu    sync.Mutex // guards parts, subs, acks
+	mu    sync.Mutex // guards parts, subs
 	parts map[int]*partition
 	subs  []*nats.Subscription // status and saga-state requests
-	acks  chan pending         // writes for ackLoop to await
 
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
@@ -170,9 +169,17 @@ func (c *Coordinator) startFailure(err error) error {
 		return nil
 	case errors.As(err, &apiErr) && apiErr.Code == 503: // JetStream (or its cluster) not ready
 		return nil
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoPeers:
+		// "no suitable peers for placement": a node is down or not yet
+		// heard from; placement works once it is back.
+		return nil
 	}
 	return err
 }
+
+// errCodeNoPeers is the server's JSClusterNoPeersErr ("no suitable peers
+// for placement"), which nats.go has no constant for.
+const errCodeNoPeers jetstream.ErrorCode = 10005
 
 // errNotConnected: the connection is not (yet, or no longer) up.
 var errNotConnected = errors.New("not connected to NATS")
@@ -201,11 +208,6 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 		return err
 	}
 	c.ix = ix
-	acks := make(chan pending, ackQueue)
-	c.mu.Lock()
-	c.acks = acks
-	c.mu.Unlock()
-	c.life.Go(func(context.Context) { c.ackLoop(acks) })
 	fail := func(err error) error {
 		c.teardown(ctx)
 		return err
@@ -294,8 +296,7 @@ func (c *Coordinator) dataPathUp() error {
 }
 
 // teardown stops what start started, in order: status requests, leases
-// (each partition drained, then its lease released), pinned partitions,
-// then the acker's queue. The lifecycle then cancels the coordinator's
+// (each partition drained, then its lease released), pinned partitions. The lifecycle then cancels the coordinator's
 // context and waits for its goroutines.
 func (c *Coordinator) teardown(ctx context.Context) {
 	c.mu.Lock()
@@ -319,7 +320,7 @@ func (c *Coordinator) teardown(ctx context.Context) {
 		lnc.Close()
 	}
 	c.mu.Lock()
-	parts, acks := c.parts, c.acks
+	parts := c.parts
 	c.parts = map[int]*partition{}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
@@ -327,10 +328,6 @@ func (c *Coordinator) teardown(ctx context.Context) {
 		wg.Go(func() { p.stop(ctx) })
 	}
 	wg.Wait()
-	// No partition writes any more: the acker finishes what it has.
-	if acks != nil {
-		close(acks)
-	}
 }
 
 // checkServer fails fast, with one clear message, on a server jetsaga
@@ -438,9 +435,13 @@ func (c *Coordinator) acquire(p int, epoch uint64) error {
 	if c.life.Stopping() {
 		return ErrStopped
 	}
+	// The lease keeper calls acquire and lose one at a time, so p cannot
+	// be started twice; c.mu is not held across the network calls of
+	// startPartition (partitions take it, in wakeAll).
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.parts[p]; ok {
+	_, ok := c.parts[p]
+	c.mu.Unlock()
+	if ok {
 		return nil
 	}
 	ctx, cancel := c.opCtx()
@@ -449,7 +450,9 @@ func (c *Coordinator) acquire(p int, epoch uint64) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
 	c.parts[p] = part
+	c.mu.Unlock()
 	c.stats.acquired.Add(1)
 	return nil
 }

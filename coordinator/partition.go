@@ -2,59 +2,78 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
-	"strconv"
+	"slices"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
-	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
 // partition drives the sagas of one partition. All saga state is owned by
-// its goroutine (run); inputs reach it through inbox.
+// one goroutine (loop), which only decides: every call that waits on the
+// network (reading a log, appending, marking, publishing, listing) runs as
+// an I/O operation elsewhere (run), and its result comes back as an input.
+// One slow read holds up its own saga and nothing else.
 type partition struct {
 	c     *Coordinator
+	env   env
 	id    int
 	epoch uint64 // the lease's revision when taken; 0 when pinned
-	inbox chan item
-	wake  chan struct{}
-	quit  chan struct{}
-	done  chan struct{}
+	// post hands the partition an input from elsewhere (a consumer, a
+	// timer): enqueue in production, the scheduler in the simulation.
+	post func(input)
 
-	sagas     map[string]*run // loaded, unfinished
+	inbox   chan input // new work: consumed messages, timers, queries
+	results chan input // results of the partition's I/O
+	wake    chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
+
+	sagas map[string]*run // loaded, unfinished
+	// loading are the sagas whose log is being read, with the inputs
+	// waiting for it (the first one asked for the read).
+	loading   map[string][]task
 	throttled map[string]bool // held back by MaxInFlight
 	loaded    atomic.Int64    // len(sagas), for Status
 	consumers []jetstream.ConsumeContext
-	// appending counts appends in flight; their landings come back
-	// through inbox.
-	appending int
-	// requeue holds inputs to handle before the next from inbox: those
-	// that waited behind a saga's append, or whose saga was evicted.
-	requeue []item
+	// ops counts I/O operations in flight; past maxOps the partition takes
+	// no new work until some come back.
+	ops int
+	// requeue holds inputs to handle before the next new one: those that
+	// waited behind a saga's I/O, or whose saga was evicted.
+	requeue []task
+	// pass is the recovery pass under way, if any.
+	pass *recoveryPass
+	// stopping: the partition takes no new work; what it holds is left
+	// for redelivery, and it waits for its I/O in flight.
+	stopping bool
 }
+
+// maxOps bounds a partition's I/O in flight. Beyond it the partition
+// stops taking messages (the consumers then stop pulling): a server that
+// slows down slows the coordinator down rather than filling its memory.
+const maxOps = 8192
 
 // run is a saga loaded in memory.
 type run struct {
 	state  *machine.State
-	seq    uint64                 // stream sequence of its last log message
-	msgs   int                    // messages in its log
-	timers map[string]*time.Timer // in-memory attempt deadlines, by timer id
-	// busy: a decision's append is in flight; the saga's next inputs
-	// wait in queue, so each decision builds on the durable one before.
+	seq    uint64             // stream sequence of its last log message
+	msgs   int                // messages in its log
+	timers map[string]stopper // in-memory timers, by timer id
+	// busy: an append (or a marker write) is in flight; the saga's next
+	// inputs wait in queue, so each decision builds on the durable one
+	// before.
 	busy  bool
-	queue []item
+	queue []task
 	// sent is when each outstanding request went out, for the latency
 	// metrics (nil without them).
 	sent map[string]time.Time
@@ -62,80 +81,79 @@ type run struct {
 	spans map[string]trace.Span
 }
 
-// item is one input for a saga.
-type item struct {
-	sagaID string
-	// make builds the machine input with the time it is handled.
-	make func(now time.Time) machine.Input
-	// msg is acked once the input is handled; nil for internal inputs.
-	msg   jetstream.Msg
-	start bool // a saga start: the saga may not exist yet
-	// expire: the saga's retention has passed; remove it.
-	expire bool
-	what   string
-	// query, if set, is called with the loaded saga (nil if not loaded)
-	// instead of deciding anything.
-	query func(*run)
-	// landed, if set, is the outcome of an append in flight.
-	landed *landing
-	// attempt counts the decisions of this input lost to write races;
-	// refreshed: the log was read again after the input was rejected.
-	attempt   int
-	refreshed bool
-}
-
-// landing is a decision whose append was in flight, and how it ended.
+// landing is a decision whose append is in flight, and how it ended.
 type landing struct {
 	run      *run
-	it       item
+	t        task
 	d        machine.Decision
 	prev     machine.Status
 	paused   bool
 	before   int // requests in flight before the decision
 	reserved int // slots reserved by Options.Admit
-	seq      uint64
-	err      error
-	// markErr: the in-flight marker of a new saga, written alongside its
-	// first append, failed.
+	// pending counts the answers still to come: the append's, and for a
+	// new saga its in-flight marker's, written alongside.
+	pending int
+	seq     uint64
+	err     error
 	markErr error
 }
 
-// timerMsg is the body of a fired retry timer.
-type timerMsg struct {
-	SagaID string        `json:"saga_id"`
-	Timer  machine.Timer `json:"timer"`
+// newPartition returns a partition of c with its seams; the caller runs
+// its loop (production) or feeds handle (the simulation).
+func newPartition(c *Coordinator, id int, epoch uint64, e env) *partition {
+	p := &partition{c: c, env: e, id: id, epoch: epoch,
+		inbox: make(chan input, 256), results: make(chan input, 1024), wake: make(chan struct{}, 1),
+		quit: make(chan struct{}), done: make(chan struct{}),
+		sagas: map[string]*run{}, loading: map[string][]task{}, throttled: map[string]bool{}}
+	p.post = p.enqueue
+	return p
 }
 
-func (c *Coordinator) startPartition(ctx context.Context, p int, epoch uint64) (*partition, error) {
-	part := &partition{c: c, id: p, epoch: epoch, inbox: make(chan item, 256), wake: make(chan struct{}, 1),
-		quit: make(chan struct{}), done: make(chan struct{}), sagas: map[string]*run{}, throttled: map[string]bool{}}
-	work, err := c.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.PartitionConsumer(p))
+func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) (*partition, error) {
+	work, err := c.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.PartitionConsumer(id))
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: partition %d consumer: %w", p, err)
+		return nil, fmt.Errorf("coordinator: partition %d consumer: %w", id, err)
 	}
-	timers, err := c.js.CreateOrUpdateConsumer(ctx, streams.TimerStream, streams.TimerConsumer(p))
+	timers, err := c.js.CreateOrUpdateConsumer(ctx, streams.TimerStream, streams.TimerConsumer(id))
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", p, err)
+		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", id, err)
+	}
+	p := newPartition(c, id, epoch, env{log: c.log, index: c.ix, pub: jsPublisher{c.js}, clock: wallClock{},
+		owns: func() bool { return c.owns(id) }})
+	p.env.io = func(op func(context.Context) input) {
+		c.life.Go(func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+			in := op(ctx)
+			cancel()
+			p.results <- in // the partition reads results until every op is back
+		})
 	}
 	// Recovery is the partition's first work, before any input.
-	part.inbox <- item{what: "recover"}
-	c.goFunc(part.loop)
+	p.inbox <- recoverPassInput{}
+	c.goFunc(p.loop)
 	for _, cons := range []struct {
-		cons jetstream.Consumer
-		fn   func(jetstream.Msg)
-	}{{work, part.onWork}, {timers, part.onTimer}} {
-		cc, err := cons.cons.Consume(cons.fn, jetstream.PullMaxMessages(128),
+		cons  jetstream.Consumer
+		input func(delivery) (sagaBound, *rejection)
+	}{{work, func(m delivery) (sagaBound, *rejection) { return workInput(m, id, c.cfg.Topology.Partitions) }}, {timers, firedInput}} {
+		cc, err := cons.cons.Consume(func(m jetstream.Msg) {
+			in, rej := cons.input(m)
+			if rej != nil {
+				p.reject(m, rej)
+				return
+			}
+			p.enqueue(in)
+		}, jetstream.PullMaxMessages(128),
 			jetstream.PullHeartbeat(streams.PullHeartbeat), jetstream.PullExpiry(streams.PullExpiry),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				c.logger.Debug("consume", "partition", p, "error", err)
+				c.logger.Debug("consume", "partition", id, "error", err)
 			}))
 		if err != nil {
-			part.stop(ctx)
-			return nil, fmt.Errorf("coordinator: partition %d consume: %w", p, err)
+			p.stop(ctx)
+			return nil, fmt.Errorf("coordinator: partition %d consume: %w", id, err)
 		}
-		part.consumers = append(part.consumers, cc)
+		p.consumers = append(p.consumers, cc)
 	}
-	return part, nil
+	return p, nil
 }
 
 // stop stops consuming and lets the goroutine finish what it has taken.
@@ -161,13 +179,13 @@ func (p *partition) stop(ctx context.Context) {
 }
 
 // enqueue hands an input to the partition's goroutine, unless it is
-// stopping (then a message input is left unacked, for redelivery).
-func (p *partition) enqueue(it item) {
+// stopping (then a message is left for redelivery).
+func (p *partition) enqueue(in input) {
 	select {
-	case p.inbox <- it:
+	case p.inbox <- in:
 	case <-p.quit:
-		if it.msg != nil {
-			_ = it.msg.Nak()
+		if b, ok := in.(sagaBound); ok && b.message() != nil {
+			_ = b.message().Nak()
 		}
 	}
 }
@@ -177,31 +195,45 @@ func (p *partition) loop() {
 	defer p.stopTimers()
 	recovery := time.NewTicker(p.c.cfg.RecoveryInterval)
 	defer recovery.Stop()
+	for !p.stopping {
+		p.drain()
+		inbox := p.inbox
+		if p.ops >= maxOps {
+			inbox = nil // results only, until there is room
+		}
+		select {
+		case in := <-p.results:
+			p.handle(in)
+		case in := <-inbox:
+			p.handle(in)
+		case <-p.wake:
+			p.handle(wakeInput{})
+		case <-recovery.C:
+			p.handle(recoverPassInput{})
+		case <-p.quit:
+			p.stopping = true
+		}
+	}
+	// Stopping: new work is left for redelivery; the I/O in flight is
+	// awaited, and the decisions that land are carried out.
 	for {
 		p.drain()
+		if p.ops == 0 {
+			break
+		}
 		select {
-		case it := <-p.inbox:
-			p.handle(it)
-		case <-p.wake:
-			p.advanceThrottled()
-		case <-recovery.C:
-			p.recover()
-		case <-p.quit:
-			// Finish what was taken, and wait for the appends in flight;
-			// what is left unacked comes back.
-			for {
-				p.drain()
-				if p.appending == 0 {
-					select {
-					case it := <-p.inbox:
-						p.handle(it)
-						continue
-					default:
-						return
-					}
-				}
-				p.handle(<-p.inbox)
-			}
+		case in := <-p.results:
+			p.handle(in)
+		case in := <-p.inbox:
+			p.handle(in)
+		}
+	}
+	for {
+		select {
+		case in := <-p.inbox:
+			p.handle(in)
+		default:
+			return
 		}
 	}
 }
@@ -209,84 +241,96 @@ func (p *partition) loop() {
 // drain handles the inputs put back by evictions and landings.
 func (p *partition) drain() {
 	for len(p.requeue) > 0 {
-		it := p.requeue[0]
-		p.requeue[0] = item{}
+		t := p.requeue[0]
+		p.requeue[0] = task{}
 		p.requeue = p.requeue[1:]
-		p.handle(it)
+		p.step(t)
 	}
 	p.requeue = nil
 }
 
-// onWork turns a message from JETSAGA_WORK (a command or a reply) into an
-// input. A message that cannot be one is logged with the reason and
-// terminated: it will never become valid.
-func (p *partition) onWork(m jetstream.Msg) {
-	ev, err := events.Decode(m.Data())
-	if err != nil {
-		p.reject(m, rejectMalformed, "", "malformed message on "+m.Subject(), err)
-		return
-	}
-	if got := streams.Partition(ev.SagaID, p.c.cfg.Topology.Partitions); got != p.id {
-		p.reject(m, rejectWrongPartition, ev.SagaID, fmt.Sprintf("saga belongs to partition %d, not %d", got, p.id), nil)
-		return
-	}
-	it := item{sagaID: ev.SagaID, msg: m, what: string(ev.Type())}
-	switch d := ev.Data.(type) {
-	case *events.ActionReply:
-		if m.Subject() != streams.ReplySubject(p.id) {
-			p.reject(m, rejectMisrouted, ev.SagaID, "a reply on the command subject", nil)
-			return
+// handle is the partition's one entry point: it decides one input.
+func (p *partition) handle(in input) {
+	switch in := in.(type) {
+	case replyInput:
+		p.step(task{in: in})
+	case startInput:
+		p.step(task{in: in})
+	case operatorInput:
+		p.step(task{in: in})
+	case timerInput:
+		p.step(task{in: in})
+	case recoverInput:
+		p.step(task{in: in})
+	case advanceInput:
+		p.step(task{in: in})
+	case expireInput:
+		p.step(task{in: in})
+	case queryInput:
+		p.step(task{in: in})
+	case retryInput:
+		p.step(in.t)
+	case recoverPassInput:
+		p.recover()
+	case wakeInput:
+		p.advanceThrottled()
+	case sendDueInput:
+		p.sendDue(in)
+	case loadDone:
+		p.ops--
+		p.loadedLog(in)
+	case appendDone:
+		p.ops--
+		p.land(in)
+	case markDone:
+		p.ops--
+		p.marked(in)
+	case publishDone:
+		p.ops--
+		p.published(in)
+	case indexDone:
+		p.ops--
+		if in.err != nil {
+			p.c.logger.Warn("cannot update saga index", "saga_id", in.sum.ID, "error", in.err)
 		}
-		if want := events.ReplyID(d.RequestID); ev.ID != want {
-			p.reject(m, rejectForged, ev.SagaID, fmt.Sprintf("reply id %q does not answer request %q", ev.ID, d.RequestID), nil)
-			return
+	case finishDone:
+		p.ops--
+		if in.err != nil {
+			p.c.logger.Warn("cannot arm the finished saga's expiry or clear its in-flight marker; recovery will", "saga_id", in.id, "error", in.err)
 		}
-		rep := *d
-		it.make = func(now time.Time) machine.Input { return machine.Reply{Now: now, Reply: rep} }
-	case *events.StartSaga:
-		created, faults, tp := d.SagaCreated, d.Faults, ev.TraceParent
-		it.start = true
-		it.make = func(now time.Time) machine.Input {
-			return machine.Start{Now: now, Created: created, Faults: faults, TraceParent: tp}
-		}
-	case *events.OperatorCommand:
-		cmd := *d
-		if _, err := machine.OperatorInput(time.Now(), cmd); err != nil {
-			p.reject(m, rejectMalformed, ev.SagaID, "an operator command jetsaga does not know", err)
-			return
-		}
-		it.make = func(now time.Time) machine.Input {
-			in, _ := machine.OperatorInput(now, cmd) // checked above
-			return in
-		}
+	case listDone:
+		p.ops--
+		p.listed(in)
+	case expireDone:
+		p.ops--
+		p.expired(in)
 	default:
-		p.reject(m, rejectMisrouted, ev.SagaID, fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject()), nil)
-		return
+		// Every input type is listed above; one that is not is a bug,
+		// reported, and never acted on.
+		p.c.logger.Error("coordinator bug: an input of unknown type ignored", "partition", p.id, "type", fmt.Sprintf("%T", in))
 	}
-	p.enqueue(it)
 }
 
-// onTimer turns a fired retry timer into an input.
-func (p *partition) onTimer(m jetstream.Msg) {
-	var tm timerMsg
-	if err := json.Unmarshal(m.Data(), &tm); err != nil || streams.ValidateSagaID(tm.SagaID) != nil {
-		p.reject(m, rejectMalformed, "", "malformed timer", err)
-		return
-	}
-	t := tm.Timer
-	p.enqueue(item{sagaID: tm.SagaID, msg: m, what: "timer " + t.ID(), expire: t.Kind == timerExpire,
-		make: func(now time.Time) machine.Input { return machine.TimerFired{Now: now, Timer: t} }})
+// run starts an I/O operation; its result comes back as an input.
+func (p *partition) run(op func(ctx context.Context) input) {
+	p.ops++
+	p.env.io(op)
 }
 
-func (p *partition) reject(m jetstream.Msg, kind, sagaID, reason string, err error) {
+// after hands in to the partition after d.
+func (p *partition) after(d time.Duration, in input) stopper {
+	return p.env.clock.AfterFunc(d, func() { p.post(in) })
+}
+
+func (p *partition) reject(m delivery, r *rejection) {
 	p.c.stats.rejected.Add(1)
-	p.c.metrics.reject(kind)
-	args := []any{"partition", p.id, "subject", m.Subject(), "reason", reason}
-	if sagaID != "" {
-		args = append(args, "saga_id", sagaID)
+	p.c.metrics.reject(r.kind)
+	args := []any{"partition", p.id, "subject", m.Subject(), "reason", r.reason}
+	if r.sagaID != "" {
+		args = append(args, "saga_id", r.sagaID)
 	}
-	if err != nil {
-		args = append(args, "error", err)
+	if r.err != nil {
+		args = append(args, "error", r.err)
 	}
 	p.c.logger.Warn("input rejected", args...)
 	_ = m.Term()
@@ -296,300 +340,149 @@ func (p *partition) reject(m jetstream.Msg, kind, sagaID, reason string, err err
 // write race before it is left for redelivery.
 const maxConflicts = 3
 
-// handle decides one input and carries out the decision.
-func (p *partition) handle(it item) {
-	switch {
-	case it.what == "recover":
-		p.recover()
-		return
-	case it.landed != nil:
-		p.land(it.landed)
-		return
-	}
-	// A saga's inputs (and queries) wait for its append in flight.
-	if r, ok := p.sagas[it.sagaID]; ok && r.busy {
-		r.queue = append(r.queue, it)
-		return
-	}
-	if it.query != nil {
-		it.query(p.sagas[it.sagaID])
-		return
-	}
-	if it.expire {
-		p.expire(it)
-		return
-	}
-	p.step(it)
-}
-
 // logger is the coordinator's logger with the input's attributes.
-func (p *partition) logger(it item) *slog.Logger {
-	return p.c.logger.With("saga_id", it.sagaID, "partition", p.id, "input", it.what)
+func (p *partition) logger(t task) *slog.Logger {
+	return p.c.logger.With("saga_id", t.in.saga(), "partition", p.id, "input", t.in.describe())
 }
 
-// step loads the input's saga and decides the input.
-func (p *partition) step(it item) {
-	c := p.c
-	_, cached := p.sagas[it.sagaID]
-	// A start is first decided as if the saga were new, without a read:
-	// the append of its first message (expected position 0) fails if the
-	// log exists, and the next attempt reads it.
-	r, err := p.load(it.sagaID, it.start, it.start && it.attempt == 0)
-	if errors.Is(err, streams.ErrNotFound) {
-		c.stats.rejected.Add(1)
-		c.metrics.reject(rejectUnknownSaga)
-		p.logger(it).Warn("input rejected", "reason", "no such saga")
-		p.term(it)
+// step takes one input for a saga: it waits behind the saga's I/O in
+// flight, or is decided on the saga in memory, or waits for its log to be
+// read.
+func (p *partition) step(t task) {
+	id := t.in.saga()
+	if p.stopping {
+		p.leave(t)
 		return
 	}
-	if err != nil {
-		p.logger(it).Error("cannot load saga; will retry", "error", err)
-		p.retryLater(it)
+	if r, ok := p.sagas[id]; ok && r.busy {
+		r.queue = append(r.queue, t)
 		return
 	}
-	if !cached && it.what != "recover saga" && r.state.Status != machine.StatusNew && !r.state.Status.Finished() {
+	if waiting, ok := p.loading[id]; ok {
+		p.loading[id] = append(waiting, t)
+		return
+	}
+	r := p.sagas[id]
+	switch in := t.in.(type) {
+	case queryInput:
+		in.answer(r)
+		return
+	case expireInput:
+		if r != nil {
+			p.logger(t).Warn("expiry timer for a saga in flight ignored")
+			p.ack(t)
+			return
+		}
+	case startInput:
+		if r == nil && t.attempt == 0 {
+			// A start is first decided as if the saga were new, without
+			// a read: the append of its first message (expected position
+			// 0) fails if the log exists, and the next attempt reads it.
+			p.decide(p.keep(id, &run{state: machine.New(id)}), t, true)
+			return
+		}
+	}
+	if r != nil {
+		p.decide(r, t, false)
+		return
+	}
+	p.loading[id] = []task{t}
+	log := p.env.log
+	p.run(func(ctx context.Context) input {
+		entries, err := log.Read(ctx, id, 0)
+		return loadDone{id: id, entries: entries, err: err}
+	})
+}
+
+// loadedLog goes on with the inputs that waited for a saga's log.
+func (p *partition) loadedLog(in loadDone) {
+	waiting := p.loading[in.id]
+	delete(p.loading, in.id)
+	fromPass := p.pass.loaded(in.id)
+	defer p.pumpRecovery()
+	if p.stopping {
+		for _, t := range waiting {
+			p.leave(t)
+		}
+		return
+	}
+	var r *run
+	err := in.err
+	if err == nil {
+		r, err = fold(in.id, in.entries)
+	}
+	switch {
+	case errors.Is(err, streams.ErrNotFound):
+		if fromPass {
+			// Marked, but the start has not reached the log yet: its
+			// command is still to be handled.
+			p.pass.Skipped++
+		}
+		p.absent(in.id, waiting)
+		return
+	case err != nil:
+		if fromPass {
+			p.c.stats.recoveryFailures.Add(1)
+			p.pass.Failed++
+			p.c.stats.failure(fmt.Sprintf("saga %s: %v", in.id, err))
+		}
+		for _, t := range waiting {
+			p.logger(t).Error("cannot load saga; will retry", "error", err)
+			if _, ok := t.in.(recoverInput); !ok {
+				p.retryLater(t) // a recovery pass tries again on its own
+			}
+		}
+		return
+	}
+	first := waiting[0]
+	p.requeue = append(slices.Clone(waiting[1:]), p.requeue...)
+	if r.state.Status.Finished() {
+		switch first.in.(type) {
+		case expireInput:
+			p.expire(first, true)
+		case recoverInput:
+			if fromPass {
+				p.c.stats.observedFinished.Add(1)
+				p.pass.Finished++
+			}
+			// Finished, and still marked: its summary, expiry or marker
+			// removal may be missing.
+			p.index(r)
+			p.finished(in.id, r.state.Finished)
+		default:
+			p.decide(r, first, true) // rejected: the saga has finished
+		}
+		return
+	}
+	p.keep(in.id, r)
+	p.c.inflight.Add(int64(r.state.InFlight()))
+	switch first.in.(type) {
+	case expireInput:
+		p.logger(first).Warn("expiry timer for a saga that has not finished ignored")
+		p.ack(first)
+	case recoverInput:
+		if fromPass {
+			p.c.stats.recovered.Add(1)
+			p.pass.Recovered++
+			p.c.stats.recoveredSaga(in.id)
+		}
+		p.decide(r, first, true)
+	default:
 		// Read afresh from the log, the saga may have decisions whose
 		// commands never ran (an append whose answer was lost, a previous
 		// owner's last decision): send its outstanding requests and arm
 		// its timers again before anything else. Its marker may be
 		// missing too (a start whose marker write failed after its first
-		// append): write it again.
-		ctx, cancel := c.opCtx()
-		err := c.ix.MarkInFlight(ctx, p.id, it.sagaID)
-		cancel()
-		if err != nil {
-			p.logger(it).Error("cannot mark saga in flight; will retry", "error", err)
-			p.evict(it.sagaID)
-			p.retryLater(it)
-			return
-		}
-		r.queue = append([]item{it}, r.queue...)
-		it = item{sagaID: it.sagaID, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }}
-	}
-	p.decide(r, it, !cached)
-}
-
-// decide decides one input on a loaded saga. A decision with events is
-// appended asynchronously: the saga waits (busy) until it lands, while the
-// partition goes on with other sagas' inputs. fresh: the saga was just
-// read from its log.
-func (p *partition) decide(r *run, it item, fresh bool) {
-	c := p.c
-	before := r.state.InFlight()
-	reserved := 0
-	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Epoch: p.epoch, Admit: c.admit(&reserved)}
-	d, err := machine.Decide(r.state, it.make(time.Now()), opts)
-	if err != nil {
-		c.inflight.Add(-int64(reserved))
-		p.rejected(r, it, fresh, err)
-		return
-	}
-	l := &landing{run: r, it: it, d: d, prev: r.state.Status, paused: r.state.Paused, before: before, reserved: reserved}
-	if len(d.Events) == 0 {
-		p.apply(l)
-		return
-	}
-	fail := func(msg string, err error) {
-		c.inflight.Add(-int64(reserved))
-		p.logger(it).Error(msg, "error", err)
-		p.evict(it.sagaID)
-		p.retryLater(it)
-	}
-	var marked jetstream.PubAckFuture
-	if l.prev == machine.StatusNew {
-		// The in-flight marker is written alongside the log's first
-		// append, and the start is acknowledged only once both are
-		// durable: until then the start comes again, and a saga read
-		// afresh from its log is marked again (step), so recovery never
-		// misses a saga in flight.
-		if marked, err = c.ix.MarkInFlightAsync(p.id, it.sagaID); err != nil {
-			fail("cannot mark saga in flight; will retry", err)
-			return
-		}
-	}
-	b, err := events.EncodeBatch(d.Events)
-	if err != nil {
-		fail("cannot encode decision", err)
-		return
-	}
-	// Fencing: no write without a lease that can still be trusted.
-	if !c.owns(p.id) {
-		c.stats.fenced.Add(1)
-		fail("not appending: the partition's lease is lost or may have expired", nil)
-		return
-	}
-	f, err := c.log.AppendAsync(it.sagaID, r.seq, b, events.ContentTypeBatch)
-	if err != nil {
-		fail("cannot append decision; will retry", err)
-		return
-	}
-	r.busy = true
-	p.appending++
-	expected, timeout := r.seq, c.cfg.RequestTimeout
-	// The answer comes back to the partition as an input. A stopping
-	// partition waits for every append in flight (p.appending) to land
-	// before its loop ends, so this send always finds a receiver.
-	c.goFunc(func() {
-		l.seq, l.err = streams.AppendResult(f, it.sagaID, expected, timeout)
-		if marked != nil && l.err == nil {
-			_, l.markErr = streams.AppendResult(marked, it.sagaID, 0, timeout)
-		}
-		p.inbox <- item{sagaID: it.sagaID, landed: l}
-	})
-}
-
-// rejected handles an input the machine refused.
-func (p *partition) rejected(r *run, it item, fresh bool, err error) {
-	c := p.c
-	switch {
-	case !fresh && !it.refreshed:
-		// The state in memory may be behind the log (another owner moved
-		// the saga on while this one was paused, say): a reply to an
-		// attempt it has not seen is news, not a stale echo. Read the log
-		// once more before throwing an input away.
-		p.logger(it).Debug("input rejected on the state in memory; reading the log again", "reason", err)
-		it.refreshed = true
-		p.evict(it.sagaID)
-		p.requeue = append([]item{it}, p.requeue...)
-	case !c.owns(p.id):
-		p.retryLater(it) // the partition's owner decides
-	default:
-		// Logged and counted once, when the input is thrown away.
-		reason := rejectStale
-		switch {
-		case errors.Is(err, machine.ErrIdempotencyConflict):
-			// A client reused a key for another request, past the
-			// duplicate window (client.Start refuses it within).
-			reason = rejectIdempotencyConflict
-			p.logger(it).Warn("input rejected", "reason", err)
-		case errors.Is(err, machine.ErrRejected):
-			p.logger(it).Info("input rejected", "reason", err)
-		default:
-			p.logger(it).Error("input refused", "error", err)
-		}
-		c.stats.rejected.Add(1)
-		c.metrics.reject(reason)
-		p.ack(it)
-		p.next(r)
+		// append): write it again first.
+		r.busy = true
+		r.queue = append([]task{{in: recoverInput{id: in.id}}, first}, r.queue...)
+		ix, pid, id := p.env.index, p.id, in.id
+		p.run(func(ctx context.Context) input { return markDone{id: id, err: ix.MarkInFlight(ctx, pid, id)} })
 	}
 }
 
-// land finishes a decision whose append was in flight.
-func (p *partition) land(l *landing) {
-	c := p.c
-	p.appending--
-	r, it := l.run, l.it
-	r.busy = false
-	if l.err != nil {
-		c.inflight.Add(-int64(l.reserved))
-		p.evict(it.sagaID)
-		switch {
-		case !errors.Is(l.err, streams.ErrConflict):
-			// The append may or may not have happened: the log, read
-			// again, tells.
-			p.logger(it).Error("cannot append decision; will retry", "error", l.err)
-			p.retryLater(it)
-		case !c.owns(p.id):
-			p.logger(it).Info("lost a write race and no longer own the partition; leaving the input to the owner")
-			p.retryLater(it)
-		case it.attempt >= maxConflicts:
-			p.logger(it).Warn("input lost the write race repeatedly; leaving it for redelivery")
-			p.retryLater(it)
-		default:
-			c.stats.conflicts.Add(1)
-			p.logger(it).Warn("lost a write race; deciding again from the log", "error", l.err)
-			it.attempt++
-			p.requeue = append([]item{it}, p.requeue...)
-		}
-		return
-	}
-	r.seq = l.seq
-	r.msgs++
-	if c.cfg.AfterAppend != nil {
-		c.cfg.AfterAppend(it.sagaID, r.msgs)
-	}
-	if l.markErr != nil {
-		ctx, cancel := c.opCtx()
-		err := c.ix.MarkInFlight(ctx, p.id, it.sagaID)
-		cancel()
-		if err != nil {
-			// The log exists but its marker may not: leave the start for
-			// redelivery, which reads the log afresh and marks it.
-			c.inflight.Add(-int64(l.reserved))
-			p.logger(it).Error("cannot mark saga in flight; will retry", "error", errors.Join(l.markErr, err))
-			p.evict(it.sagaID)
-			p.retryLater(it)
-			return
-		}
-	}
-	p.apply(l)
-}
-
-// apply adopts a durable decision: the new state, its commands, the index,
-// the input's ack; then the saga's next input.
-func (p *partition) apply(l *landing) {
-	c := p.c
-	r, it, d := l.run, l.it, l.d
-	r.state = d.State
-	c.metrics.decided(r.state, d.Events, r.sent)
-	c.tracer.decided(r, d.Events)
-	c.inflight.Add(int64(d.State.InFlight()-l.before) - int64(l.reserved))
-	if l.prev == machine.StatusNew && len(d.Events) > 0 {
-		c.stats.started.Add(1)
-	}
-	p.execute(r, d.Commands)
-	if d.Throttled {
-		p.throttled[it.sagaID] = true
-	} else {
-		delete(p.throttled, it.sagaID)
-	}
-	if r.state.Status != l.prev || r.state.Paused != l.paused || it.what == "recover saga" {
-		p.index(r)
-	}
-	p.ack(it)
-	if r.state.Status.Finished() {
-		c.stats.finished.Add(1)
-		p.finished(it.sagaID, r.state.Finished)
-		if c.logger.Enabled(context.Background(), slog.LevelInfo) {
-			p.logger(it).Info("saga finished", "status", r.state.Status)
-		}
-		p.evict(it.sagaID)
-	} else {
-		p.next(r)
-	}
-	if d.State.InFlight() < l.before && c.cfg.MaxInFlight > 0 {
-		c.wakeAll()
-	}
-}
-
-// next puts the inputs that waited behind a saga's append back in line,
-// ahead of inputs from inbox.
-func (p *partition) next(r *run) {
-	if r.busy || len(r.queue) == 0 {
-		return
-	}
-	p.requeue = append(p.requeue, r.queue...)
-	r.queue = nil
-}
-
-// load returns the saga from memory, or reads and folds its log. A start
-// of a saga with no log gets an empty state.
-func (p *partition) load(id string, start, assumeNew bool) (*run, error) {
-	if r, ok := p.sagas[id]; ok {
-		return r, nil
-	}
-	if assumeNew {
-		return p.keep(id, &run{state: machine.New(id)}), nil
-	}
-	ctx, cancel := p.c.opCtx()
-	defer cancel()
-	entries, err := p.c.log.Read(ctx, id, 0)
-	if errors.Is(err, streams.ErrNotFound) && start {
-		return p.keep(id, &run{state: machine.New(id)}), nil
-	}
-	if err != nil {
-		return nil, err
-	}
+// fold reads a saga's state from its log.
+func fold(id string, entries []streams.Entry) (*run, error) {
 	s := machine.New(id)
 	for _, e := range entries {
 		if _, err := sagalog.Apply(s, e); err != nil {
@@ -600,15 +493,262 @@ func (p *partition) load(id string, start, assumeNew bool) (*run, error) {
 	if n := len(entries); n > 0 {
 		r.seq = entries[n-1].Seq
 	}
-	if s.Status.Finished() {
-		return r, nil // not kept: nothing will happen to it
+	return r, nil
+}
+
+// absent handles the inputs for a saga that has no log.
+func (p *partition) absent(id string, waiting []task) {
+	for i, t := range waiting {
+		switch t.in.(type) {
+		case startInput:
+			p.requeue = append(slices.Clone(waiting[i+1:]), p.requeue...)
+			p.decide(p.keep(id, &run{state: machine.New(id)}), t, true)
+			return
+		case expireInput:
+			p.expire(t, false) // removed already; make sure the summary is gone too
+		case recoverInput:
+			// Nothing to recover yet.
+		default:
+			p.c.stats.rejected.Add(1)
+			p.c.metrics.reject(rejectUnknownSaga)
+			p.logger(t).Warn("input rejected", "reason", "no such saga")
+			p.term(t)
+		}
 	}
-	p.c.inflight.Add(int64(s.InFlight()))
-	return p.keep(id, r), nil
+}
+
+// marked goes on with a saga read afresh once its marker is written.
+func (p *partition) marked(in markDone) {
+	r, ok := p.sagas[in.id]
+	if !ok {
+		return
+	}
+	r.busy = false
+	if in.err != nil {
+		waiting := r.queue
+		r.queue = nil
+		p.evict(in.id)
+		for _, t := range waiting {
+			if _, ok := t.in.(recoverInput); ok {
+				continue // comes again with the saga's next read
+			}
+			p.logger(t).Error("cannot mark saga in flight; will retry", "error", in.err)
+			p.retryLater(t)
+		}
+		return
+	}
+	p.next(r)
+}
+
+// decide decides one input on a loaded saga. A decision with events is
+// appended asynchronously: the saga waits (busy) until it lands, while the
+// partition goes on with other sagas' inputs. fresh: the saga was just
+// read from its log.
+func (p *partition) decide(r *run, t task, fresh bool) {
+	c := p.c
+	in, ok := t.in.(sagaInput)
+	if !ok {
+		p.logger(t).Error("coordinator bug: an input the machine does not decide reached it")
+		return
+	}
+	before := r.state.InFlight()
+	reserved := 0
+	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Epoch: p.epoch, Admit: c.admit(&reserved)}
+	d, err := machine.Decide(r.state, in.decision(p.env.clock.Now()), opts)
+	if err != nil {
+		c.inflight.Add(-int64(reserved))
+		p.rejected(r, t, fresh, err)
+		return
+	}
+	l := &landing{run: r, t: t, d: d, prev: r.state.Status, paused: r.state.Paused, before: before, reserved: reserved}
+	if len(d.Events) == 0 {
+		p.apply(l)
+		return
+	}
+	fail := func(msg string, err error) {
+		c.inflight.Add(-int64(reserved))
+		p.logger(t).Error(msg, "error", err)
+		p.evict(in.saga())
+		p.retryLater(t)
+	}
+	b, err := events.EncodeBatch(d.Events)
+	if err != nil {
+		fail("cannot encode decision", err)
+		return
+	}
+	// Fencing: no write without a lease that can still be trusted.
+	if !p.env.owns() {
+		c.stats.fenced.Add(1)
+		fail("not appending: the partition's lease is lost or may have expired", nil)
+		return
+	}
+	r.busy = true
+	l.pending = 1
+	log, id, expected := p.env.log, in.saga(), r.seq
+	p.run(func(ctx context.Context) input {
+		seq, err := log.Append(ctx, id, expected, b, events.ContentTypeBatch)
+		return appendDone{l: l, seq: seq, err: err}
+	})
+	if l.prev == machine.StatusNew {
+		// The in-flight marker is written alongside the log's first
+		// append, and the start is acknowledged only once both are
+		// durable: until then the start comes again, and a saga read
+		// afresh from its log is marked again (loadedLog), so recovery
+		// never misses a saga in flight.
+		l.pending++
+		ix, pid := p.env.index, p.id
+		p.run(func(ctx context.Context) input {
+			return appendDone{l: l, marker: true, err: ix.MarkInFlight(ctx, pid, id)}
+		})
+	}
+}
+
+// rejected handles an input the machine refused.
+func (p *partition) rejected(r *run, t task, fresh bool, err error) {
+	c := p.c
+	switch {
+	case !fresh && !t.refreshed:
+		// The state in memory may be behind the log (another owner moved
+		// the saga on while this one was paused, say): a reply to an
+		// attempt it has not seen is news, not a stale echo. Read the log
+		// once more before throwing an input away.
+		p.logger(t).Debug("input rejected on the state in memory; reading the log again", "reason", err)
+		t.refreshed = true
+		p.evict(t.in.saga())
+		p.requeue = append([]task{t}, p.requeue...)
+	case !p.env.owns():
+		p.retryLater(t) // the partition's owner decides
+	default:
+		// Logged and counted once, when the input is thrown away.
+		reason := rejectStale
+		switch {
+		case errors.Is(err, machine.ErrIdempotencyConflict):
+			// A client reused a key for another request, past the
+			// duplicate window (client.Start refuses it within).
+			reason = rejectIdempotencyConflict
+			p.logger(t).Warn("input rejected", "reason", err)
+		case errors.Is(err, machine.ErrRejected):
+			p.logger(t).Info("input rejected", "reason", err)
+		default:
+			p.logger(t).Error("input refused", "error", err)
+		}
+		c.stats.rejected.Add(1)
+		c.metrics.reject(reason)
+		p.ack(t)
+		if r.state.Status == machine.StatusNew {
+			p.evict(t.in.saga()) // a start refused: nothing to keep
+			return
+		}
+		p.next(r)
+	}
+}
+
+// land takes the answers of a decision's append (and marker).
+func (p *partition) land(in appendDone) {
+	l := in.l
+	if in.marker {
+		l.markErr = in.err
+	} else {
+		l.seq, l.err = in.seq, in.err
+	}
+	if l.pending--; l.pending > 0 {
+		return
+	}
+	c := p.c
+	r, t := l.run, l.t
+	id := t.in.saga()
+	r.busy = false
+	if l.err != nil {
+		c.inflight.Add(-int64(l.reserved))
+		p.evict(id)
+		switch {
+		case !errors.Is(l.err, streams.ErrConflict):
+			// The append may or may not have happened: the log, read
+			// again, tells.
+			p.logger(t).Error("cannot append decision; will retry", "error", l.err)
+			p.retryLater(t)
+		case !p.env.owns():
+			p.logger(t).Info("lost a write race and no longer own the partition; leaving the input to the owner")
+			p.retryLater(t)
+		case t.attempt >= maxConflicts:
+			p.logger(t).Warn("input lost the write race repeatedly; leaving it for redelivery")
+			p.retryLater(t)
+		default:
+			c.stats.conflicts.Add(1)
+			p.logger(t).Warn("lost a write race; deciding again from the log", "error", l.err)
+			t.attempt++
+			p.requeue = append([]task{t}, p.requeue...)
+		}
+		return
+	}
+	r.seq = l.seq
+	r.msgs++
+	if c.cfg.AfterAppend != nil {
+		c.cfg.AfterAppend(id, r.msgs)
+	}
+	if l.markErr != nil {
+		// The log exists but its marker may not: leave the start for
+		// redelivery, which reads the log afresh and marks it.
+		c.inflight.Add(-int64(l.reserved))
+		p.logger(t).Error("cannot mark saga in flight; will retry", "error", l.markErr)
+		p.evict(id)
+		p.retryLater(t)
+		return
+	}
+	p.apply(l)
+}
+
+// apply adopts a durable decision: the new state, its commands, the index,
+// the input's ack; then the saga's next input.
+func (p *partition) apply(l *landing) {
+	c := p.c
+	r, t, d := l.run, l.t, l.d
+	id := t.in.saga()
+	r.state = d.State
+	c.metrics.decided(r.state, d.Events, r.sent)
+	c.tracer.decided(r, d.Events)
+	c.inflight.Add(int64(d.State.InFlight()-l.before) - int64(l.reserved))
+	if l.prev == machine.StatusNew && len(d.Events) > 0 {
+		c.stats.started.Add(1)
+	}
+	p.execute(r, d.Commands)
+	if d.Throttled {
+		p.throttled[id] = true
+	} else {
+		delete(p.throttled, id)
+	}
+	_, recovered := t.in.(recoverInput)
+	if r.state.Status != l.prev || r.state.Paused != l.paused || recovered {
+		p.index(r)
+	}
+	p.ack(t)
+	if r.state.Status.Finished() {
+		c.stats.finished.Add(1)
+		p.finished(id, r.state.Finished)
+		if c.logger.Enabled(context.Background(), slog.LevelInfo) {
+			p.logger(t).Info("saga finished", "status", r.state.Status)
+		}
+		p.evict(id)
+	} else {
+		p.next(r)
+	}
+	if d.State.InFlight() < l.before && c.cfg.MaxInFlight > 0 {
+		c.wakeAll()
+	}
+}
+
+// next puts the inputs that waited behind a saga's I/O back in line, ahead
+// of new ones.
+func (p *partition) next(r *run) {
+	if r.busy || len(r.queue) == 0 {
+		return
+	}
+	p.requeue = append(p.requeue, r.queue...)
+	r.queue = nil
 }
 
 func (p *partition) keep(id string, r *run) *run {
-	r.timers = map[string]*time.Timer{}
+	r.timers = map[string]stopper{}
 	p.sagas[id] = r
 	p.loaded.Store(int64(len(p.sagas)))
 	return r
@@ -650,260 +790,57 @@ func (p *partition) stopTimers() {
 	}
 }
 
-// execute carries out a durable decision's commands. Requests and
-// schedules are published without waiting; the acker awaits them, and if
-// one fails the saga is recovered a little later, which sends every
-// outstanding request and arms every timer again. (A crash before they
-// are acknowledged is covered by recovery on restart.)
-func (p *partition) execute(r *run, cmds []machine.Command) {
-	c := p.c
-	id := r.state.SagaID
-	now := time.Now().UTC()
-	failed := false
-	for _, cmd := range cmds {
-		var f jetstream.PubAckFuture
-		var err error
-		switch cmd := cmd.(type) {
-		case machine.SendRequest:
-			cmd.TraceParent = c.tracer.request(r, cmd, now)
-			if cmd.NotBefore.After(now) {
-				p.sendLater(r, cmd)
-				continue
-			}
-			if c.metrics != nil {
-				if r.sent == nil {
-					r.sent = map[string]time.Time{}
-				}
-				r.sent[cmd.ID] = now
-			}
-			if f, err = p.sendRequest(id, cmd, now); err != nil {
-				c.logger.Warn("cannot send request", "saga_id", id, "node", cmd.Request.Node, "error", err)
-			}
-		case machine.ArmTimer:
-			if cmd.Timer.Kind == machine.TimerTimeout || time.Until(cmd.At) < scheduleAtLeast {
-				p.armInMemory(r, cmd)
-				continue
-			}
-			if f, err = p.schedule(id, cmd); err != nil {
-				c.logger.Warn("cannot schedule timer", "saga_id", id, "timer", cmd.Timer.ID(), "error", err)
-			}
-		}
-		if err != nil {
-			failed = true
-			continue
-		}
-		c.await(pending{f: f, failed: func(err error) {
-			c.logger.Warn("publish failed; recovering the saga", "saga_id", id, "subject", f.Msg().Subject, "error", err)
-			p.recoverLater(id)
-		}})
-	}
-	if failed {
-		p.recoverLater(id)
-	}
-}
-
-// sendRequest publishes an action or undo request.
-func (p *partition) sendRequest(sagaID string, cmd machine.SendRequest, now time.Time) (jetstream.PubAckFuture, error) {
-	req := cmd.Request
-	req.ReplyTo = streams.ReplySubject(p.id)
-	b, err := events.Encode(events.Event{ID: cmd.ID, Source: p.c.source, SagaID: sagaID, Time: now,
-		TraceParent: cmd.TraceParent, Data: &req})
-	if err != nil {
-		return nil, err
-	}
-	m := nats.NewMsg(streams.RequestSubject(cmd.Action))
-	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
-	m.Header.Set("Content-Type", events.ContentTypeEvent)
-	return p.c.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
-}
-
-// sendLater sends a request held back by an injected delay when its time
-// comes. The delay is in the log (node.started's not_before), so recovery
-// holds the request back again; a request lost here is sent by recovery.
-func (p *partition) sendLater(r *run, cmd machine.SendRequest) {
-	id := r.state.SagaID
-	key := "send:" + cmd.ID
-	if old, ok := r.timers[key]; ok {
-		old.Stop()
-	} else {
-		p.c.timers.Add(1)
-	}
-	r.timers[key] = time.AfterFunc(time.Until(cmd.NotBefore), func() {
-		f, err := p.sendRequest(id, cmd, time.Now().UTC())
-		if err == nil {
-			select {
-			case <-f.Ok():
-				return
-			case err = <-f.Err():
-			case <-time.After(p.c.cfg.RequestTimeout):
-				err = errors.New("no acknowledgement in time")
-			}
-		}
-		p.c.logger.Warn("cannot send a delayed request; recovering the saga", "saga_id", id, "request", cmd.ID, "error", err)
-		p.recoverLater(id)
-	})
-}
-
-// scheduleAtLeast is the shortest retry wait armed as a message schedule.
-// Schedules fire with about a second's granularity, so shorter waits are
-// armed in memory; like attempt deadlines, they are in the log
-// (node.attempt_failed's retry_at) and re-armed on recovery.
-const scheduleAtLeast = 5 * time.Second
-
-// armInMemory arms a timer in this process. Its time is in the log, so a
-// restarted coordinator re-arms it on recovery.
-func (p *partition) armInMemory(r *run, cmd machine.ArmTimer) {
-	id, t := r.state.SagaID, cmd.Timer
-	if old, ok := r.timers[t.ID()]; ok {
-		old.Stop()
-	} else {
-		p.c.timers.Add(1)
-	}
-	r.timers[t.ID()] = time.AfterFunc(time.Until(cmd.At), func() {
-		p.enqueue(item{sagaID: id, what: "timer " + t.ID(),
-			make: func(now time.Time) machine.Input { return machine.TimerFired{Now: now, Timer: t} }})
-	})
-}
-
-// schedule arms a retry as a message schedule in JETSAGA_TIMERS. The
-// schedule's subject is fixed for the saga and timer, so arming it again
-// (on recovery) replaces it.
-func (p *partition) schedule(sagaID string, cmd machine.ArmTimer) (jetstream.PubAckFuture, error) {
-	h := fnv.New64a()
-	h.Write([]byte(sagaID))
-	h.Write([]byte{0})
-	h.Write([]byte(cmd.Timer.ID()))
-	b, err := json.Marshal(timerMsg{SagaID: sagaID, Timer: cmd.Timer})
-	if err != nil {
-		return nil, err
-	}
-	m := nats.NewMsg(streams.TimerScheduleSubject(p.id, strconv.FormatUint(h.Sum64(), 16)))
-	m.Data = b
-	at := cmd.At
-	if min := time.Now().Add(time.Second); at.Before(min) {
-		at = min // a schedule in the past may be refused
-	}
-	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
-	m.Header.Set(jetstream.ScheduleTargetHeader, streams.TimerFireSubject(p.id))
-	m.Header.Set(jetstream.ScheduleTTLHeader, "1h") // fired timers expire
-	return p.c.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
-}
-
-// index writes the saga's summary. The index is derived from the log:
-// a failure is logged, and recovery writes it again.
-func (p *partition) index(r *run) {
-	s := r.state
-	if s.Created == nil {
-		return
-	}
-	sum := index.Summary{ID: s.SagaID, Name: s.Created.Definition.Name, Status: string(s.Status), Paused: s.Paused, Partition: p.id,
-		IdempotencyKey: s.Created.IdempotencyKey, Metadata: s.Created.Metadata, Created: s.CreatedAt, Updated: s.Updated}
-	if s.Unwinding != nil {
-		sum.Node = s.Unwinding.Node
-	}
-	warn := func(err error) { p.c.logger.Warn("cannot update saga index", "saga_id", s.SagaID, "error", err) }
-	f, err := p.c.ix.PutAsync(sum)
-	if err != nil {
-		warn(err)
-		return
-	}
-	p.c.await(pending{f: f, failed: warn})
-}
-
-func (p *partition) ack(it item) {
-	if it.msg != nil {
-		if err := it.msg.Ack(); err != nil {
-			p.c.logger.Debug("ack failed; the input will come again and be rejected as stale", "saga_id", it.sagaID, "error", err)
+func (p *partition) ack(t task) {
+	if m := t.in.message(); m != nil {
+		if err := m.Ack(); err != nil {
+			p.c.logger.Debug("ack failed; the input will come again and be rejected as stale", "saga_id", t.in.saga(), "error", err)
 		}
 	}
 }
 
-func (p *partition) term(it item) {
-	if it.msg != nil {
-		_ = it.msg.Term()
+func (p *partition) term(t task) {
+	if m := t.in.message(); m != nil {
+		_ = m.Term()
+	}
+}
+
+// leave gives up an input when the partition stops: a message is
+// redelivered (to whoever drives the partition next), an internal input
+// is recreated by that owner's recovery.
+func (p *partition) leave(t task) {
+	if m := t.in.message(); m != nil {
+		_ = m.Nak()
 	}
 }
 
 // retryLater leaves an input for later: a message is redelivered after a
-// delay; an internal input is enqueued again after one.
-func (p *partition) retryLater(it item) {
-	if it.msg != nil {
-		_ = it.msg.NakWithDelay(time.Second)
+// delay; an internal input is handed in again after one.
+func (p *partition) retryLater(t task) {
+	if m := t.in.message(); m != nil {
+		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	time.AfterFunc(time.Second, func() { p.enqueue(it) })
+	p.after(time.Second, retryInput{t: t})
 }
 
 // recoverLater recovers a saga (re-sends its requests, re-arms its timers)
 // after a short delay.
 func (p *partition) recoverLater(id string) {
-	time.AfterFunc(time.Second, func() {
-		p.enqueue(item{sagaID: id, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }})
-	})
+	p.after(time.Second, recoverInput{id: id})
 }
 
-// advanceThrottled gives held-back sagas a chance to start nodes.
+// advanceThrottled gives held-back sagas a chance to start nodes, in a
+// fixed order.
 func (p *partition) advanceThrottled() {
-	for id := range p.throttled {
-		p.handle(item{sagaID: id, what: "advance", make: func(now time.Time) machine.Input { return machine.Advance{Now: now} }})
-	}
-}
-
-// recover resumes every saga of the partition marked in flight that is not
-// loaded here. A saga that fails to load is reported and tried again on the
-// next pass; it does not stop the others.
-func (p *partition) recover() {
-	c := p.c
-	pass := RecoveryPass{Partition: p.id, At: time.Now()}
-	defer func() { c.stats.pass(pass) }()
-	ctx, cancel := c.opCtx()
-	ids, err := c.ix.InFlight(ctx, p.id)
-	cancel()
-	if err != nil {
-		c.stats.recoveryFailures.Add(1)
-		pass.Failed++
-		c.stats.failure(fmt.Sprintf("partition %d: list in-flight sagas: %v", p.id, err))
-		c.logger.Error("recovery: cannot list in-flight sagas", "partition", p.id, "error", err)
+	if p.stopping {
 		return
 	}
-	pass.Listed = len(ids)
+	ids := make([]string, 0, len(p.throttled))
+	for id := range p.throttled {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
 	for _, id := range ids {
-		if _, ok := p.sagas[id]; ok {
-			c.stats.skipped.Add(1)
-			pass.Skipped++
-			continue
-		}
-		r, err := p.load(id, false, false)
-		switch {
-		case errors.Is(err, streams.ErrNotFound):
-			// Marked, but the start has not reached the log yet: its
-			// command is still to be handled.
-			pass.Skipped++
-			continue
-		case err != nil:
-			c.stats.recoveryFailures.Add(1)
-			pass.Failed++
-			c.stats.failure(fmt.Sprintf("saga %s: %v", id, err))
-			c.logger.Error("recovery: cannot load saga; will try again next pass", "saga_id", id, "error", err)
-			continue
-		case r.state.Status.Finished():
-			c.stats.observedFinished.Add(1)
-			pass.Finished++
-			p.index(r)
-			if !p.expiry(id, r.state.Finished) {
-				continue
-			}
-			ctx, cancel := c.opCtx()
-			if err := c.ix.ClearInFlight(ctx, p.id, id); err != nil {
-				c.logger.Warn("recovery: cannot clear in-flight marker", "saga_id", id, "error", err)
-			}
-			cancel()
-			continue
-		}
-		c.stats.recovered.Add(1)
-		pass.Recovered++
-		c.stats.recoveredSaga(id)
-		p.handle(item{sagaID: id, what: "recover saga", make: func(now time.Time) machine.Input { return machine.Recover{Now: now} }})
+		p.step(task{in: advanceInput{id: id}})
 	}
 }

@@ -47,7 +47,7 @@ func (c *Coordinator) serve() ([]*nats.Subscription, error) {
 		if p == nil {
 			return // another coordinator's partition: it answers
 		}
-		p.enqueue(item{sagaID: id, what: "query", query: func(r *run) {
+		p.enqueue(queryInput{id: id, answer: func(r *run) {
 			if r == nil || r.state.Graph == nil {
 				return // not loaded here, or its first append is in flight
 			}

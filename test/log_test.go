@@ -123,9 +123,9 @@ func TestLogOnR3ClusterFoldsToTheLiveState(t *testing.T) {
 func runLogScenarios(t *testing.T, js jetstream.JetStream, cfg streams.Config) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := streams.Apply(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
+	// A cluster just formed can still refuse a placement now and then
+	// ("no suitable peers for placement, peer offline"): try again.
+	natstest.Eventually(t, 30*time.Second, func() error { return streams.Apply(ctx, js, cfg) })
 	log := streams.NewLog(js)
 	scenarios := map[string]struct {
 		run  func(d *logDriver)

@@ -1,0 +1,101 @@
+package coordinator
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/internal/index"
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// The seams below are what a partition needs of the world, and nothing
+// more. They are defined here, by their user: JetStream implements them in
+// production (*streams.Log, *index.Index, jsPublisher, wallClock), and the
+// deterministic simulation in this package's tests implements them in
+// memory, under one seeded scheduler and virtual time.
+//
+// Every method that waits on the network takes a context and is called
+// only inside an I/O operation (partition.io), never on a partition's
+// goroutine: the partition decides, the operation runs elsewhere, and its
+// result comes back to the partition as an input.
+
+// sagaLog is the sagas' logs.
+type sagaLog interface {
+	// Read returns the saga's log after afterSeq; streams.ErrNotFound if
+	// the saga has none.
+	Read(ctx context.Context, sagaID string, afterSeq uint64) ([]streams.Entry, error)
+	// Append appends data if the log's last message is expected and
+	// returns the new message's sequence: streams.ErrConflict if the log
+	// has moved on; any other error leaves it unknown whether it happened.
+	Append(ctx context.Context, sagaID string, expected uint64, data []byte, contentType string) (uint64, error)
+	// Delete removes the saga's log.
+	Delete(ctx context.Context, sagaID string) error
+}
+
+// sagaIndex is the saga index: summaries, and markers of sagas in flight.
+type sagaIndex interface {
+	MarkInFlight(ctx context.Context, partition int, sagaID string) error
+	ClearInFlight(ctx context.Context, partition int, sagaID string) error
+	InFlight(ctx context.Context, partition int) ([]string, error)
+	Put(ctx context.Context, s index.Summary) error
+	Forget(ctx context.Context, sagaID string) error
+}
+
+// publisher stores a message in a stream (an action request, a timer's
+// schedule) and returns once it is stored.
+type publisher interface {
+	Publish(ctx context.Context, m *nats.Msg) error
+}
+
+// clock tells the time and runs f after d (on a goroutine of its own in
+// production; f only hands an input to the partition).
+type clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) stopper
+}
+
+// stopper stops a timer; *time.Timer is one.
+type stopper interface{ Stop() bool }
+
+// delivery is a message consumed from a stream, settled once handled:
+// a jetstream.Msg in production.
+type delivery interface {
+	Subject() string
+	Data() []byte
+	Ack() error
+	Nak() error
+	NakWithDelay(delay time.Duration) error
+	Term() error
+}
+
+// env is a partition's world: its seams, whether it may write (its lease),
+// and how it runs I/O.
+type env struct {
+	log   sagaLog
+	index sagaIndex
+	pub   publisher
+	clock clock
+	// owns reports whether the partition's lease can still be trusted.
+	owns func() bool
+	// io runs op off the partition's goroutine and hands its result back
+	// to the partition (production: an owned goroutine and the partition's
+	// results channel; the simulation: its scheduler).
+	io func(op func(ctx context.Context) input)
+}
+
+// jsPublisher publishes with JetStream.
+type jsPublisher struct{ js jetstream.JetStream }
+
+func (p jsPublisher) Publish(ctx context.Context, m *nats.Msg) error {
+	_, err := p.js.PublishMsg(ctx, m)
+	return err
+}
+
+// wallClock is the real clock.
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                              { return time.Now() }
+func (wallClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
