@@ -18,6 +18,7 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/lease"
+	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/startstop"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -40,8 +41,10 @@ type Coordinator struct {
 	logger *slog.Logger
 	source string
 
-	log    *streams.Log
-	ix     *index.Index
+	log *streams.Log
+	ix  *index.Index
+	// graphs shares compiled definitions between the sagas in memory.
+	graphs *machine.Graphs
 	leases *lease.Keeper // nil when Config.Partitions pins the partitions
 	// leaseNC is the leases' own connection (nil when pinned);
 	// leaseDenied, the last permission violation it was told of.
@@ -59,6 +62,9 @@ type Coordinator struct {
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
 	inflight atomic.Int64
+	// starved: a decision was held back for want of room under
+	// MaxInFlight since the partitions were last woken.
+	starved atomic.Bool
 	// timers counts the in-memory timers of loaded sagas.
 	timers  atomic.Int64
 	stats   stats
@@ -91,6 +97,7 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 		logger: cfg.Logger.With("coordinator", cfg.Name),
 		source: events.SourceCoordinator + "/" + cfg.Name,
 		log:    streams.NewLog(js),
+		graphs: machine.NewGraphs(),
 		parts:  map[int]*partition{},
 	}
 	m, err := newMetrics(c, cfg.Registerer)
@@ -494,19 +501,42 @@ func (c *Coordinator) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.life.Context(), c.cfg.RequestTimeout)
 }
 
-// admit reserves a slot for one more request in flight, if
-// Config.MaxInFlight allows.
-func (c *Coordinator) admit(reserved *int) func() bool {
+// claimChunk is the most places of Config.MaxInFlight one decision
+// claims: more nodes than that rarely become ready at once, and a claim
+// holds its places from other partitions only while the machine decides.
+const claimChunk = 64
+
+// claimRoom claims places for requests under Config.MaxInFlight, for one
+// decision (0 without the bound, or when it is reached); the decision
+// gives back what it does not use.
+func (c *Coordinator) claimRoom() int {
 	if c.cfg.MaxInFlight == 0 {
-		return nil
+		return 0
 	}
-	return func() bool {
-		if c.inflight.Add(1) > int64(c.cfg.MaxInFlight) {
-			c.inflight.Add(-1)
-			return false
+	for {
+		cur := c.inflight.Load()
+		n := min(claimChunk, int64(c.cfg.MaxInFlight)-cur)
+		if n <= 0 {
+			return 0
 		}
-		*reserved++
-		return true
+		if c.inflight.CompareAndSwap(cur, cur+n) {
+			return int(n)
+		}
+	}
+}
+
+// release frees n places under Config.MaxInFlight (requests finished,
+// sagas evicted or handed off, reservations ended). If a decision was
+// held back for want of room since the last wake, every partition is
+// woken to advance its held-back sagas: whatever frees room wakes them,
+// so none waits for a wake that never comes.
+func (c *Coordinator) release(n int) {
+	if n <= 0 {
+		return
+	}
+	c.inflight.Add(-int64(n))
+	if c.cfg.MaxInFlight > 0 && c.starved.Swap(false) {
+		c.wakeAll()
 	}
 }
 

@@ -89,7 +89,7 @@ type landing struct {
 	prev     machine.Status
 	paused   bool
 	before   int // requests in flight before the decision
-	reserved int // slots reserved by Options.Admit
+	reserved int // places of Config.MaxInFlight held until the append answers
 	// pending counts the answers still to come: the append's, and for a
 	// new saga its in-flight marker's, written alongside.
 	pending int
@@ -378,7 +378,7 @@ func (p *partition) step(t task) {
 			// A start is first decided as if the saga were new, without
 			// a read: the append of its first message (expected position
 			// 0) fails if the log exists, and the next attempt reads it.
-			p.decide(p.keep(id, &run{state: machine.New(id)}), t, true)
+			p.decide(p.keep(id, &run{state: p.c.graphs.New(id)}), t, true)
 			return
 		}
 	}
@@ -409,7 +409,7 @@ func (p *partition) loadedLog(in loadDone) {
 	var r *run
 	err := in.err
 	if err == nil {
-		r, err = fold(in.id, in.entries)
+		r, err = fold(p.c.graphs, in.id, in.entries)
 	}
 	switch {
 	case errors.Is(err, streams.ErrNotFound):
@@ -482,8 +482,8 @@ func (p *partition) loadedLog(in loadDone) {
 }
 
 // fold reads a saga's state from its log.
-func fold(id string, entries []streams.Entry) (*run, error) {
-	s := machine.New(id)
+func fold(graphs *machine.Graphs, id string, entries []streams.Entry) (*run, error) {
+	s := graphs.New(id)
 	for _, e := range entries {
 		if _, err := sagalog.Apply(s, e); err != nil {
 			return nil, err
@@ -502,7 +502,7 @@ func (p *partition) absent(id string, waiting []task) {
 		switch t.in.(type) {
 		case startInput:
 			p.requeue = append(slices.Clone(waiting[i+1:]), p.requeue...)
-			p.decide(p.keep(id, &run{state: machine.New(id)}), t, true)
+			p.decide(p.keep(id, &run{state: p.c.graphs.New(id)}), t, true)
 			return
 		case expireInput:
 			p.expire(t, false) // removed already; make sure the summary is gone too
@@ -552,21 +552,37 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 		return
 	}
 	before := r.state.InFlight()
-	reserved := 0
-	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Epoch: p.epoch, Admit: c.admit(&reserved)}
+	// Admission: the decision may start as many nodes as there is room
+	// for under Config.MaxInFlight (claimed here, so that partitions
+	// deciding at the same time never overshoot it together), and gives
+	// back what it did not use. What it did use stays reserved until its
+	// append answers.
+	room := c.claimRoom()
+	opts := machine.Options{MaxInFlight: c.cfg.MaxInFlightPerSaga, Source: c.source, Epoch: p.epoch, Limited: c.cfg.MaxInFlight > 0, Room: room}
 	d, err := machine.Decide(r.state, in.decision(p.env.clock.Now()), opts)
+	if d.Throttled && d.Admitted == room {
+		c.starved.Store(true) // held back for want of room: wake it when some is freed
+	}
+	c.release(room - d.Admitted)
 	if err != nil {
-		c.inflight.Add(-int64(reserved))
 		p.rejected(r, t, fresh, err)
 		return
 	}
-	l := &landing{run: r, t: t, d: d, prev: r.state.Status, paused: r.state.Paused, before: before, reserved: reserved}
+	// Held back now, not once the append lands: room freed meanwhile
+	// wakes the partition, and the wake must find the saga (its advance
+	// then waits behind the append).
+	if d.Throttled {
+		p.throttled[in.saga()] = true
+	} else {
+		delete(p.throttled, in.saga())
+	}
+	l := &landing{run: r, t: t, d: d, prev: r.state.Status, paused: r.state.Paused, before: before, reserved: d.Admitted}
 	if len(d.Events) == 0 {
 		p.apply(l)
 		return
 	}
 	fail := func(msg string, err error) {
-		c.inflight.Add(-int64(reserved))
+		c.release(l.reserved)
 		p.logger(t).Error(msg, "error", err)
 		p.evict(in.saga())
 		p.retryLater(t)
@@ -658,8 +674,10 @@ func (p *partition) land(in appendDone) {
 	r, t := l.run, l.t
 	id := t.in.saga()
 	r.busy = false
+	// The reservation ends with the answer: apply counts what the
+	// decision really put in flight.
+	c.release(l.reserved)
 	if l.err != nil {
-		c.inflight.Add(-int64(l.reserved))
 		p.evict(id)
 		switch {
 		case !errors.Is(l.err, streams.ErrConflict):
@@ -689,7 +707,6 @@ func (p *partition) land(in appendDone) {
 	if l.markErr != nil {
 		// The log exists but its marker may not: leave the start for
 		// redelivery, which reads the log afresh and marks it.
-		c.inflight.Add(-int64(l.reserved))
 		p.logger(t).Error("cannot mark saga in flight; will retry", "error", l.markErr)
 		p.evict(id)
 		p.retryLater(t)
@@ -707,16 +724,15 @@ func (p *partition) apply(l *landing) {
 	r.state = d.State
 	c.metrics.decided(r.state, d.Events, r.sent)
 	c.tracer.decided(r, d.Events)
-	c.inflight.Add(int64(d.State.InFlight()-l.before) - int64(l.reserved))
+	if delta := d.State.InFlight() - l.before; delta > 0 {
+		c.inflight.Add(int64(delta))
+	} else {
+		c.release(-delta)
+	}
 	if l.prev == machine.StatusNew && len(d.Events) > 0 {
 		c.stats.started.Add(1)
 	}
 	p.execute(r, d.Commands)
-	if d.Throttled {
-		p.throttled[id] = true
-	} else {
-		delete(p.throttled, id)
-	}
 	_, recovered := t.in.(recoverInput)
 	if r.state.Status != l.prev || r.state.Paused != l.paused || recovered {
 		p.index(r)
@@ -731,9 +747,6 @@ func (p *partition) apply(l *landing) {
 		p.evict(id)
 	} else {
 		p.next(r)
-	}
-	if d.State.InFlight() < l.before && c.cfg.MaxInFlight > 0 {
-		c.wakeAll()
 	}
 }
 
@@ -768,7 +781,7 @@ func (p *partition) evict(id string) {
 		p.c.tracer.drop(r)
 	}
 	if !r.state.Status.Finished() {
-		p.c.inflight.Add(-int64(r.state.InFlight()))
+		p.c.release(r.state.InFlight())
 	}
 	delete(p.sagas, id)
 	delete(p.throttled, id)
@@ -786,7 +799,7 @@ func (p *partition) stopTimers() {
 			t.Stop()
 		}
 		p.c.timers.Add(-int64(len(r.timers)))
-		p.c.inflight.Add(-int64(r.state.InFlight()))
+		p.c.release(r.state.InFlight())
 	}
 }
 

@@ -164,6 +164,7 @@ type simPart struct {
 	gen        int
 	stopped    bool // its lease was lost: it takes no new work
 	losing     bool // its keeper is finding out the lease is lost
+	ended      bool // stopped, and its I/O is back: its loop has returned
 	trustUntil time.Time
 }
 
@@ -213,6 +214,9 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 		w.coords = append(w.coords, sc)
 		w.boot(sc)
 	}
+	if w.rng.IntN(3) == 0 {
+		w.maxInFlight = 1 + w.rng.IntN(3) // admission under a tight bound
+	}
 	w.faults = true
 	for range simSagas {
 		w.startSaga()
@@ -239,8 +243,9 @@ func (w *world) boot(sc *simCoord) {
 	sc.up = true
 	sc.parts = map[int]*simPart{}
 	cfg := Config{Name: sc.name, Logger: w.logger, Topology: streams.Config{Partitions: simPartitions}, LeaseTTL: simLeaseTTL,
-		Retention: -1, RequestTimeout: 5 * time.Second}.withDefaults()
-	sc.c = &Coordinator{cfg: cfg, logger: w.logger.With("coordinator", sc.name), source: events.SourceCoordinator + "/" + sc.name}
+		Retention: -1, RequestTimeout: 5 * time.Second, MaxInFlight: w.maxInFlight}.withDefaults()
+	sc.c = &Coordinator{cfg: cfg, logger: w.logger.With("coordinator", sc.name), source: events.SourceCoordinator + "/" + sc.name,
+		graphs: machine.NewGraphs(), parts: map[int]*partition{}}
 	w.tracef("%s: up (incarnation %d)", sc.name, sc.gen)
 	w.in(sc, 0, func() { w.keep(sc) })
 }
@@ -270,6 +275,10 @@ func (w *world) keep(sc *simCoord) {
 					sp.stopped = true
 					sp.p.stopping = true
 					delete(sc.parts, p)
+					sc.c.mu.Lock()
+					delete(sc.c.parts, p)
+					sc.c.mu.Unlock()
+					w.ended(sp)
 				})
 			case w.chance(10):
 				w.tracef("fault: %s cannot renew partition %d", sc.name, p)
@@ -306,6 +315,9 @@ func (w *world) drive(sc *simCoord, id int, epoch uint64) {
 	sp.p = newPartition(sc.c, id, epoch, e)
 	sp.p.post = func(in input) { w.in(sc, 0, func() { w.handle(sp, in) }) }
 	sc.parts[id] = sp
+	sc.c.mu.Lock()
+	sc.c.parts[id] = sp.p // for wakeAll
+	sc.c.mu.Unlock()
 	w.handle(sp, recoverPassInput{})
 	var pass func()
 	pass = func() {
@@ -324,8 +336,26 @@ func (w *world) handle(sp *simPart, in input) {
 	}
 	sp.p.handle(in)
 	sp.p.drain()
+	w.ended(sp)
 	if d, ok := in.(appendDone); ok && d.l.pending == 0 {
 		w.checkLive(sp, d.l.t.in.saga())
+	}
+	// Room under MaxInFlight: the partitions woken (wakeAll) advance
+	// their held-back sagas, as their loops would.
+	for _, o := range sp.coord.parts {
+		select {
+		case <-o.p.wake:
+			w.in(sp.coord, 0, func() { w.handle(o, wakeInput{}) })
+		default:
+		}
+	}
+}
+
+// ended ends a stopped partition once its I/O is back, as its loop does.
+func (w *world) ended(sp *simPart) {
+	if sp.stopped && !sp.ended && sp.p.ops == 0 {
+		sp.ended = true
+		sp.p.stopTimers()
 	}
 }
 

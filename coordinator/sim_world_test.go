@@ -80,6 +80,8 @@ type world struct {
 	logger *slog.Logger
 	failed []string // invariant violations
 	knobs  simKnobs
+	// maxInFlight is the coordinators' Config.MaxInFlight (0: none).
+	maxInFlight int
 
 	partitions int
 	logs       map[string][]streams.Entry

@@ -66,7 +66,7 @@ func (s *State) apply(e events.Event) error {
 		if !ok {
 			return illegal("", "the first event of a saga must be %s", events.TypeSagaCreated)
 		}
-		g, err := compile(created.Definition)
+		g, err := s.graphs.compile(created.Definition)
 		if err != nil {
 			return illegal("", "definition: %v", err)
 		}

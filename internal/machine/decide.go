@@ -118,7 +118,7 @@ func OperatorInput(now time.Time, cmd events.OperatorCommand) (Input, error) {
 type Recover struct{ Now time.Time }
 
 // Advance starts what can start now, for a saga that was held back by
-// Options.Admit or Options.MaxInFlight.
+// Options.Room or Options.MaxInFlight.
 type Advance struct{ Now time.Time }
 
 func (i Start) now() time.Time       { return i.Now }
@@ -188,10 +188,13 @@ type Options struct {
 	// MaxInFlight bounds the action and undo requests of one saga awaiting
 	// replies or retries at once; 0 means no bound.
 	MaxInFlight int
-	// Admit, if set, is asked before each node's first action or undo
-	// request; false holds the node back (Decision.Throttled). A coordinator
-	// uses it to bound the requests in flight across its sagas.
-	Admit func() bool
+	// Limited: at most Room nodes may start their first action or undo
+	// request in this decision; the others are held back
+	// (Decision.Throttled) and Decision.Admitted says how many started. A
+	// coordinator uses it to bound the requests in flight across its
+	// sagas. Without Limited there is no such bound.
+	Limited bool
+	Room    int
 	// Source is the CloudEvents source of the events emitted; default
 	// events.SourceCoordinator. Coordinators put their name in it, so two
 	// writers never produce identical log messages.
@@ -211,6 +214,9 @@ type Decision struct {
 	// Throttled: a node could have started but Options held it back; decide
 	// Advance when there is room.
 	Throttled bool
+	// Admitted counts the nodes that started a first request and took a
+	// place of Options.Room.
+	Admitted int
 }
 
 // Decide returns the events and commands that input leads to. An input that
@@ -334,7 +340,7 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 	if d.err != nil {
 		return Decision{}, d.err
 	}
-	return Decision{Events: d.evs, Commands: d.cmds, State: d.s, Throttled: d.throttled}, nil
+	return Decision{Events: d.evs, Commands: d.cmds, State: d.s, Throttled: d.throttled, Admitted: d.admitted}, nil
 }
 
 type decider struct {
@@ -346,6 +352,8 @@ type decider struct {
 	err  error // first failure of must
 	// throttled: advance held a ready node back
 	throttled bool
+	// admitted: nodes started within Options.Room
+	admitted int
 }
 
 // emit applies an event to the working state and records it.
@@ -617,9 +625,12 @@ func (d *decider) advance() {
 
 // admit says whether one more node may start a request now.
 func (d *decider) admit() bool {
-	if (d.opt.MaxInFlight > 0 && d.s.InFlight() >= d.opt.MaxInFlight) || (d.opt.Admit != nil && !d.opt.Admit()) {
+	if (d.opt.MaxInFlight > 0 && d.s.InFlight() >= d.opt.MaxInFlight) || (d.opt.Limited && d.admitted >= d.opt.Room) {
 		d.throttled = true
 		return false
+	}
+	if d.opt.Limited {
+		d.admitted++
 	}
 	return true
 }

@@ -102,3 +102,29 @@ func TestFoldUsesTheDefaultsTheLogRecords(t *testing.T) {
 		t.Fatalf("bad defaults: %v", err)
 	}
 }
+
+// Sagas of one definition share its compiled graph through the Graphs a
+// coordinator owns; a fold without one compiles its own.
+func TestGraphsAreShared(t *testing.T) {
+	t.Parallel()
+	def := saga.New("shared").Then(saga.Action("a", "svc.a")).MustBuild()
+	start := func(s *machine.State) *machine.State {
+		t.Helper()
+		d, err := machine.Decide(s, machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}}, machine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.State
+	}
+	graphs := machine.NewGraphs()
+	a, b := start(graphs.New(sagaID)), start(graphs.New(sagaID))
+	if a.Graph != b.Graph {
+		t.Fatal("two sagas of one definition compiled it twice with a shared Graphs")
+	}
+	if other := machine.NewGraphs(); start(other.New(sagaID)).Graph == a.Graph {
+		t.Fatal("two coordinators' Graphs share a graph")
+	}
+	if start(machine.New(sagaID)).Graph == a.Graph {
+		t.Fatal("a fold without Graphs got the shared graph")
+	}
+}

@@ -8,41 +8,56 @@ import (
 	"github.com/jetsaga/jetsaga/saga"
 )
 
-// Sagas started from the same definition share one compiled graph (and
-// definition): a coordinator holding 100,000 sagas of a few kinds keeps a
+// Graphs shares compiled graphs between the sagas started from the same
+// definition: a coordinator holding 100,000 sagas of a few kinds keeps a
 // few graphs, not 100,000. Graphs and definitions are never modified once
-// compiled, so sharing them is safe. The cache is bounded: past
-// maxInterned distinct definitions it starts afresh.
-var interned = struct {
-	sync.Mutex
+// compiled, so sharing them is safe. It is bounded: past maxInterned
+// distinct definitions it starts afresh. A coordinator owns one; a nil
+// *Graphs compiles every definition anew (a one-off fold).
+type Graphs struct {
+	mu     sync.Mutex
 	graphs map[[sha256.Size]byte]*saga.Graph
-}{graphs: map[[sha256.Size]byte]*saga.Graph{}}
+}
 
 const maxInterned = 1024
 
+// NewGraphs returns an empty set of shared graphs.
+func NewGraphs() *Graphs { return &Graphs{graphs: map[[sha256.Size]byte]*saga.Graph{}} }
+
+// New returns the state of a saga with an empty log, whose definition
+// will be compiled through g.
+func (g *Graphs) New(sagaID string) *State {
+	s := New(sagaID)
+	s.graphs = g
+	return s
+}
+
 // compile returns the compiled graph of def, shared with every saga whose
 // definition encodes the same.
-func compile(def *saga.Definition) (*saga.Graph, error) {
+func (g *Graphs) compile(def *saga.Definition) (*saga.Graph, error) {
+	if g == nil {
+		return saga.Compile(def)
+	}
 	b, err := json.Marshal(def)
 	if err != nil {
 		return saga.Compile(def)
 	}
 	key := sha256.Sum256(b)
-	interned.Lock()
-	g, ok := interned.graphs[key]
-	interned.Unlock()
+	g.mu.Lock()
+	graph, ok := g.graphs[key]
+	g.mu.Unlock()
 	if ok {
-		return g, nil
+		return graph, nil
 	}
-	g, err = saga.Compile(def)
+	graph, err = saga.Compile(def)
 	if err != nil {
 		return nil, err
 	}
-	interned.Lock()
-	if len(interned.graphs) >= maxInterned {
-		clear(interned.graphs)
+	g.mu.Lock()
+	if len(g.graphs) >= maxInterned {
+		clear(g.graphs)
 	}
-	interned.graphs[key] = g
-	interned.Unlock()
-	return g, nil
+	g.graphs[key] = graph
+	g.mu.Unlock()
+	return graph, nil
 }

@@ -630,27 +630,21 @@ func keys(m map[string]json.RawMessage) []string {
 func TestAdmitThrottlesAndAdvanceResumes(t *testing.T) {
 	t.Parallel()
 	def := saga.New("p").Parallel(saga.Action("a", "s.a"), saga.Action("b", "s.b")).MustBuild()
-	slots := 1
 	m := emptySim(t)
-	m.opt = machine.Options{Admit: func() bool {
-		if slots == 0 {
-			return false
-		}
-		slots--
-		return true
-	}, Source: "/jetsaga/coordinator/test"}
+	m.opt = machine.Options{Limited: true, Room: 1, Source: "/jetsaga/coordinator/test"}
 	d := m.must(machine.Start{Now: t0, Created: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}})
-	if !d.Throttled || len(m.pending) != 1 || d.Events[0].Source != "/jetsaga/coordinator/test" {
-		t.Fatalf("throttled %v, %d pending, source %q", d.Throttled, len(m.pending), d.Events[0].Source)
+	if !d.Throttled || d.Admitted != 1 || len(m.pending) != 1 || d.Events[0].Source != "/jetsaga/coordinator/test" {
+		t.Fatalf("throttled %v, admitted %d, %d pending, source %q", d.Throttled, d.Admitted, len(m.pending), d.Events[0].Source)
 	}
+	m.opt.Room = 0
 	d = m.must(machine.Advance{Now: t0})
-	if !d.Throttled || len(d.Events) != 0 {
-		t.Fatalf("advance without room: throttled %v, %d events", d.Throttled, len(d.Events))
+	if !d.Throttled || d.Admitted != 0 || len(d.Events) != 0 {
+		t.Fatalf("advance without room: throttled %v, admitted %d, %d events", d.Throttled, d.Admitted, len(d.Events))
 	}
-	slots = 1
+	m.opt.Room = 5
 	d = m.must(machine.Advance{Now: t0})
-	if d.Throttled || len(m.pending) != 2 {
-		t.Fatalf("advance with room: throttled %v, %d pending", d.Throttled, len(m.pending))
+	if d.Throttled || d.Admitted != 1 || len(m.pending) != 2 {
+		t.Fatalf("advance with room: throttled %v, admitted %d, %d pending", d.Throttled, d.Admitted, len(m.pending))
 	}
 	m.succeed("a", `1`)
 	m.succeed("b", `1`)

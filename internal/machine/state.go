@@ -142,6 +142,8 @@ type State struct {
 	Finished time.Time
 	// Updated is the time of the latest event.
 	Updated time.Time
+	// graphs compiles the saga's definition (Graphs.New); nil: anew.
+	graphs *Graphs
 }
 
 // New returns the state of a saga with an empty log.
