@@ -55,9 +55,12 @@ type Coordinator struct {
 	// starts, and gives them a context that Stop cancels after draining.
 	life startstop.Lifecycle
 
-	mu    sync.Mutex // guards parts, subs
+	mu    sync.Mutex // guards parts, starting, subs
 	parts map[int]*partition
-	subs  []*nats.Subscription // status and saga-state requests
+	// starting are the partitions leased and being started (drive), with
+	// their lease's epoch.
+	starting map[int]uint64
+	subs     []*nats.Subscription // status and saga-state requests
 
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
@@ -90,15 +93,16 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	c := &Coordinator{
-		cfg:    cfg,
-		adopt:  adopt,
-		js:     js,
-		nc:     js.Conn(),
-		logger: cfg.Logger.With("coordinator", cfg.Name),
-		source: events.SourceCoordinator + "/" + cfg.Name,
-		log:    streams.NewLog(js),
-		graphs: machine.NewGraphs(),
-		parts:  map[int]*partition{},
+		cfg:      cfg,
+		adopt:    adopt,
+		js:       js,
+		nc:       js.Conn(),
+		logger:   cfg.Logger.With("coordinator", cfg.Name),
+		source:   events.SourceCoordinator + "/" + cfg.Name,
+		log:      streams.NewLog(js),
+		graphs:   machine.NewGraphs(),
+		parts:    map[int]*partition{},
+		starting: map[int]uint64{},
 	}
 	m, err := newMetrics(c, cfg.Registerer)
 	if err != nil {
@@ -252,6 +256,7 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 		if err := keeper.Start(ctx); err != nil {
 			return fail(err)
 		}
+		c.awaitDriven(ctx)
 	}
 	c.mu.Lock()
 	n := len(c.parts)
@@ -329,6 +334,7 @@ func (c *Coordinator) teardown(ctx context.Context) {
 	c.mu.Lock()
 	parts := c.parts
 	c.parts = map[int]*partition{}
+	c.starting = map[int]uint64{} // a partition still starting stops itself (drive)
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range parts {
@@ -437,60 +443,125 @@ func (c *Coordinator) Undrain() error {
 	return nil
 }
 
-// acquire starts driving partition p, newly leased with epoch.
+// acquire starts driving partition p, newly leased with epoch. It returns
+// at once: the lease keeper calls it on the goroutine that renews every
+// lease, which must never wait on the data path. The partition starts in
+// the background (drive).
 func (c *Coordinator) acquire(p int, epoch uint64) error {
 	if c.life.Stopping() {
 		return ErrStopped
 	}
-	// The lease keeper calls acquire and lose one at a time, so p cannot
-	// be started twice; c.mu is not held across the network calls of
-	// startPartition (partitions take it, in wakeAll).
 	c.mu.Lock()
-	_, ok := c.parts[p]
-	c.mu.Unlock()
-	if ok {
-		return nil
+	_, driven := c.parts[p]
+	_, starting := c.starting[p]
+	if !driven && !starting {
+		c.starting[p] = epoch
 	}
-	ctx, cancel := c.opCtx()
-	defer cancel()
-	part, err := c.startPartition(ctx, p, epoch)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.parts[p] = part
 	c.mu.Unlock()
-	c.stats.acquired.Add(1)
+	if !driven && !starting {
+		c.life.Go(func(ctx context.Context) { c.drive(ctx, p, epoch) })
+	}
 	return nil
 }
 
-// lose stops driving partition p at once.
+// awaitDriven waits until the partitions taken so far are driven (or ctx
+// ends), so that Start returns with them consuming.
+func (c *Coordinator) awaitDriven(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		n := len(c.starting)
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// drive starts partition p under the lease of epoch, and tries again while
+// the lease is held: creating its consumers fails while a stream elects a
+// leader, and nobody could do better meanwhile.
+func (c *Coordinator) drive(ctx context.Context, p int, epoch uint64) {
+	delay := 100 * time.Millisecond
+	for {
+		c.mu.Lock()
+		current := c.starting[p] == epoch
+		c.mu.Unlock()
+		if !current || ctx.Err() != nil {
+			return // lost, or stopping
+		}
+		sctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		part, err := c.startPartition(sctx, p, epoch)
+		cancel()
+		if err == nil {
+			c.mu.Lock()
+			current = c.starting[p] == epoch
+			if current {
+				delete(c.starting, p)
+				c.parts[p] = part
+			}
+			c.mu.Unlock()
+			if !current { // lost while starting
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				part.stop(sctx)
+				cancel()
+				return
+			}
+			c.stats.acquired.Add(1)
+			return
+		}
+		c.logger.Warn("cannot drive partition yet; retrying", "partition", p, "error", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// lose stops driving partition p. It returns at once (like acquire, it is
+// called on the lease keeper's goroutine): the partition is fenced already
+// (the keeper no longer vouches for its lease) and drains in the
+// background; what it leaves unacknowledged goes to the next owner.
 func (c *Coordinator) lose(p int) {
 	c.mu.Lock()
+	delete(c.starting, p)
 	part, ok := c.parts[p]
 	delete(c.parts, p)
 	c.mu.Unlock()
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	part.stop(ctx)
-	c.stats.lost.Add(1)
-	c.logger.Info("stopped driving partition", "partition", p)
+	c.life.Go(func(ctx context.Context) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		part.stop(sctx)
+		c.stats.lost.Add(1)
+		c.logger.Info("stopped driving partition", "partition", p)
+	})
 }
 
-// owns reports whether the coordinator may write for partition p now: its
-// lease is held and not past the time it can be trusted. Checked before
-// every append, so a coordinator paused past its lease writes nothing when
-// it wakes. (The append's optimistic concurrency is what makes it safe even
-// if a pause falls between this check and the write.)
-func (c *Coordinator) owns(p int) bool {
+// owns reports whether the coordinator may write for partition p under
+// the lease of epoch now: that lease is held and not past the time it can
+// be trusted. Checked before every append, so a coordinator paused past
+// its lease writes nothing when it wakes, and a partition still draining
+// after its lease was lost writes nothing even if the coordinator has
+// taken the partition again meanwhile (under a new epoch). (The append's
+// optimistic concurrency is what makes it safe even if a pause falls
+// between this check and the write.)
+func (c *Coordinator) owns(p int, epoch uint64) bool {
 	if c.leases == nil {
 		return true
 	}
-	_, ok := c.leases.Owns(p)
-	return ok
+	e, ok := c.leases.Owns(p)
+	return ok && e == epoch
 }
 
 // goFunc runs f in a goroutine that Stop waits for.

@@ -118,8 +118,8 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", id, err)
 	}
-	p := newPartition(c, id, epoch, env{log: c.log, index: c.ix, pub: jsPublisher{c.js}, clock: wallClock{},
-		owns: func() bool { return c.owns(id) }})
+	p := newPartition(c, id, epoch, env{log: jsLog{c.log}, index: jsIndex{c.ix}, pub: jsPublisher{c.js}, clock: wallClock{},
+		owns: func() bool { return c.owns(id, epoch) }})
 	p.env.io = func(op func(context.Context) input) {
 		c.life.Go(func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)

@@ -86,12 +86,69 @@ type env struct {
 	io func(op func(ctx context.Context) input)
 }
 
+// The production seams write with JetStream's asynchronous publish and
+// await the acknowledgement in the operation: a publish over a connection
+// that is reconnecting, or to a stream electing a leader, then fails with
+// its future (or the operation's deadline) instead of a synchronous
+// request's retries, and the partition decides what to do.
+
+// jsLog is the saga logs on JetStream.
+type jsLog struct{ *streams.Log }
+
+func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []byte, ct string) (uint64, error) {
+	f, err := l.AppendAsync(id, expected, data, ct)
+	if err != nil {
+		return 0, err
+	}
+	return streams.AppendResult(f, id, expected, timeLeft(ctx))
+}
+
+// jsIndex is the saga index on JetStream.
+type jsIndex struct{ *index.Index }
+
+func (x jsIndex) MarkInFlight(ctx context.Context, p int, id string) error {
+	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.MarkInFlightAsync(p, id) })
+}
+
+func (x jsIndex) ClearInFlight(ctx context.Context, p int, id string) error {
+	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.ClearInFlightAsync(p, id) })
+}
+
+func (x jsIndex) Put(ctx context.Context, s index.Summary) error {
+	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.PutAsync(s) })
+}
+
 // jsPublisher publishes with JetStream.
 type jsPublisher struct{ js jetstream.JetStream }
 
 func (p jsPublisher) Publish(ctx context.Context, m *nats.Msg) error {
-	_, err := p.js.PublishMsg(ctx, m)
-	return err
+	return await(ctx, func() (jetstream.PubAckFuture, error) {
+		return p.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
+	})
+}
+
+// await publishes and waits for the acknowledgement or ctx.
+func await(ctx context.Context, publish func() (jetstream.PubAckFuture, error)) error {
+	f, err := publish()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// timeLeft is what remains of ctx's deadline (a second without one).
+func timeLeft(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), 0)
+	}
+	return time.Second
 }
 
 // wallClock is the real clock.

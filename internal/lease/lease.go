@@ -69,11 +69,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Acquire is called, on the keeper's goroutine, when the member takes
 	// partition p with the given epoch; it should start driving it. An
-	// error hands the partition back.
+	// error hands the partition back. It must return at once (start the
+	// work in the background): the goroutine renews every lease, and must
+	// never wait on the data path.
 	Acquire func(p int, epoch uint64) error
 	// Lose is called, on the keeper's goroutine, when the member must stop
-	// driving p at once (lease lost or about to expire, or handed off). It
-	// returns once p is no longer driven.
+	// driving p (lease lost or about to expire, or handed off). Owns is
+	// false for p from then on, so the work is fenced already; Lose must
+	// return at once and let the work drain in the background.
 	Lose func(p int)
 	// Healthy, if set, is asked before each round whether the member can
 	// do its work (its data connection is up, say). While it reports an
@@ -124,7 +127,8 @@ type Keeper struct {
 }
 
 type held struct {
-	rev        uint64
+	epoch      uint64 // the revision that took the lease
+	rev        uint64 // the latest revision (renewals move it)
 	validUntil time.Time
 }
 
@@ -244,8 +248,8 @@ func (k *Keeper) Draining() bool {
 	return k.draining
 }
 
-// Owns reports the epoch of p's lease if this member holds it and may still
-// trust it.
+// Owns reports the epoch of p's lease (the revision that took it) if this
+// member holds it and may still trust it.
 func (k *Keeper) Owns(p int) (uint64, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -253,7 +257,7 @@ func (k *Keeper) Owns(p int) (uint64, bool) {
 	if !ok || !time.Now().Before(h.validUntil) {
 		return 0, false
 	}
-	return h.rev, true
+	return h.epoch, true
 }
 
 // Leases lists the leases this member holds.
@@ -404,12 +408,45 @@ func (k *Keeper) renew(ctx context.Context) {
 			k.mu.Unlock()
 			renewed[x.p] = true
 		case err := <-x.f.Err():
+			if k.stillOurs(ctx, x.p, err) {
+				continue
+			}
 			k.logger.Warn("lease renewal refused; giving up the partition", "partition", x.p, "error", err)
 			k.lose(x.p)
 		case <-ctx.Done():
 		}
 	}
 	k.loseExpiring(renewed)
+}
+
+// stillOurs handles a renewal refused because the key has moved on since
+// the revision the keeper knew: if it moved on by a renewal of this very
+// instance whose answer was lost (a leader election, a timeout), the lease
+// is still ours, at the key's present revision; the next round renews it
+// from there. It reports whether it was so.
+func (k *Keeper) stillOurs(ctx context.Context, p int, err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+		return false
+	}
+	e, gerr := k.kv.Get(ctx, partitionKey(p))
+	if gerr != nil {
+		return false
+	}
+	var v leaseValue
+	if json.Unmarshal(e.Value(), &v) != nil || v.Member != k.cfg.Name || v.Instance != k.instance {
+		return false
+	}
+	k.mu.Lock()
+	h, ok := k.held[p]
+	if ok {
+		h.rev = e.Revision()
+	}
+	k.mu.Unlock()
+	if ok {
+		k.logger.Info("lease renewal answered late; the lease is still ours", "partition", p, "revision", e.Revision())
+	}
+	return ok
 }
 
 // loseExpiring gives up the leases not renewed this round that are
@@ -561,7 +598,7 @@ func (k *Keeper) acquire(ctx context.Context, p int) {
 		return
 	}
 	k.mu.Lock()
-	k.held[p] = &held{rev: rev, validUntil: sent.Add(k.cfg.TTL)}
+	k.held[p] = &held{epoch: rev, rev: rev, validUntil: sent.Add(k.cfg.TTL)}
 	k.free[p] = 0
 	k.stats.Acquired++
 	k.mu.Unlock()
