@@ -96,7 +96,7 @@ type RetryPolicy struct {
 
 // DefaultRetry is the action retry policy of a node that sets none.
 func DefaultRetry() RetryPolicy {
-	return RetryPolicy{MaxAttempts: 3, InitialDelay: Duration(time.Second), MaxDelay: Duration(30 * time.Second), Multiplier: 2, Jitter: 0.2}
+	return RetryPolicy{MaxAttempts: 5, InitialDelay: Duration(time.Second), MaxDelay: Duration(30 * time.Second), Multiplier: 2, Jitter: 0.2}
 }
 
 // DefaultUndoRetry is the undo retry policy of a node that sets none.

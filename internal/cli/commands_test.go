@@ -131,6 +131,13 @@ func TestList(t *testing.T) {
 		if len(sums) != 2 {
 			return fmt.Errorf("%d sagas listed as succeeded", len(sums))
 		}
+		code, out, errs = e.run("list", "--status", "unwound", "--json")
+		if code != 0 || json.Unmarshal([]byte(out), &sums) != nil {
+			return fmt.Errorf("code %d %s %s", code, out, errs)
+		}
+		if len(sums) != 1 {
+			return fmt.Errorf("%d sagas listed as unwound", len(sums))
+		}
 		return nil
 	})
 	code, out, errs := e.run("list")
