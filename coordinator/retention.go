@@ -37,10 +37,12 @@ func (p *partition) finished(id string, at time.Time) {
 	})
 }
 
-// expire removes a finished saga's log (if it has one: logged) and its
-// summary, when its expiry timer fires.
+// expire removes a finished saga's log (if it has one: logged), its
+// summary and its in-flight marker, when its expiry timer fires. The
+// marker is normally gone already; one whose removal failed until now
+// would otherwise outlive the log and be listed by every recovery pass.
 func (p *partition) expire(t task, logged bool) {
-	log, ix, id := p.env.log, p.env.index, t.in.saga()
+	log, ix, id, pid := p.env.log, p.env.index, t.in.saga(), p.id
 	p.run(func(ctx context.Context) input {
 		if logged {
 			if err := log.Delete(ctx, id); err != nil {
@@ -49,6 +51,9 @@ func (p *partition) expire(t task, logged bool) {
 		}
 		if err := ix.Forget(ctx, id); err != nil {
 			return expireDone{t: t, err: fmt.Errorf("cannot remove the saga's summary: %w", err)}
+		}
+		if err := ix.ClearInFlight(ctx, pid, id); err != nil {
+			return expireDone{t: t, err: fmt.Errorf("cannot clear the saga's in-flight marker: %w", err)}
 		}
 		return expireDone{t: t}
 	})

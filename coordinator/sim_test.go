@@ -180,7 +180,8 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	w := &world{rng: rand.New(rand.NewPCG(seed, 0x6a657473616761)), now: simEpoch, trace: trace, knobs: knobs,
 		partitions: simPartitions, logs: map[string][]streams.Entry{}, summaries: map[string]index.Summary{},
 		msgIDs: map[string]bool{}, schedules: map[string]*simSchedule{}, effects: map[string]*simEffect{},
-		inflight: map[int]map[string]bool{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{}}
+		inflight: map[int]map[string]bool{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{},
+		expired: map[string][]streams.Entry{}}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic at %s: %v", w.now.Sub(simEpoch), r)
@@ -209,13 +210,17 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 		w.at(w.delay(), func() { w.participate(d) })
 		return true
 	}}
+	if w.rng.IntN(3) == 0 {
+		w.maxInFlight = 1 + w.rng.IntN(3) // admission under a tight bound
+	}
+	w.retention = -1
+	if w.rng.IntN(2) == 0 {
+		w.retention = 20 * time.Second // finished sagas expire during the run
+	}
 	for i := range simCoordinators {
 		sc := &simCoord{name: fmt.Sprintf("c%d", i)}
 		w.coords = append(w.coords, sc)
 		w.boot(sc)
-	}
-	if w.rng.IntN(3) == 0 {
-		w.maxInFlight = 1 + w.rng.IntN(3) // admission under a tight bound
 	}
 	w.faults = true
 	for range simSagas {
@@ -243,7 +248,7 @@ func (w *world) boot(sc *simCoord) {
 	sc.up = true
 	sc.parts = map[int]*simPart{}
 	cfg := Config{Name: sc.name, Logger: w.logger, Topology: streams.Config{Partitions: simPartitions}, LeaseTTL: simLeaseTTL,
-		Retention: -1, RequestTimeout: 5 * time.Second, MaxInFlight: w.maxInFlight}.withDefaults()
+		Retention: w.retention, RequestTimeout: 5 * time.Second, MaxInFlight: w.maxInFlight}.withDefaults()
 	sc.c = &Coordinator{cfg: cfg, logger: w.logger.With("coordinator", sc.name), source: events.SourceCoordinator + "/" + sc.name,
 		graphs: machine.NewGraphs(), parts: map[int]*partition{}}
 	w.tracef("%s: up (incarnation %d)", sc.name, sc.gen)
@@ -469,20 +474,30 @@ func (w *world) heal() {
 	}
 }
 
+// allFinished: every saga has finished and its in-flight marker is gone;
+// with retention, its log and summary too.
 func (w *world) allFinished() bool {
 	for _, s := range w.sagas {
 		st, err := w.fold(s.id)
-		if err != nil || !st.Status.Finished() {
+		if err != nil || !st.Status.Finished() || w.inflight[w.partitionOf(s.id)][s.id] {
+			return false
+		}
+		_, expired := w.expired[s.id]
+		_, summary := w.summaries[s.id]
+		if w.retention >= 0 && (!expired || summary) {
 			return false
 		}
 	}
 	return true
 }
 
-// fold folds a saga's log in the world, going on from where the last
-// fold of it stopped (logs only grow here: retention is off).
+// fold folds a saga's log in the world (or, once retention deleted it,
+// the copy kept aside), going on from where the last fold of it stopped.
 func (w *world) fold(id string) (*machine.State, error) {
 	entries, ok := w.logs[id]
+	if !ok {
+		entries, ok = w.expired[id]
+	}
 	if !ok {
 		return nil, fmt.Errorf("saga %s has no log", id)
 	}
@@ -544,6 +559,17 @@ func (w *world) check() error {
 		if st.Status != want {
 			bad = append(bad, fmt.Sprintf("saga %s %s, planned %s (failing node %q)", s.id, st.Status, want, s.fail))
 		}
+		// Retention: a finished saga's log and summary go, and its marker
+		// was cleared.
+		_, expired := w.expired[s.id]
+		_, summary := w.summaries[s.id]
+		switch {
+		case w.retention >= 0 && (!expired || summary):
+			bad = append(bad, fmt.Sprintf("saga %s finished at %s and was not expired (log deleted %v, summary left %v) after %s of retention",
+				s.id, st.Finished.Sub(simEpoch), expired, summary, w.retention))
+		case w.inflight[w.partitionOf(s.id)][s.id]:
+			bad = append(bad, fmt.Sprintf("saga %s finished and is still marked in flight", s.id))
+		}
 		// Effects: all applied once and kept, or each undone once.
 		for _, n := range s.nodes {
 			e := w.effects[s.id+"/"+n]
@@ -563,7 +589,11 @@ func (w *world) check() error {
 		// delay and outage here is far shorter than the timeout, so a
 		// timeout means a lost request or reply was not found and resent).
 		var epoch uint64
-		for _, entry := range w.logs[s.id] {
+		entries, ok := w.logs[s.id]
+		if !ok {
+			entries = w.expired[s.id]
+		}
+		for _, entry := range entries {
 			evs, err := events.DecodeBatch(entry.Data)
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("saga %s: %v", s.id, err))

@@ -98,6 +98,10 @@ type world struct {
 	sagas      []*simSaga
 	effects    map[string]*simEffect // by saga/node
 	folds      map[string]*simFold   // by saga
+	// expired are the logs retention deleted, kept for the checks.
+	expired map[string][]streams.Entry
+	// retention is the coordinators' Config.Retention.
+	retention time.Duration
 }
 
 // simKnobs change the world to show the simulation finds a class of bug:
@@ -247,10 +251,19 @@ func (l simLog) Append(_ context.Context, id string, expected uint64, data []byt
 }
 
 func (l simLog) Delete(_ context.Context, id string) error {
-	if fail, _ := l.w.call("delete " + short(id)); fail {
+	w := l.w
+	if fail, _ := w.call("delete " + short(id)); fail {
 		return errSimFault
 	}
-	delete(l.w.logs, id)
+	if entries, ok := w.logs[id]; ok {
+		// Kept aside for the checks, which read every saga's log.
+		if st, err := w.fold(id); err != nil || !st.Status.Finished() {
+			w.violate("saga %s: its log was deleted before it finished", id)
+		}
+		w.expired[id] = entries
+		w.tracef("log %s: expired", short(id))
+	}
+	delete(w.logs, id)
 	return nil
 }
 
