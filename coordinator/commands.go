@@ -168,6 +168,15 @@ func (p *partition) index(r *run) {
 	if s.Unwinding != nil {
 		sum.Node = s.Unwinding.Node
 	}
+	// A finished saga's summary expires with the saga, by itself, so that
+	// one written late (a recovery pass's, landing after the expiry
+	// removed it) does not outlive the saga's log.
+	var ttl time.Duration
+	if s.Status.Finished() && p.c.cfg.Retention >= 0 {
+		if ttl = s.Finished.Add(p.c.cfg.Retention).Sub(p.env.clock.Now()); ttl <= 0 {
+			return // past its retention: its expiry removes it
+		}
+	}
 	ix := p.env.index
-	p.run(func(ctx context.Context) input { return indexDone{sum: sum, err: ix.Put(ctx, sum)} })
+	p.run(func(ctx context.Context) input { return indexDone{sum: sum, err: ix.Put(ctx, sum, ttl)} })
 }

@@ -57,7 +57,10 @@ type Config struct {
 	// before they are removed (a message schedule per saga, armed when it
 	// finishes), so subjects and memory stay bounded; archive first with
 	// jetsaga export. Default DefaultRetention; negative keeps them
-	// forever. Sagas that have not finished are never removed.
+	// forever. Sagas that have not finished are never removed. A start
+	// command sent longer ago than Retention does not create a saga (one it
+	// started may have finished and expired since): Retention must exceed
+	// how long a start can wait to be handled.
 	Retention time.Duration
 	// Registerer, if set, receives the coordinator's Prometheus metrics
 	// (docs/operations.md), labelled with its Name.

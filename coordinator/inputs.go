@@ -48,6 +48,8 @@ type startInput struct {
 	created     events.SagaCreated
 	faults      []events.Fault
 	traceParent string
+	// sent is when the client sent the command.
+	sent time.Time
 }
 
 // operatorInput is an operator's command, checked when it was decoded.
@@ -249,7 +251,7 @@ func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 		}
 		return replyInput{msg: m, id: ev.SagaID, reply: *d}, nil
 	case *events.StartSaga:
-		return startInput{msg: m, id: ev.SagaID, created: d.SagaCreated, faults: d.Faults, traceParent: ev.TraceParent}, nil
+		return startInput{msg: m, id: ev.SagaID, created: d.SagaCreated, faults: d.Faults, traceParent: ev.TraceParent, sent: ev.Time}, nil
 	case *events.OperatorCommand:
 		if _, err := machine.OperatorInput(time.Time{}, *d); err != nil {
 			return nil, &rejection{kind: rejectMalformed, sagaID: ev.SagaID, reason: "an operator command jetsaga does not know", err: err}

@@ -374,7 +374,7 @@ func (p *partition) step(t task) {
 			return
 		}
 	case startInput:
-		if r == nil && t.attempt == 0 {
+		if r == nil && t.attempt == 0 && !p.tooOld(in) {
 			// A start is first decided as if the saga were new, without
 			// a read: the append of its first message (expected position
 			// 0) fails if the log exists, and the next attempt reads it.
@@ -499,8 +499,19 @@ func fold(graphs *machine.Graphs, id string, entries []streams.Entry) (*run, err
 // absent handles the inputs for a saga that has no log.
 func (p *partition) absent(id string, waiting []task) {
 	for i, t := range waiting {
-		switch t.in.(type) {
+		switch in := t.in.(type) {
 		case startInput:
+			if p.tooOld(in) {
+				// Its saga may have run, finished and expired since:
+				// creating it now would run it a second time.
+				p.c.stats.rejected.Add(1)
+				p.c.metrics.reject(rejectStale)
+				p.logger(t).Warn("input rejected", "reason", fmt.Sprintf(
+					"a start sent %s ago, longer than the retention (%s), for a saga with no log: it may be the redelivery of a saga that finished and expired",
+					p.env.clock.Now().Sub(in.sent).Round(time.Second), p.c.cfg.Retention))
+				p.term(t)
+				continue
+			}
 			p.requeue = append(slices.Clone(waiting[i+1:]), p.requeue...)
 			p.decide(p.keep(id, &run{state: p.c.graphs.New(id)}), t, true)
 			return
@@ -515,6 +526,14 @@ func (p *partition) absent(id string, waiting []task) {
 			p.term(t)
 		}
 	}
+}
+
+// tooOld reports whether a start was sent longer ago than the retention:
+// a saga it started may have finished and expired since, so it may create
+// a saga only if the saga has a log (it is then decided as a duplicate).
+func (p *partition) tooOld(in startInput) bool {
+	ret := p.c.cfg.Retention
+	return ret >= 0 && !in.sent.IsZero() && p.env.clock.Now().Sub(in.sent) > ret
 }
 
 // marked goes on with a saga read afresh once its marker is written.

@@ -40,7 +40,8 @@ type sagaIndex interface {
 	MarkInFlight(ctx context.Context, partition int, sagaID string) error
 	ClearInFlight(ctx context.Context, partition int, sagaID string) error
 	InFlight(ctx context.Context, partition int) ([]string, error)
-	Put(ctx context.Context, s index.Summary) error
+	// Put writes a summary; ttl > 0: it expires by itself after ttl.
+	Put(ctx context.Context, s index.Summary, ttl time.Duration) error
 	Forget(ctx context.Context, sagaID string) error
 }
 
@@ -114,8 +115,8 @@ func (x jsIndex) ClearInFlight(ctx context.Context, p int, id string) error {
 	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.ClearInFlightAsync(p, id) })
 }
 
-func (x jsIndex) Put(ctx context.Context, s index.Summary) error {
-	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.PutAsync(s) })
+func (x jsIndex) Put(ctx context.Context, s index.Summary, ttl time.Duration) error {
+	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.PutAsync(s, ttl) })
 }
 
 // jsPublisher publishes with JetStream.

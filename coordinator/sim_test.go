@@ -181,7 +181,7 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 		partitions: simPartitions, logs: map[string][]streams.Entry{}, summaries: map[string]index.Summary{},
 		msgIDs: map[string]bool{}, schedules: map[string]*simSchedule{}, effects: map[string]*simEffect{},
 		inflight: map[int]map[string]bool{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{},
-		expired: map[string][]streams.Entry{}}
+		expired: map[string][]streams.Entry{}, summaryPuts: map[string]int{}}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic at %s: %v", w.now.Sub(simEpoch), r)
@@ -215,7 +215,7 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	}
 	w.retention = -1
 	if w.rng.IntN(2) == 0 {
-		w.retention = 20 * time.Second // finished sagas expire during the run
+		w.retention = time.Minute // finished sagas expire during the run
 	}
 	for i := range simCoordinators {
 		sc := &simCoord{name: fmt.Sprintf("c%d", i)}
@@ -415,13 +415,15 @@ func (w *world) startSaga() {
 		}
 	}
 	w.sagas = append(w.sagas, s)
-	b, err := events.Encode(events.Event{ID: "start-" + s.id, Source: "sim/client", SagaID: s.id, Time: w.now,
-		Data: &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}}})
-	if err != nil {
-		panic(err)
-	}
 	p := w.partitionOf(s.id)
-	w.work[p].add(streams.CommandSubject(p), b, time.Duration(w.rng.Int64N(int64(simFaultPhase/2))))
+	w.at(time.Duration(w.rng.Int64N(int64(simFaultPhase/2))), func() {
+		b, err := events.Encode(events.Event{ID: "start-" + s.id, Source: "sim/client", SagaID: s.id, Time: w.now,
+			Data: &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}}})
+		if err != nil {
+			panic(err)
+		}
+		w.work[p].add(streams.CommandSubject(p), b, 0)
+	})
 }
 
 // scheduleFaults crashes and pauses coordinators during the fault phase.

@@ -102,6 +102,8 @@ type world struct {
 	expired map[string][]streams.Entry
 	// retention is the coordinators' Config.Retention.
 	retention time.Duration
+	// summaryPuts counts the writes of each summary (for its TTL).
+	summaryPuts map[string]int
 }
 
 // simKnobs change the world to show the simulation finds a class of bug:
@@ -261,6 +263,7 @@ func (l simLog) Delete(_ context.Context, id string) error {
 			w.violate("saga %s: its log was deleted before it finished", id)
 		}
 		w.expired[id] = entries
+		delete(w.folds, id) // a saga of the same id would start afresh
 		w.tracef("log %s: expired", short(id))
 	}
 	delete(w.logs, id)
@@ -306,8 +309,20 @@ func (x simIndex) InFlight(_ context.Context, p int) ([]string, error) {
 	return ids, nil
 }
 
-func (x simIndex) Put(_ context.Context, s index.Summary) error {
-	return x.write("summary "+short(s.ID), func() { x.w.summaries[s.ID] = s })
+func (x simIndex) Put(_ context.Context, s index.Summary, ttl time.Duration) error {
+	w := x.w
+	return x.write("summary "+short(s.ID), func() {
+		w.summaries[s.ID] = s
+		w.summaryPuts[s.ID]++
+		if ttl > 0 { // the message TTL: gone after ttl, unless written again
+			n := w.summaryPuts[s.ID]
+			w.at(ttl, func() {
+				if w.summaryPuts[s.ID] == n {
+					delete(w.summaries, s.ID)
+				}
+			})
+		}
+	})
 }
 
 func (x simIndex) Forget(_ context.Context, id string) error {

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -82,6 +83,27 @@ func TestFinishedSagasExpire(t *testing.T) {
 	})
 	if s, err := cl.Status(ctx, stuck); err != nil || s.Status != client.StatusStuck {
 		t.Fatalf("the stuck saga: %v, %v", s, err)
+	}
+
+	// The expired saga's start comes again, as a redelivery would, sent
+	// longer ago than the retention: refused, the saga stays gone.
+	rejected := c.Status().Rejected
+	cmd, err := events.Encode(events.Event{ID: "start-again", Source: "/test", SagaID: done, Time: time.Now().Add(-10 * time.Second),
+		Data: &events.StartSaga{SagaCreated: events.SagaCreated{Definition: saga.New("short").Then(saga.Action("a", "ret.ok")).MustBuild(), Params: json.RawMessage("null")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, streams.CommandSubject(streams.Partition(done, testPartitions)), cmd); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if st := c.Status(); st.Rejected <= rejected {
+			return fmt.Errorf("the old start is not rejected yet (%d rejected)", st.Rejected)
+		}
+		return nil
+	})
+	if _, err := cl.Status(ctx, done); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("an old start re-created the expired saga: %v", err)
 	}
 }
 

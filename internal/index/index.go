@@ -125,13 +125,21 @@ func (ix *Index) ClearInFlightAsync(p int, id string) (jetstream.PubAckFuture, e
 	return ix.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
 }
 
-// PutAsync is Put without waiting.
-func (ix *Index) PutAsync(s Summary) (jetstream.PubAckFuture, error) {
+// PutAsync is Put without waiting. A ttl above zero makes the summary
+// expire by itself after it (a finished saga's, at the end of its
+// retention): a summary written late, after the saga's expiry removed it,
+// does not outlive the saga.
+func (ix *Index) PutAsync(s Summary, ttl time.Duration) (jetstream.PubAckFuture, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
 	}
-	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(summaryKey(s.ID)), Data: b}, jetstream.WithStallWait(streams.StallWait))
+	m := nats.NewMsg(kvSubject(summaryKey(s.ID)))
+	m.Data = b
+	if ttl > 0 {
+		m.Header.Set(jetstream.MsgTTLHeader, max(ttl, time.Second).Round(time.Second).String())
+	}
+	return ix.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
 }
 
 func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }
