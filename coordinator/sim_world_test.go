@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/barrier"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -512,18 +513,12 @@ type simSaga struct {
 	flaky map[string]bool
 }
 
-// simEffect is what the participants did for one node of one saga, behind
-// a barrier with the rules of participant's: an action runs at most once;
-// an answer once given stays (a permanent failure for every attempt, a
-// transient one for its attempt and earlier ones); an undo undoes a done
-// action at most once, and an undo that comes first blocks the action.
+// simEffect is what the participants did for one node of one saga (the
+// handlers' effects), and the node's barrier record.
 type simEffect struct {
 	applied, undone int
-	done, blocked   bool
-	failed          bool
-	// retried is the latest attempt answered with a transient error.
-	retried int
-	flaked  bool
+	rec             *barrier.Record
+	flaked          bool
 }
 
 // participate is the participants: they take a request, apply its effect
@@ -559,34 +554,51 @@ func (w *world) participate(d *simDelivery) {
 		w.effects[key] = e
 	}
 	reply := events.ActionReply{RequestID: ev.ID, Op: req.Op, Node: req.Node, Attempt: req.Attempt}
-	switch req.Op {
-	case events.OpDo:
+	fail := func(kind events.ErrorKind, msg string) { reply.Error = &events.Error{Kind: kind, Message: msg} }
+	// The participant SDK's barrier, on a record in memory: the same rules
+	// (internal/barrier), with a run that settles at once.
+	switch barrier.Decide(req.Op, req.Attempt, e.rec, w.now) {
+	case barrier.VerdictReplyOutput:
+		reply.OK, reply.Output = true, e.rec.Output
+	case barrier.VerdictReplyError:
+		reply.Error = e.rec.Error
+	case barrier.VerdictRefuse:
+		fail(events.ErrorPermanent, "action arrived after its undo")
+	case barrier.VerdictUndone:
+		reply.OK = true
+	case barrier.VerdictTombstone:
+		e.rec = &barrier.Record{State: barrier.StateTombstone, RequestID: ev.ID, Updated: w.now}
+		reply.OK = true
+	case barrier.VerdictRun:
+		if !req.Deadline.IsZero() && !w.now.Before(req.Deadline) {
+			fail(events.ErrorTransient, "deadline passed before the handler started") // not run, not recorded
+			break
+		}
+		held := barrier.Acquired(req.Op, req.Attempt, e.rec, "sim", ev.ID, w.now.Add(time.Minute), w.now)
+		kind, output := barrier.OutcomeOK, json.RawMessage(nil)
 		switch {
-		case e.blocked:
-			reply.Error = &events.Error{Kind: events.ErrorPermanent, Message: "undone before it ran"}
-		case e.done:
-			reply.OK, reply.Output = true, json.RawMessage(`"ok"`)
-		case e.failed || plan.fail == req.Node:
-			e.failed = true
-			reply.Error = &events.Error{Kind: events.ErrorPermanent, Message: "planned failure"}
-		case req.Attempt <= e.retried:
-			reply.Error = &events.Error{Kind: events.ErrorTransient, Message: "planned hiccup (answered before)"}
+		case req.Op == events.OpUndo:
+			e.undone++
+		case plan.fail == req.Node:
+			kind = barrier.OutcomePermanent
+			fail(events.ErrorPermanent, "planned failure")
 		case plan.flaky[req.Node] && !e.flaked:
-			e.flaked, e.retried = true, req.Attempt
-			reply.Error = &events.Error{Kind: events.ErrorTransient, Message: "planned hiccup"}
+			e.flaked, kind = true, barrier.OutcomeRetry
+			fail(events.ErrorTransient, "planned hiccup")
 		default:
 			e.applied++
-			e.done = true
-			reply.OK, reply.Output = true, json.RawMessage(`"ok"`)
+			output = json.RawMessage(`"ok"`)
 		}
-	case events.OpUndo:
-		if !e.done {
-			e.blocked = true
-		} else if !e.blocked {
-			e.undone++
-			e.blocked = true
+		e.rec = barrier.Settled(req.Op, e.rec, held, kind, output, reply.Error, ev.ID, w.now)
+		if kind == barrier.OutcomeOK {
+			reply.OK = true
+			if req.Op == events.OpDo {
+				reply.Output = output
+			}
 		}
-		reply.OK = true
+	default:
+		w.violate("the barrier cannot decide on %+v", e.rec)
+		return
 	}
 	w.tracef("participant: %s %s %s #%d → ok=%v", short(ev.SagaID), req.Node, req.Op, req.Attempt, reply.OK)
 	b, err := events.Encode(events.Event{ID: events.ReplyID(ev.ID), Source: "sim/participant", SagaID: ev.SagaID, Time: w.now, Data: &reply})

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/barrier"
 	"github.com/jetsaga/jetsaga/saga"
 )
 
@@ -134,13 +135,13 @@ func (p *Participant) unguarded(log *slog.Logger, msg jetstream.Msg, r *Request,
 
 // guarded runs the handler under the idempotency barrier (see decide).
 func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h Handler, delivered uint64) result {
-	key := barrierKey(r.SagaID, r.Node)
+	key := barrier.Key(r.SagaID, r.Node)
 	log = log.With("barrier_key", key)
 	// Each round reads the record and tries one compare-and-set; a lost
 	// race (or a stale read) means another round.
 	const rounds = 8
 	for round := range rounds {
-		var rec *record
+		var rec *barrier.Record
 		var rev uint64
 		// Most action requests are the first for their node: the first
 		// round assumes there is no record and creates one straight away,
@@ -161,31 +162,31 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 			}
 		}
 		now := time.Now() // after the read: a lock is never seen expired early
-		switch decide(r.Op, r.Attempt, rec, now) {
-		case verdictWait:
+		switch barrier.Decide(r.Op, r.Attempt, rec, now) {
+		case barrier.VerdictWait:
 			log.Debug("participant: another worker holds the barrier lock; request comes back later",
 				"state", rec.State, "owner", rec.Owner, "lock_until", rec.LockUntil)
 			return nakResult(min(max(rec.LockUntil.Sub(now), waitMin), waitMax))
-		case verdictReplyOutput:
+		case barrier.VerdictReplyOutput:
 			log.Info("participant: action done already; replying its recorded output without running it")
 			return okResult(rec.Output)
-		case verdictReplyError:
+		case barrier.VerdictReplyError:
 			log.Info("participant: action failed already; replying its recorded error without running it")
 			if rec.Error == nil {
 				return errResult(events.ErrorPermanent, "action failed permanently before")
 			}
 			return result{err: rec.Error}
-		case verdictRefuse:
+		case barrier.VerdictRefuse:
 			log.Warn("participant: action request after its undo; refused", "state", rec.State)
 			return errResult(events.ErrorPermanent, fmt.Sprintf("action arrived after its undo (barrier state %s): refused, never run", rec.State))
-		case verdictUndone:
+		case barrier.VerdictUndone:
 			log.Info("participant: undone already; replying OK without running the undo")
 			return okResult(nil)
-		case verdictCorrupt:
+		case barrier.VerdictCorrupt:
 			log.Error("participant: barrier record in a state this version does not know; the request waits", "state", rec.State)
 			return nakResult(corruptDelay)
-		case verdictTombstone:
-			tomb := &record{State: stateTombstone, RequestID: r.ID, Updated: now}
+		case barrier.VerdictTombstone:
+			tomb := &barrier.Record{State: barrier.StateTombstone, RequestID: r.ID, Updated: now}
 			ctx, cancel := p.ioContext()
 			_, err := p.barrier.put(ctx, key, tomb, rev)
 			cancel()
@@ -198,7 +199,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 			}
 			log.Info("participant: undo of an action that never ran: recorded a tombstone, the undo handler is not called and the action will be refused")
 			return okResult(nil)
-		case verdictRun:
+		case barrier.VerdictRun:
 			if h == nil {
 				return noUndo(r)
 			}
@@ -208,7 +209,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 				}
 				return lateResult(log, r)
 			}
-			held := acquired(r.Op, r.Attempt, rec, p.owner, r.ID, now.Add(p.cfg.LockTTL), now)
+			held := barrier.Acquired(r.Op, r.Attempt, rec, p.owner, r.ID, now.Add(p.cfg.LockTTL), now)
 			ctx, cancel := p.ioContext()
 			newRev, err := p.barrier.put(ctx, key, held, rev)
 			cancel()
@@ -232,23 +233,23 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 }
 
 // settle records how the run ended and releases the lock.
-func (p *Participant) settle(log *slog.Logger, r *Request, prior *record, l *lease, o outcome, delivered uint64) result {
+func (p *Participant) settle(log *slog.Logger, r *Request, prior *barrier.Record, l *lease, o outcome, delivered uint64) result {
 	if o.lockLost {
 		// Another worker may own the key now: leave it alone. The request
 		// comes back and finds whatever that worker recorded.
 		log.Warn("participant: barrier lock lost while the handler ran; request comes back later")
 		return nakResult(retryDelay(delivered))
 	}
-	kind := outcomeRetry
+	kind := barrier.OutcomeRetry
 	switch {
 	case o.stopped:
-		kind = outcomeStopped
+		kind = barrier.OutcomeStopped
 	case o.result.ok:
-		kind = outcomeOK
+		kind = barrier.OutcomeOK
 	case o.result.err.Kind == events.ErrorPermanent:
-		kind = outcomePermanent
+		kind = barrier.OutcomePermanent
 	}
-	next := settled(r.Op, prior, l.rec, kind, o.result.output, o.result.err, r.ID, time.Now())
+	next := barrier.Settled(r.Op, prior, l.rec, kind, o.result.output, o.result.err, r.ID, time.Now())
 	ctx, cancel := p.ioContext()
 	defer cancel()
 	var err error

@@ -33,7 +33,7 @@ type Participant struct {
 	mu      sync.Mutex
 	state   lifecycle
 	actions map[string]*action
-	barrier *barrier // nil when disabled
+	barrier *records // nil when disabled
 	metrics *metrics // nil without Config.Registerer
 	tracer  trace.Tracer
 
@@ -210,7 +210,7 @@ func (p *Participant) checkTopology(ctx context.Context) error {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("participant: bind bucket %s: %w", streams.BarrierBucket, err))
 		default:
-			p.barrier = &barrier{kv: kv}
+			p.barrier = &records{kv: kv}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
