@@ -67,8 +67,12 @@ func TestCoordinatorRestartMidSaga(t *testing.T) {
 	if before.Finished == n {
 		t.Logf("every saga finished before the restart; the test proved less than it should")
 	}
-	if st.Recovered == 0 && before.Finished < n {
+	// A saga is recovered by the new coordinator's first recovery pass, or,
+	// if an input for it (a reply the old one left unacked) came first, read
+	// afresh for that input, and the pass then skips it as driven already:
+	// the partition reads logs in parallel and does not wait for the pass.
+	if st.Recovered+st.Skipped == 0 && before.Finished < n {
 		t.Fatalf("new coordinator recovered nothing, though %d sagas were unfinished", n-before.Finished)
 	}
-	t.Logf("before restart: %d finished; after: %d recovered, %d finished", before.Finished, st.Recovered, st.Finished)
+	t.Logf("before restart: %d finished; after: %d recovered, %d skipped, %d finished", before.Finished, st.Recovered, st.Skipped, st.Finished)
 }
