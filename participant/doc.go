@@ -76,17 +76,23 @@
 //
 //	do request:   none ─────────► running ──ok────────► done      (output recorded)
 //	              (lock)                  ──permanent─► failed    (error recorded)
-//	                                      ──transient─► none      (or unknown, after a takeover)
+//	                                      ──transient─► retry     (attempt and error recorded;
+//	                                                                unknown, after a takeover)
+//	                                      ──stopped───► none      (nothing was replied)
 //	undo request: done, unknown ─► undoing ──ok───────► undone
 //	                                       ──error────► back as it was
-//	              none, failed ─────────────────────► tombstone (the undo handler is not called)
+//	              none, failed, retry ──────────────► tombstone (the undo handler is not called)
 //
 // What this gives:
 //
 //   - A repeated do request (the same attempt again, or a later attempt after
 //     one succeeded) replies the recorded output without running the
-//     handler; after a permanent failure it replies the same error. The
-//     same holds for repeated undos.
+//     handler; after a permanent failure it replies the same error, and a
+//     repeat of an attempt answered with a transient error (or of an
+//     earlier attempt) gets that error again without running: run late,
+//     it could take effect after the coordinator stopped retrying the node,
+//     and nobody would undo it. A later attempt runs. The same holds for
+//     repeated undos.
 //   - A request for a node another worker is running (its lock is live) is
 //     given back to JetStream and comes back after a short delay, instead
 //     of running twice at once.
