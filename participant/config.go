@@ -43,7 +43,8 @@ type Config struct {
 	// participant of an action must use the same value: Start updates the
 	// shared consumer to it. While a handler runs, the participant reports
 	// progress every third of it. At least 100ms. Default
-	// streams.DefaultAckWait (30s).
+	// streams.DefaultAckWait (5s): a request delivered into a NATS fault
+	// comes back after it, so keep it well under the attempt timeouts.
 	AckWait time.Duration
 
 	// LockTTL is how long a barrier lock lasts without renewal. A running

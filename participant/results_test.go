@@ -52,7 +52,7 @@ func TestRetryDelay(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c := Config{}.withDefaults()
-	if c.Name == "" || c.Logger == nil || c.Concurrency != DefaultConcurrency || c.AckWait != 30*time.Second || c.LockTTL != c.AckWait {
+	if c.Name == "" || c.Logger == nil || c.Concurrency != DefaultConcurrency || c.AckWait != 5*time.Second || c.LockTTL != c.AckWait {
 		t.Fatalf("defaults %+v", c)
 	}
 	if err := c.validate(); err != nil {

@@ -13,9 +13,13 @@ import (
 // that uses them (a coordinator for the partitions it owns, a participant
 // for its actions), since which ones exist depends on who runs.
 
-// DefaultAckWait is how long a consumer waits for an ack before
-// redelivering; long actions extend it with InProgress.
-const DefaultAckWait = 30 * time.Second
+// DefaultAckWait is how long an action's consumer waits for an ack before
+// redelivering. A request delivered into a fault (a pull request or a
+// route that died with a NATS node) comes back only after it, so it is
+// short: with 30 s it came back as the attempt timed out. Long handlers
+// extend it with progress (+WPI), which the participant SDK sends every
+// third of it, for requests waiting for a handler slot too.
+const DefaultAckWait = 5 * time.Second
 
 // coordinatorAckWait is the ack wait of the coordinators' consumers. A
 // coordinator handles an input in milliseconds; when one dies, what it had
