@@ -118,7 +118,7 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", id, err)
 	}
-	p := newPartition(c, id, epoch, env{log: jsLog{c.log}, index: jsIndex{c.ix}, pub: jsPublisher{c.js}, clock: wallClock{},
+	p := newPartition(c, id, epoch, env{log: jsLog{c.log}, index: c.ix, pub: jsPublisher{c.js}, clock: wallClock{},
 		owns: func() bool { return c.owns(id, epoch) }})
 	p.env.io = func(op func(context.Context) input) {
 		c.life.Go(func(ctx context.Context) {

@@ -13,7 +13,7 @@ import (
 
 // The seams below are what a partition needs of the world, and nothing
 // more. They are defined here, by their user: JetStream implements them in
-// production (*streams.Log, *index.Index, jsPublisher, wallClock), and the
+// production (jsLog over *streams.Log, *index.Index, jsPublisher, wallClock), and the
 // deterministic simulation in this package's tests implements them in
 // memory, under one seeded scheduler and virtual time.
 //
@@ -88,10 +88,11 @@ type env struct {
 }
 
 // The production seams write with JetStream's asynchronous publish and
-// await the acknowledgement in the operation: a publish over a connection
-// that is reconnecting, or to a stream electing a leader, then fails with
-// its future (or the operation's deadline) instead of a synchronous
-// request's retries, and the partition decides what to do.
+// await the acknowledgement in the operation (as *index.Index does): a
+// publish over a connection that is reconnecting, or to a stream electing
+// a leader, then fails with its future (or the operation's deadline)
+// instead of a synchronous request's retries, and the partition decides
+// what to do.
 
 // jsLog is the saga logs on JetStream.
 type jsLog struct{ *streams.Log }
@@ -102,21 +103,6 @@ func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []by
 		return 0, err
 	}
 	return streams.AppendResult(f, id, expected, timeLeft(ctx))
-}
-
-// jsIndex is the saga index on JetStream.
-type jsIndex struct{ *index.Index }
-
-func (x jsIndex) MarkInFlight(ctx context.Context, p int, id string) error {
-	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.MarkInFlightAsync(p, id) })
-}
-
-func (x jsIndex) ClearInFlight(ctx context.Context, p int, id string) error {
-	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.ClearInFlightAsync(p, id) })
-}
-
-func (x jsIndex) Put(ctx context.Context, s index.Summary, ttl time.Duration) error {
-	return await(ctx, func() (jetstream.PubAckFuture, error) { return x.PutAsync(s, ttl) })
 }
 
 // jsPublisher publishes with JetStream.

@@ -70,22 +70,6 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Index, error) {
 func inflightKey(p int, id string) string { return "inflight." + strconv.Itoa(p) + "." + id }
 func summaryKey(id string) string         { return "saga." + id }
 
-// MarkInFlight records that saga id of partition p is in flight.
-func (ix *Index) MarkInFlight(ctx context.Context, p int, id string) error {
-	if _, err := ix.kv.Put(ctx, inflightKey(p, id), nil); err != nil {
-		return fmt.Errorf("index: mark saga %s in flight: %w", id, err)
-	}
-	return nil
-}
-
-// ClearInFlight removes saga id's in-flight marker.
-func (ix *Index) ClearInFlight(ctx context.Context, p int, id string) error {
-	if err := ix.kv.Purge(ctx, inflightKey(p, id), jetstream.PurgeTTL(markerTTL)); err != nil {
-		return fmt.Errorf("index: clear saga %s in flight: %w", id, err)
-	}
-	return nil
-}
-
 // InFlight lists the sagas of partition p marked in flight.
 func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
 	prefix := "inflight." + strconv.Itoa(p) + "."
@@ -107,54 +91,69 @@ func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
 	return ids, nil
 }
 
-// The Async writes publish to the bucket's subjects without waiting: the
-// caller awaits the returned future when it must (a coordinator's hot
-// path). They write what MarkInFlight, ClearInFlight and Put do.
+// The writes publish to the bucket's subjects with JetStream's async
+// publish and await the acknowledgement (or ctx): over a connection that
+// is reconnecting, or to a bucket electing a leader, they fail with the
+// future or the deadline, and many can be in flight at once (a
+// coordinator's hot path).
 
-// MarkInFlightAsync is MarkInFlight without waiting.
-func (ix *Index) MarkInFlightAsync(p int, id string) (jetstream.PubAckFuture, error) {
-	return ix.js.PublishMsgAsync(&nats.Msg{Subject: kvSubject(inflightKey(p, id))}, jetstream.WithStallWait(streams.StallWait))
+// MarkInFlight records that saga id of partition p is in flight.
+func (ix *Index) MarkInFlight(ctx context.Context, p int, id string) error {
+	if err := ix.publish(ctx, &nats.Msg{Subject: kvSubject(inflightKey(p, id))}); err != nil {
+		return fmt.Errorf("index: mark saga %s in flight: %w", id, err)
+	}
+	return nil
 }
 
-// ClearInFlightAsync is ClearInFlight without waiting.
-func (ix *Index) ClearInFlightAsync(p int, id string) (jetstream.PubAckFuture, error) {
+// ClearInFlight removes saga id's in-flight marker.
+func (ix *Index) ClearInFlight(ctx context.Context, p int, id string) error {
 	m := nats.NewMsg(kvSubject(inflightKey(p, id)))
 	m.Header.Set("KV-Operation", "PURGE")
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	m.Header.Set(jetstream.MsgTTLHeader, markerTTL.String())
-	return ix.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
+	if err := ix.publish(ctx, m); err != nil {
+		return fmt.Errorf("index: clear saga %s in flight: %w", id, err)
+	}
+	return nil
 }
 
-// PutAsync is Put without waiting. A ttl above zero makes the summary
-// expire by itself after it (a finished saga's, at the end of its
-// retention): a summary written late, after the saga's expiry removed it,
-// does not outlive the saga.
-func (ix *Index) PutAsync(s Summary, ttl time.Duration) (jetstream.PubAckFuture, error) {
+// Put writes a saga's summary. A ttl above zero makes it expire by itself
+// after it (a finished saga's, at the end of its retention): a summary
+// written late, after the saga's expiry removed it, does not outlive the
+// saga.
+func (ix *Index) Put(ctx context.Context, s Summary, ttl time.Duration) error {
 	b, err := json.Marshal(s)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	m := nats.NewMsg(kvSubject(summaryKey(s.ID)))
 	m.Data = b
 	if ttl > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, max(ttl, time.Second).Round(time.Second).String())
 	}
-	return ix.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
-}
-
-func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }
-
-// Put writes a saga's summary.
-func (ix *Index) Put(ctx context.Context, s Summary) error {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	if _, err := ix.kv.Put(ctx, summaryKey(s.ID), b); err != nil {
+	if err := ix.publish(ctx, m); err != nil {
 		return fmt.Errorf("index: put saga %s: %w", s.ID, err)
 	}
 	return nil
 }
+
+// publish stores m and waits for the acknowledgement or ctx.
+func (ix *Index) publish(ctx context.Context, m *nats.Msg) error {
+	f, err := ix.js.PublishMsgAsync(m, jetstream.WithStallWait(streams.StallWait))
+	if err != nil {
+		return err
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }
 
 // Forget removes a saga's summary (its log is gone).
 func (ix *Index) Forget(ctx context.Context, id string) error {
