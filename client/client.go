@@ -360,15 +360,12 @@ func (c *Client) Events(ctx context.Context, id string) ([]LogEvent, error) {
 	if err != nil {
 		return nil, err
 	}
+	msgs, err := sagalog.DecodeAll(id, entries)
 	var out []LogEvent
-	for _, e := range entries {
-		m, err := sagalog.Decode(id, e)
-		if err != nil {
-			return out, err
-		}
+	for _, m := range msgs {
 		out = appendEvents(out, m)
 	}
-	return out, nil
+	return out, err
 }
 
 // appendEvents appends the events of a log message to evs.

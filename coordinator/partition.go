@@ -606,7 +606,7 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 		p.evict(in.saga())
 		p.retryLater(t)
 	}
-	b, err := events.EncodeBatch(d.Events)
+	b, err := events.EncodeLog(in.saga(), d.State.TraceParent, d.Events)
 	if err != nil {
 		fail("cannot encode decision", err)
 		return
@@ -621,7 +621,7 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 	l.pending = 1
 	log, id, expected := p.env.log, in.saga(), r.seq
 	p.run(func(ctx context.Context) input {
-		seq, err := log.Append(ctx, id, expected, b, events.ContentTypeBatch)
+		seq, err := log.Append(ctx, id, expected, b)
 		return appendDone{l: l, seq: seq, err: err}
 	})
 	if l.prev == machine.StatusNew {

@@ -30,7 +30,7 @@ type sagaLog interface {
 	// Append appends data if the log's last message is expected and
 	// returns the new message's sequence: streams.ErrConflict if the log
 	// has moved on; any other error leaves it unknown whether it happened.
-	Append(ctx context.Context, sagaID string, expected uint64, data []byte, contentType string) (uint64, error)
+	Append(ctx context.Context, sagaID string, expected uint64, data []byte) (uint64, error)
 	// Delete removes the saga's log.
 	Delete(ctx context.Context, sagaID string) error
 }
@@ -97,8 +97,8 @@ type env struct {
 // jsLog is the saga logs on JetStream.
 type jsLog struct{ *streams.Log }
 
-func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []byte, ct string) (uint64, error) {
-	f, err := l.AppendAsync(id, expected, data, ct)
+func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []byte) (uint64, error) {
+	f, err := l.AppendAsync(id, expected, data)
 	if err != nil {
 		return 0, err
 	}

@@ -614,7 +614,7 @@ func (w *world) check() error {
 			entries = w.expired[s.id]
 		}
 		for _, entry := range entries {
-			evs, err := events.DecodeBatch(entry.Data)
+			evs, err := events.DecodeLog(s.id, entry.Data)
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("saga %s: %v", s.id, err))
 				break

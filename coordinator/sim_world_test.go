@@ -220,7 +220,7 @@ func (l simLog) Read(_ context.Context, id string, after uint64) ([]streams.Entr
 	return out, nil
 }
 
-func (l simLog) Append(_ context.Context, id string, expected uint64, data []byte, ct string) (uint64, error) {
+func (l simLog) Append(_ context.Context, id string, expected uint64, data []byte) (uint64, error) {
 	w := l.w
 	fail, lose := w.call("append " + short(id))
 	if fail {
@@ -245,7 +245,7 @@ func (l simLog) Append(_ context.Context, id string, expected uint64, data []byt
 		return 0, &streams.ConflictError{SagaID: id, Expected: expected}
 	}
 	w.lastSeq++
-	w.logs[id] = append(entries, streams.Entry{Seq: w.lastSeq, Data: slices.Clone(data), ContentType: ct, Time: w.now})
+	w.logs[id] = append(entries, streams.Entry{Seq: w.lastSeq, Data: slices.Clone(data), Time: w.now})
 	w.tracef("log %s: seq %d stored", short(id), w.lastSeq)
 	if lose {
 		return 0, errSimFault

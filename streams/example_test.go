@@ -35,12 +35,12 @@ func ExampleLog() {
 	id := "0b5c6d3e-8f1a-4b2c-9d4e-5f6a7b8c9d0e"
 
 	// Create the saga: an append at position 0 happens exactly once.
-	seq, _ := log.Append(ctx, id, 0, []byte(`{"type":"saga.created"}`), "application/json")
-	_, err = log.Append(ctx, id, 0, []byte(`{"type":"saga.created","by":"someone else"}`), "application/json")
+	seq, _ := log.Append(ctx, id, 0, []byte(`{"type":"saga.created"}`))
+	_, err = log.Append(ctx, id, 0, []byte(`{"type":"saga.created","by":"someone else"}`))
 	fmt.Println("second create conflicts:", errors.Is(err, streams.ErrConflict))
 
 	// Append after the last known position.
-	if _, err := log.Append(ctx, id, seq, []byte(`{"type":"node.started"}`), "application/json"); err != nil {
+	if _, err := log.Append(ctx, id, seq, []byte(`{"type":"node.started"}`)); err != nil {
 		panic(err)
 	}
 	entries, _ := log.Read(ctx, id, 0)

@@ -15,8 +15,6 @@ import (
 
 // Header names used on log messages and in the server's answers.
 const (
-	headerContentType   = "Content-Type"
-	headerMsgID         = jetstream.MsgIDHeader
 	headerExpectLastSub = jetstream.ExpectedLastSubjSeqHeader
 	headerSequence      = jetstream.SequenceHeader
 	headerTimeStamp     = jetstream.TimeStampHeaer // sic: nats.go's spelling
@@ -34,9 +32,6 @@ const (
 	// codeWrongLastSeqConstant: same, on a replicated stream, when another
 	// write to the subject is still being replicated.
 	codeWrongLastSeqConstant = jetstream.JSErrCodeStreamWrongLastSequenceConstant // 10164
-	// codeDuplicateInProcess: a message with the same Nats-Msg-Id is being
-	// replicated (replicated streams only); its outcome is not known yet.
-	codeDuplicateInProcess jetstream.ErrorCode = 10158
 	// codeMessageNotFound: a message get found nothing.
 	codeMessageNotFound = jetstream.JSErrCodeMessageNotFound // 10037
 )
@@ -48,18 +43,17 @@ const (
 	// default pending limit for a subscription (64 MiB), so a page of
 	// large messages cannot make the reader a slow consumer.
 	readMaxBytes = 8 << 20
-	// duplicateRetryWait is how long Append waits before asking again
-	// about an identical append that is still being replicated.
-	duplicateRetryWait = 20 * time.Millisecond
+	// replicatingWait is how long Append waits before asking again when
+	// another append to the saga is still being replicated.
+	replicatingWait = 20 * time.Millisecond
 )
 
 // Entry is one message of a saga's log.
 type Entry struct {
 	// Seq is the message's sequence in JETSAGA_LOG; entries of one saga
 	// have increasing, not consecutive, sequences.
-	Seq         uint64
-	Data        []byte
-	ContentType string
+	Seq  uint64
+	Data []byte
 	// Time is when the server stored the message.
 	Time time.Time
 }
@@ -115,119 +109,81 @@ func DeriveOn(js jetstream.JetStream, nc *nats.Conn, opts ...jetstream.JetStream
 // outruns the server slows down rather than failing.
 const StallWait = 10 * time.Second
 
-// MsgID is the Nats-Msg-Id Append gives the message it appends:
-// "<sagaID>:<expectedLastSeq>:<FNV-1a 64 of data, 16 hex digits>". The same
-// append retried gets the same id, so the server drops it as a duplicate;
-// a different writer's different data at the same position gets a
-// different id, so a lost race is never mistaken for a duplicate.
-func MsgID(sagaID string, expectedLastSeq uint64, data []byte) string {
-	const (
-		offset = 14695981039346656037
-		prime  = 1099511628211
-	)
-	h := uint64(offset)
-	for _, c := range data {
-		h ^= uint64(c)
-		h *= prime
-	}
-	var b strings.Builder
-	b.Grow(len(sagaID) + 1 + 20 + 1 + 16)
-	b.WriteString(sagaID)
-	b.WriteByte(':')
-	b.WriteString(strconv.FormatUint(expectedLastSeq, 10))
-	b.WriteByte(':')
-	hex := strconv.FormatUint(h, 16)
-	b.WriteString(strings.Repeat("0", 16-len(hex)))
-	b.WriteString(hex)
-	return b.String()
-}
-
 // Append appends data to the log of sagaID if, and only if, the log's last
 // message has sequence expectedLastSeq (0: the log must be empty, so the
 // first append creates the saga exactly once). It returns the new message's
 // sequence, the next expectedLastSeq.
 //
 // If the log has moved on, Append returns a *ConflictError (errors.Is
-// ErrConflict) — unless the message after expectedLastSeq is this very
-// append (same Nats-Msg-Id and data), stored by an earlier attempt whose
-// answer was lost: then Append returns that message's sequence and writes
-// nothing. So an Append that failed for any other reason (a timeout, a
-// connection loss) can simply be retried with the same arguments.
+// ErrConflict) — unless the message after expectedLastSeq holds this very
+// data, stored by an earlier attempt whose answer was lost: then Append
+// returns that message's sequence and writes nothing. So an Append that
+// failed for any other reason (a timeout, a connection loss) can simply be
+// retried with the same arguments.
 //
-// contentType, if not empty, is stored in the Content-Type header.
-func (l *Log) Append(ctx context.Context, sagaID string, expectedLastSeq uint64, data []byte, contentType string) (uint64, error) {
+// The message carries no Nats-Msg-Id: the expected sequence already makes
+// a retried append land at most once, and the server's duplicate tracking
+// would cost memory per append for its whole window. Two writers cannot
+// both append after the same message: the server checks the expected
+// sequence against appends still being replicated too.
+func (l *Log) Append(ctx context.Context, sagaID string, expectedLastSeq uint64, data []byte) (uint64, error) {
 	if err := ValidateSagaID(sagaID); err != nil {
 		return 0, err
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-
-	id := MsgID(sagaID, expectedLastSeq, data)
-	msg := nats.NewMsg(LogSubject(sagaID))
-	msg.Data = data
-	msg.Header.Set(headerExpectLastSub, strconv.FormatUint(expectedLastSeq, 10))
-	msg.Header.Set(headerMsgID, id)
-	if contentType != "" {
-		msg.Header.Set(headerContentType, contentType)
-	}
+	msg := appendMsg(sagaID, expectedLastSeq, data)
 	for {
-		// A duplicate (an earlier identical attempt already stored) comes
-		// back as a successful ack with Duplicate set and the stored
-		// message's sequence; that is the answer we want too.
 		ack, err := l.js.PublishMsg(ctx, msg)
 		if err == nil {
 			return ack.Sequence, nil
 		}
 		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) {
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != codeWrongLastSeq && apiErr.ErrorCode != codeWrongLastSeqConstant {
 			return 0, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
 		}
-		switch apiErr.ErrorCode {
-		case codeWrongLastSeq, codeWrongLastSeqConstant:
-			// On a single server the expected-sequence check comes before
-			// the duplicate check, so an identical retry of an append that
-			// succeeded lands here: see whether the next message is ours.
-			seq, ok, lookErr := l.ours(ctx, sagaID, expectedLastSeq, id, data)
-			if lookErr != nil {
-				return 0, fmt.Errorf("streams: append to saga %s: conflict at %d, and checking whether an earlier attempt succeeded failed (retry the append): %w",
-					sagaID, expectedLastSeq, lookErr)
-			}
-			if ok {
-				return seq, nil
-			}
-			return 0, &ConflictError{SagaID: sagaID, Expected: expectedLastSeq, err: err}
-		case codeDuplicateInProcess:
-			// An identical earlier attempt is being replicated; ask again
-			// until it is stored (→ duplicate ack) or gone.
-			t := time.NewTimer(duplicateRetryWait)
+		// A retry of an append that succeeded lands here: see whether
+		// the next message is ours.
+		seq, found, lookErr := l.ours(ctx, sagaID, expectedLastSeq, data)
+		switch {
+		case lookErr != nil:
+			return 0, fmt.Errorf("streams: append to saga %s: conflict at %d, and checking whether an earlier attempt succeeded failed (retry the append): %w",
+				sagaID, expectedLastSeq, lookErr)
+		case found == ours:
+			return seq, nil
+		case found == none && apiErr.ErrorCode == codeWrongLastSeqConstant:
+			// Another append to the subject is still being replicated
+			// (perhaps an earlier attempt of this one): ask again once
+			// it is stored or gone.
+			t := time.NewTimer(replicatingWait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return 0, fmt.Errorf("streams: append to saga %s: waiting for an earlier identical attempt: %w", sagaID, ctx.Err())
+				return 0, fmt.Errorf("streams: append to saga %s: waiting for an append being replicated: %w", sagaID, ctx.Err())
 			case <-t.C:
 			}
-		default:
-			return 0, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
+			continue
 		}
+		return 0, &ConflictError{SagaID: sagaID, Expected: expectedLastSeq, err: err}
 	}
+}
+
+// appendMsg is the message Append publishes: data on the saga's subject,
+// with the one header that makes it conditional.
+func appendMsg(sagaID string, expectedLastSeq uint64, data []byte) *nats.Msg {
+	return &nats.Msg{Subject: LogSubject(sagaID), Data: data,
+		Header: nats.Header{headerExpectLastSub: []string{strconv.FormatUint(expectedLastSeq, 10)}}}
 }
 
 // AppendAsync starts an append like Append and returns without waiting
 // for the server: for a writer that keeps several sagas' appends in flight
 // at once. Pass the future's outcome to AppendResult. Unlike Append, it
 // does not retry: a lost answer leaves the caller to read the log again.
-func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte, contentType string) (jetstream.PubAckFuture, error) {
+func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte) (jetstream.PubAckFuture, error) {
 	if err := ValidateSagaID(sagaID); err != nil {
 		return nil, err
 	}
-	msg := nats.NewMsg(LogSubject(sagaID))
-	msg.Data = data
-	msg.Header.Set(headerExpectLastSub, strconv.FormatUint(expectedLastSeq, 10))
-	msg.Header.Set(headerMsgID, MsgID(sagaID, expectedLastSeq, data))
-	if contentType != "" {
-		msg.Header.Set(headerContentType, contentType)
-	}
-	f, err := l.js.PublishMsgAsync(msg, jetstream.WithStallWait(StallWait))
+	f, err := l.js.PublishMsgAsync(appendMsg(sagaID, expectedLastSeq, data), jetstream.WithStallWait(StallWait))
 	if err != nil {
 		return nil, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
 	}
@@ -254,17 +210,27 @@ func AppendResult(f jetstream.PubAckFuture, sagaID string, expectedLastSeq uint6
 	}
 }
 
+// What ours found after a position.
+const (
+	none   = iota // no message yet
+	theirs        // another writer's
+	ours          // this data
+)
+
 // ours looks at the first message of the saga's log after afterSeq and
-// reports whether it is the append identified by id with data.
-func (l *Log) ours(ctx context.Context, sagaID string, afterSeq uint64, id string, data []byte) (uint64, bool, error) {
+// reports whether it holds data. Two different decisions never encode
+// the same: each names its writer, epoch and time.
+func (l *Log) ours(ctx context.Context, sagaID string, afterSeq uint64, data []byte) (uint64, int, error) {
 	m, err := l.getMsg(ctx, msgGetRequest{Seq: afterSeq + 1, NextFor: LogSubject(sagaID)})
-	if err != nil || m == nil {
-		return 0, false, err
+	switch {
+	case err != nil:
+		return 0, none, err
+	case m == nil:
+		return 0, none, nil
+	case string(m.Data) != string(data):
+		return 0, theirs, nil
 	}
-	if m.Header.Get(headerMsgID) != id || string(m.Data) != string(data) {
-		return 0, false, nil
-	}
-	return m.Sequence, true, nil
+	return m.Sequence, ours, nil
 }
 
 // Last returns the sequence of the last message in the log of sagaID, or 0
@@ -302,7 +268,7 @@ func (l *Log) First(ctx context.Context, sagaID string) (*Entry, error) {
 	if m == nil {
 		return nil, nil
 	}
-	return &Entry{Seq: m.Sequence, Data: m.Data, ContentType: m.Header.Get(headerContentType)}, nil
+	return &Entry{Seq: m.Sequence, Data: m.Data}, nil
 }
 
 // Delete removes the whole log of sagaID (a finished saga past its
@@ -436,7 +402,7 @@ func entryOf(m *nats.Msg, subject string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("direct get: bad %s header: %w", headerTimeStamp, err)
 	}
-	return Entry{Seq: seq, Data: m.Data, ContentType: m.Header.Get(headerContentType), Time: ts}, nil
+	return Entry{Seq: seq, Data: m.Data, Time: ts}, nil
 }
 
 // msgGetRequest is a stream message get (nats-server's JSApiMsgGetRequest).

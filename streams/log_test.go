@@ -19,19 +19,17 @@ import (
 	"github.com/jetsaga/jetsaga/streams"
 )
 
-const contentType = "application/cloudevents-batch+json"
-
 func TestAppendCreatesExactlyOnce(t *testing.T) {
 	t.Parallel()
 	_, log := setup(t)
 	ctx := testCtx(t)
 	id := uuid.NewString()
 
-	seq, err := log.Append(ctx, id, 0, []byte(`{"writer":"a"}`), contentType)
+	seq, err := log.Append(ctx, id, 0, []byte(`{"writer":"a"}`))
 	if err != nil {
 		t.Fatalf("first create: %v", err)
 	}
-	_, err = log.Append(ctx, id, 0, []byte(`{"writer":"b"}`), contentType)
+	_, err = log.Append(ctx, id, 0, []byte(`{"writer":"b"}`))
 	var conflict *streams.ConflictError
 	if !errors.As(err, &conflict) || !errors.Is(err, streams.ErrConflict) {
 		t.Fatalf("second create = %v, want a *ConflictError", err)
@@ -52,28 +50,6 @@ func TestAppendCreatesExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestServerChecksSequenceBeforeDuplicates pins the server behaviour Append
-// is built around: on a single server, an identical retry of a publish
-// that succeeded fails the expected-subject-sequence check (10071) instead
-// of being reported as a duplicate, because processJetStreamMsg checks
-// Nats-Expected-Last-Subject-Sequence before Nats-Msg-Id.
-func TestServerChecksSequenceBeforeDuplicates(t *testing.T) {
-	t.Parallel()
-	js, _ := setup(t)
-	ctx := testCtx(t)
-	m := nats.NewMsg(streams.LogSubject(uuid.NewString()))
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-	m.Header.Set(jetstream.MsgIDHeader, "the-same-id")
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	_, err := js.PublishMsg(ctx, m)
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-		t.Fatalf("identical retry = %v, want err_code 10071 (if the server now dedupes first, Append's conflict lookup is merely unused)", err)
-	}
-}
-
 func TestAppendRetryIsIdempotent(t *testing.T) {
 	t.Parallel()
 	js, log := setup(t)
@@ -81,33 +57,33 @@ func TestAppendRetryIsIdempotent(t *testing.T) {
 	id := uuid.NewString()
 	first := []byte(`{"event":"created"}`)
 
-	seq1, err := log.Append(ctx, id, 0, first, contentType)
+	seq1, err := log.Append(ctx, id, 0, first)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The answer to the first attempt was "lost": retry the same append.
-	seq, err := log.Append(ctx, id, 0, first, contentType)
+	seq, err := log.Append(ctx, id, 0, first)
 	if err != nil || seq != seq1 {
 		t.Fatalf("retry = %d, %v; want %d, nil", seq, err, seq1)
 	}
 	assertStoredMsgs(t, js, 1)
 
-	seq2, err := log.Append(ctx, id, seq1, []byte(`{"event":"next"}`), contentType)
+	seq2, err := log.Append(ctx, id, seq1, []byte(`{"event":"next"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A late retry of the first append, after the log moved on, still
 	// finds its own message.
-	seq, err = log.Append(ctx, id, 0, first, contentType)
+	seq, err = log.Append(ctx, id, 0, first)
 	if err != nil || seq != seq1 {
 		t.Fatalf("late retry = %d, %v; want %d, nil", seq, err, seq1)
 	}
 	// Different bytes at a taken position are a conflict, not a duplicate.
-	if _, err := log.Append(ctx, id, 0, []byte(`{"event":"other"}`), contentType); !errors.Is(err, streams.ErrConflict) {
+	if _, err := log.Append(ctx, id, 0, []byte(`{"event":"other"}`)); !errors.Is(err, streams.ErrConflict) {
 		t.Fatalf("different data at position 0 = %v, want ErrConflict", err)
 	}
 	// So are the same bytes at a position taken by someone else.
-	if _, err := log.Append(ctx, id, seq1, first, contentType); !errors.Is(err, streams.ErrConflict) {
+	if _, err := log.Append(ctx, id, seq1, first); !errors.Is(err, streams.ErrConflict) {
 		t.Fatalf("first's data at position %d = %v, want ErrConflict", seq1, err)
 	}
 	assertStoredMsgs(t, js, 2)
@@ -135,7 +111,7 @@ func concurrentIdenticalAppends(t *testing.T, log *streams.Log, rounds int) {
 		var errs [2]error
 		var wg sync.WaitGroup
 		for i := range 2 {
-			wg.Go(func() { seqs[i], errs[i] = log.Append(ctx, id, last, data, contentType) })
+			wg.Go(func() { seqs[i], errs[i] = log.Append(ctx, id, last, data) })
 		}
 		wg.Wait()
 		if errs[0] != nil || errs[1] != nil || seqs[0] != seqs[1] {
@@ -187,7 +163,7 @@ func raceWriters(t *testing.T, log *streams.Log, id string, writers, total int) 
 			var last uint64
 			for n := 0; !done(); n++ {
 				data := fmt.Appendf(nil, `{"writer":%d,"n":%d,"after":%d}`, w, n, last)
-				seq, err := log.Append(ctx, id, last, data, contentType)
+				seq, err := log.Append(ctx, id, last, data)
 				if err == nil {
 					mu.Lock()
 					wins = append(wins, win{last, seq, data})
@@ -259,14 +235,14 @@ func TestReadInOrderAcrossBatches(t *testing.T) {
 	var lastA, lastB uint64
 	var want []uint64
 	for i := range 600 {
-		seq, err := log.Append(ctx, a, lastA, fmt.Appendf(nil, `{"i":%d}`, i), contentType)
+		seq, err := log.Append(ctx, a, lastA, fmt.Appendf(nil, `{"i":%d}`, i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		lastA = seq
 		want = append(want, seq)
 		if i%3 == 0 {
-			if lastB, err = log.Append(ctx, b, lastB, []byte(`{}`), ""); err != nil {
+			if lastB, err = log.Append(ctx, b, lastB, []byte(`{}`)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -282,9 +258,6 @@ func TestReadInOrderAcrossBatches(t *testing.T) {
 	for i, e := range entries {
 		if e.Seq != want[i] || string(e.Data) != fmt.Sprintf(`{"i":%d}`, i) {
 			t.Fatalf("entry %d = seq %d %s, want seq %d {\"i\":%d}", i, e.Seq, e.Data, want[i], i)
-		}
-		if e.ContentType != contentType {
-			t.Fatalf("entry %d content type %q, want %q", i, e.ContentType, contentType)
 		}
 		if e.Time.Before(start.Add(-time.Second)) || e.Time.After(time.Now().Add(time.Second)) {
 			t.Fatalf("entry %d time %v is not about now", i, e.Time)
@@ -319,7 +292,7 @@ func TestReadLargeMessages(t *testing.T) {
 	for i := range n {
 		data := bytes.Repeat([]byte{byte('a' + i%26)}, size)
 		var err error
-		if last, err = log.Append(ctx, id, last, data, ""); err != nil {
+		if last, err = log.Append(ctx, id, last, data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -362,7 +335,7 @@ func TestLogRejectsInvalidSagaIDs(t *testing.T) {
 	_, log := setup(t)
 	ctx := testCtx(t)
 	bad := "not-a-uuid"
-	if _, err := log.Append(ctx, bad, 0, nil, ""); !errors.Is(err, streams.ErrInvalidSagaID) {
+	if _, err := log.Append(ctx, bad, 0, nil); !errors.Is(err, streams.ErrInvalidSagaID) {
 		t.Errorf("Append = %v, want ErrInvalidSagaID", err)
 	}
 	if _, err := log.Read(ctx, bad, 0); !errors.Is(err, streams.ErrInvalidSagaID) {

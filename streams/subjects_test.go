@@ -142,30 +142,3 @@ func TestValidateSagaID(t *testing.T) {
 		}
 	}
 }
-
-func TestMsgID(t *testing.T) {
-	t.Parallel()
-	id := "0b5c6d3e-8f1a-4b2c-9d4e-5f6a7b8c9d0e"
-	// FNV-1a 64 of "" is the offset basis cbf29ce484222325; of "a" af63dc4c8601ec8c.
-	if got, want := streams.MsgID(id, 0, nil), id+":0:cbf29ce484222325"; got != want {
-		t.Errorf("MsgID(nil) = %q, want %q", got, want)
-	}
-	if got, want := streams.MsgID(id, 42, []byte("a")), id+":42:af63dc4c8601ec8c"; got != want {
-		t.Errorf("MsgID(a) = %q, want %q", got, want)
-	}
-	h := fnv.New64a()
-	h.Write([]byte(`{"x":1}`))
-	if got := streams.MsgID(id, 7, []byte(`{"x":1}`)); !strings.HasSuffix(got, ":7:"+hex16(h.Sum64())) {
-		t.Errorf("MsgID = %q, want FNV-1a 64 %016x", got, h.Sum64())
-	}
-}
-
-func hex16(v uint64) string {
-	const digits = "0123456789abcdef"
-	b := make([]byte, 16)
-	for i := 15; i >= 0; i-- {
-		b[i] = digits[v&0xf]
-		v >>= 4
-	}
-	return string(b)
-}

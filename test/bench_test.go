@@ -47,7 +47,7 @@ func BenchmarkLinear3(b *testing.B) {
 	var mu sync.Mutex
 	waiting := map[string]chan struct{}{}
 	sub, err := nc.Subscribe("jetsaga.log.*", func(m *nats.Msg) {
-		evs, err := events.DecodeBatch(m.Data)
+		evs, err := events.DecodeLog(m.Subject[len("jetsaga.log."):], m.Data)
 		if err != nil {
 			return
 		}

@@ -92,7 +92,7 @@ func failoverOnce(b *testing.B, ttl time.Duration) time.Duration {
 	// next owner.
 	appended := make(chan time.Time, 1)
 	sub, err := nc.Subscribe(streams.LogSubject(id), func(m *nats.Msg) {
-		evs, err := events.DecodeBatch(m.Data)
+		evs, err := events.DecodeLog(m.Subject[len("jetsaga.log."):], m.Data)
 		if err == nil && strings.HasSuffix(evs[0].Source, "/survivor") {
 			select {
 			case appended <- time.Now():

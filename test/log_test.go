@@ -41,7 +41,7 @@ func (d *logDriver) apply(in machine.Input) {
 		if err != nil {
 			d.t.Fatal(err)
 		}
-		seq, err := d.log.Append(context.Background(), d.s.SagaID, d.seq, b, events.ContentTypeBatch)
+		seq, err := d.log.Append(context.Background(), d.s.SagaID, d.seq, b)
 		if err != nil {
 			d.t.Fatalf("append: %v", err)
 		}
@@ -81,10 +81,7 @@ func readBack(t *testing.T, log *streams.Log, sagaID string) *machine.State {
 	}
 	s := machine.New(sagaID)
 	for _, e := range entries {
-		if e.ContentType != events.ContentTypeBatch {
-			t.Fatalf("entry %d has content type %q", e.Seq, e.ContentType)
-		}
-		evs, err := events.DecodeBatch(e.Data)
+		evs, err := events.DecodeLog(sagaID, e.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +183,7 @@ func TestRacingWritersExactlyOneWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := events.EncodeBatch(first.Events)
-	seq, err := log.Append(ctx, id, 0, b, events.ContentTypeBatch)
+	seq, err := log.Append(ctx, id, 0, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +205,7 @@ func TestRacingWritersExactlyOneWins(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = log.Append(ctx, id, seq, b, events.ContentTypeBatch)
+			_, errs[i] = log.Append(ctx, id, seq, b)
 		}()
 	}
 	wg.Wait()

@@ -369,10 +369,30 @@ type driver struct {
 	wait map[string]chan string // saga id → its outcome
 }
 
+// Markers of saga.finished in a log message, in the compact format and in
+// a CloudEvents batch: messages without either are not decoded.
 var (
-	finishedType = []byte(events.TypeSagaFinished)
-	outcomeKey   = []byte(`"outcome":"`)
+	finishedCompact = []byte(`["end","`)
+	finishedType    = []byte(events.TypeSagaFinished)
 )
+
+// outcomeOf returns the outcome of the saga.finished in log message data
+// of saga id, or "" if it holds none.
+func outcomeOf(id string, data []byte) (string, bool) {
+	if !bytes.Contains(data, finishedCompact) && !bytes.Contains(data, finishedType) {
+		return "", false
+	}
+	evs, err := events.DecodeLog(id, data)
+	if err != nil {
+		return "", false
+	}
+	for _, e := range evs {
+		if f, ok := e.Data.(*events.SagaFinished); ok {
+			return string(f.Outcome), true
+		}
+	}
+	return "", false
+}
 
 func newDriver(ctx context.Context, js jetstream.JetStream, cfg Config) (*driver, error) {
 	cl, err := client.New(ctx, js)
@@ -383,19 +403,11 @@ func newDriver(ctx context.Context, js jetstream.JetStream, cfg Config) (*driver
 	// One subscription sees every saga finish: the last message of a log
 	// holds saga.finished with the outcome.
 	d.sub, err = js.Conn().Subscribe(streams.LogSubject("*"), func(m *nats.Msg) {
-		i := bytes.Index(m.Data, finishedType)
-		if i < 0 {
+		id := m.Subject[len(streams.LogSubject("")):]
+		outcome, ok := outcomeOf(id, m.Data)
+		if !ok {
 			return
 		}
-		rest := m.Data[i:]
-		outcome := ""
-		if j := bytes.Index(rest, outcomeKey); j >= 0 {
-			rest = rest[j+len(outcomeKey):]
-			if k := bytes.IndexByte(rest, '"'); k >= 0 {
-				outcome = string(rest[:k])
-			}
-		}
-		id := m.Subject[len(streams.LogSubject("")):]
 		d.mu.Lock()
 		ch := d.wait[id]
 		delete(d.wait, id)

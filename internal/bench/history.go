@@ -41,7 +41,6 @@ func PopulateHistory(ctx context.Context, js jetstream.JetStream, n int) error {
 		id := uuid.NewString()
 		m := nats.NewMsg(streams.LogSubject(id))
 		m.Data = bytes.ReplaceAll(template, old, []byte(id))
-		m.Header.Set("Content-Type", events.ContentTypeBatch)
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 		if _, err := ajs.PublishMsgAsync(m); err != nil {
 			return fmt.Errorf("bench: history saga %d: %w", i, err)

@@ -167,7 +167,7 @@ func TestReplayPrintsTimelineAndState(t *testing.T) {
 	}
 	log := streams.NewLog(js)
 	b, _ := events.EncodeBatch(d.Events)
-	seq, err := log.Append(ctx, id, 0, b, events.ContentTypeBatch)
+	seq, err := log.Append(ctx, id, 0, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestReplayPrintsTimelineAndState(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ = events.EncodeBatch(d.Events)
-	if _, err := log.Append(ctx, id, seq, b, events.ContentTypeBatch); err != nil {
+	if _, err := log.Append(ctx, id, seq, b); err != nil {
 		t.Fatal(err)
 	}
 

@@ -26,13 +26,42 @@ type Message struct {
 	Events []events.Event
 }
 
-// Decode decodes one message of the log of saga id.
+// Decode decodes one message of the log of saga id. Events of a compact
+// message after the saga's first carry no trace context (see
+// events.DecodeLog): Apply and DecodeAll give them the saga's.
 func Decode(id string, e streams.Entry) (Message, error) {
-	evs, err := events.DecodeBatch(e.Data)
+	evs, err := events.DecodeLog(id, e.Data)
 	if err != nil {
 		return Message{}, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
 	}
 	return Message{Seq: e.Seq, Stored: e.Time, Events: evs}, nil
+}
+
+// DecodeAll decodes the messages of the log of saga id, from its first.
+func DecodeAll(id string, entries []streams.Entry) ([]Message, error) {
+	out := make([]Message, 0, len(entries))
+	var trace string
+	for _, e := range entries {
+		m, err := Decode(id, e)
+		if err != nil {
+			return out, err
+		}
+		if c, ok := m.Events[0].Data.(*events.SagaCreated); ok && c != nil {
+			trace = m.Events[0].TraceParent
+		}
+		inherit(m, trace)
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// inherit gives the events of m without a trace context the saga's.
+func inherit(m Message, trace string) {
+	for i := range m.Events {
+		if m.Events[i].TraceParent == "" {
+			m.Events[i].TraceParent = trace
+		}
+	}
 }
 
 // Apply decodes e and applies its events to s, all of them or none.
@@ -44,6 +73,7 @@ func Apply(s *machine.State, e streams.Entry) (Message, error) {
 	if err := s.ApplyAll(m.Events); err != nil {
 		return m, fmt.Errorf("saga %s log message %d: %w", s.SagaID, e.Seq, err)
 	}
+	inherit(m, s.TraceParent)
 	return m, nil
 }
 

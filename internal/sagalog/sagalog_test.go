@@ -80,7 +80,7 @@ func TestFollowWaitsForTheLogThenFolds(t *testing.T) {
 		}
 		got <- st
 	}()
-	seq, err := log.Append(ctx, id, 0, created(t), events.ContentTypeBatch)
+	seq, err := log.Append(ctx, id, 0, created(t))
 	if err != nil {
 		t.Fatal(err)
 	}
