@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/defs"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
@@ -64,6 +65,7 @@ type Client struct {
 	js         jetstream.JetStream
 	log        *streams.Log
 	ix         *index.Index
+	defs       *defs.Store
 	partitions int
 	maxMsg     int32
 	operator   string
@@ -91,7 +93,11 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Client, 
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{js: js, log: streams.NewLog(js), ix: ix, partitions: p, maxMsg: info.Config.MaxMsgSize, operator: "client"}
+	store, err := defs.Open(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w (start a coordinator of this release first: it creates the bucket)", err)
+	}
+	c := &Client{js: js, log: streams.NewLog(js), ix: ix, defs: store, partitions: p, maxMsg: info.Config.MaxMsgSize, operator: "client"}
 	for _, o := range opts {
 		o(c)
 	}
@@ -360,7 +366,7 @@ func (c *Client) Events(ctx context.Context, id string) ([]LogEvent, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := sagalog.DecodeAll(id, entries)
+	msgs, err := sagalog.DecodeAll(ctx, c.defs, id, entries)
 	var out []LogEvent
 	for _, m := range msgs {
 		out = appendEvents(out, m)
@@ -429,7 +435,7 @@ func (c *Client) WaitFor(ctx context.Context, id string, done func(*Saga) bool) 
 	}
 	var evs []LogEvent
 	var result *Saga
-	_, err := sagalog.Follow(ctx, c.js.Conn(), c.log, id, 0,
+	_, err := sagalog.Follow(ctx, c.js.Conn(), c.log, c.defs, id, 0,
 		func(m sagalog.Message) error {
 			evs = appendEvents(evs, m)
 			return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/defs"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/lease"
 	"github.com/jetsaga/jetsaga/internal/machine"
@@ -41,8 +42,9 @@ type Coordinator struct {
 	logger *slog.Logger
 	source string
 
-	log *streams.Log
-	ix  *index.Index
+	log  *streams.Log
+	ix   *index.Index
+	defs *defs.Store
 	// graphs shares compiled definitions between the sagas in memory.
 	graphs *machine.Graphs
 	leases *lease.Keeper // nil when Config.Partitions pins the partitions
@@ -219,6 +221,9 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 		return err
 	}
 	c.ix = ix
+	if c.defs, err = defs.Open(ctx, c.js); err != nil {
+		return err
+	}
 	fail := func(err error) error {
 		c.teardown(ctx)
 		return err

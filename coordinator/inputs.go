@@ -8,6 +8,7 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -153,11 +154,12 @@ type sendDueInput struct {
 
 // Results of I/O the partition started.
 type (
-	// loadDone: a saga's log was read.
+	// loadDone: a saga's log was read and decoded, with the definition
+	// its saga.created refers to.
 	loadDone struct {
-		id      string
-		entries []streams.Entry
-		err     error
+		id   string
+		msgs []sagalog.Message
+		err  error
 	}
 	// appendDone: a decision's append (and, for a new saga, its in-flight
 	// marker) answered.

@@ -118,7 +118,7 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", id, err)
 	}
-	p := newPartition(c, id, epoch, env{log: jsLog{c.log}, index: c.ix, pub: jsPublisher{c.js}, clock: wallClock{},
+	p := newPartition(c, id, epoch, env{log: jsLog{c.log}, index: c.ix, defs: c.defs, pub: jsPublisher{c.js}, clock: wallClock{},
 		owns: func() bool { return c.owns(id, epoch) }})
 	p.env.io = func(op func(context.Context) input) {
 		c.life.Go(func(ctx context.Context) {
@@ -387,10 +387,16 @@ func (p *partition) step(t task) {
 		return
 	}
 	p.loading[id] = []task{t}
-	log := p.env.log
+	log, store := p.env.log, p.env.defs
 	p.run(func(ctx context.Context) input {
 		entries, err := log.Read(ctx, id, 0)
-		return loadDone{id: id, entries: entries, err: err}
+		if err != nil {
+			return loadDone{id: id, err: err}
+		}
+		// Decoded here, with the definition read, so the partition
+		// only applies.
+		msgs, err := sagalog.DecodeAll(ctx, store, id, entries)
+		return loadDone{id: id, msgs: msgs, err: err}
 	})
 }
 
@@ -409,7 +415,7 @@ func (p *partition) loadedLog(in loadDone) {
 	var r *run
 	err := in.err
 	if err == nil {
-		r, err = fold(p.c.graphs, in.id, in.entries)
+		r, err = fold(p.c.graphs, in.id, in.msgs)
 	}
 	switch {
 	case errors.Is(err, streams.ErrNotFound):
@@ -482,16 +488,16 @@ func (p *partition) loadedLog(in loadDone) {
 }
 
 // fold reads a saga's state from its log.
-func fold(graphs *machine.Graphs, id string, entries []streams.Entry) (*run, error) {
+func fold(graphs *machine.Graphs, id string, msgs []sagalog.Message) (*run, error) {
 	s := graphs.New(id)
-	for _, e := range entries {
-		if _, err := sagalog.Apply(s, e); err != nil {
+	for _, m := range msgs {
+		if err := sagalog.Apply(s, m); err != nil {
 			return nil, err
 		}
 	}
-	r := &run{state: s, msgs: len(entries)}
-	if n := len(entries); n > 0 {
-		r.seq = entries[n-1].Seq
+	r := &run{state: s, msgs: len(msgs)}
+	if n := len(msgs); n > 0 {
+		r.seq = msgs[n-1].Seq
 	}
 	return r, nil
 }
@@ -619,8 +625,16 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 	}
 	r.busy = true
 	l.pending = 1
-	log, id, expected := p.env.log, in.saga(), r.seq
+	log, store, id, expected := p.env.log, p.env.defs, in.saga(), r.seq
+	created, _ := d.Events[0].Data.(*events.SagaCreated)
 	p.run(func(ctx context.Context) input {
+		if created != nil {
+			// What the log will refer to is stored first (once per
+			// definition: the store remembers).
+			if err := store.Put(ctx, created); err != nil {
+				return appendDone{l: l, err: err}
+			}
+		}
 		seq, err := log.Append(ctx, id, expected, b)
 		return appendDone{l: l, seq: seq, err: err}
 	})

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -45,6 +46,16 @@ type sagaIndex interface {
 	Forget(ctx context.Context, sagaID string) error
 }
 
+// definitions stores what sagas are created from, content-addressed
+// (*defs.Store).
+type definitions interface {
+	// Put makes sure the definition and defaults c refers to are stored.
+	Put(ctx context.Context, c *events.SagaCreated) error
+	// Resolve fills c's definition and defaults from the stored documents
+	// its references name.
+	Resolve(ctx context.Context, c *events.SagaCreated) error
+}
+
 // publisher stores a message in a stream (an action request, a timer's
 // schedule) and returns once it is stored.
 type publisher interface {
@@ -77,6 +88,7 @@ type delivery interface {
 type env struct {
 	log   sagaLog
 	index sagaIndex
+	defs  definitions
 	pub   publisher
 	clock clock
 	// owns reports whether the partition's lease can still be trusted.

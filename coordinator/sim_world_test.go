@@ -97,8 +97,9 @@ type world struct {
 	leases     []simLease
 	coords     []*simCoord
 	sagas      []*simSaga
-	effects    map[string]*simEffect // by saga/node
-	folds      map[string]*simFold   // by saga
+	effects    map[string]*simEffect          // by saga/node
+	folds      map[string]*simFold            // by saga
+	docs       map[string]*events.SagaCreated // stored definitions and defaults, by reference
 	// expired are the logs retention deleted, kept for the checks.
 	expired map[string][]streams.Entry
 	// retention is the coordinators' Config.Retention.
@@ -272,6 +273,40 @@ func (l simLog) Delete(_ context.Context, id string) error {
 }
 
 // simIndex is the saga index in memory.
+// simDefs is the definitions bucket: every call may fail or lose its
+// answer, like the other stores.
+type simDefs struct{ w *world }
+
+func (d simDefs) Put(_ context.Context, c *events.SagaCreated) error {
+	if c.Definition == nil || c.Defaults == nil {
+		return fmt.Errorf("sim: put %s without the documents", c.DefinitionRef)
+	}
+	if _, known := d.w.docs[c.DefinitionRef]; known {
+		return nil // the store's cache: no call
+	}
+	return simIndex(d).write("put definition", func() {
+		d.w.docs[c.DefinitionRef] = &events.SagaCreated{Definition: c.Definition}
+		d.w.docs[c.DefaultsRef] = &events.SagaCreated{Defaults: c.Defaults}
+	})
+}
+
+func (d simDefs) Resolve(_ context.Context, c *events.SagaCreated) error {
+	if fail, _ := d.w.call("read definition"); fail {
+		return errSimFault
+	}
+	return d.w.resolve(c)
+}
+
+// resolve fills c from the stored documents, without faults.
+func (w *world) resolve(c *events.SagaCreated) error {
+	def, dfl := w.docs[c.DefinitionRef], w.docs[c.DefaultsRef]
+	if def == nil || dfl == nil {
+		return fmt.Errorf("sim: definition %s or defaults %s not stored", c.DefinitionRef, c.DefaultsRef)
+	}
+	c.Definition, c.Defaults = def.Definition, dfl.Defaults
+	return nil
+}
+
 type simIndex struct{ w *world }
 
 func (x simIndex) write(what string, f func()) error {

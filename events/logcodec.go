@@ -37,6 +37,7 @@ import (
 //	             ["end", outcome, output]
 //	             [type, data]                       any other event: its CloudEvents type
 //	                                                without "io.jetsaga.", and data as in CloudEvents
+//	                                                (saga.created with references only, see SagaCreated)
 //
 // The saga id is the message's subject. Readers accept both versions
 // (DecodeLog); `jetsaga export` turns either into CloudEvents.
@@ -164,7 +165,11 @@ func appendLogEvent(b []byte, e Event) ([]byte, error) {
 			return append(b, ']'), nil
 		}
 	}
-	data, err := json.Marshal(e.Data)
+	var v any = e.Data
+	if c, ok := e.Data.(*SagaCreated); ok {
+		v = c.logged()
+	}
+	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("events: encode %s: %w", e.Data.EventType(), err)
 	}

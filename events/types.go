@@ -2,6 +2,8 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -177,11 +179,19 @@ func checkError(e Error, kinds ...ErrorKind) (string, string) {
 	return "data.error.kind", fmt.Sprintf("is %q, want one of %v", e.Kind, kinds)
 }
 
-// SagaCreated is the first event of every saga: the whole DAG and params, so
+// SagaCreated is the first event of every saga: its DAG and params, so
 // recovery needs no code and a changed definition does not affect the run.
+//
+// The definition and defaults are stored once each, content-addressed
+// (DefinitionDoc, DefaultsDoc), and a log written by this release refers
+// to them by DefinitionRef and DefaultsRef; readers fill Definition and
+// Defaults from the documents (see internal/defs). Logs of earlier
+// releases hold them inline, without references.
 type SagaCreated struct {
-	Definition *saga.Definition `json:"definition"`
-	Params     json.RawMessage  `json:"params"`
+	Definition *saga.Definition `json:"definition,omitempty"`
+	// DefinitionRef names the stored definition (Ref).
+	DefinitionRef string          `json:"definition_ref,omitempty"`
+	Params        json.RawMessage `json:"params"`
 	// IdempotencyKey, when the client gave one, maps to this saga only.
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
@@ -190,6 +200,27 @@ type SagaCreated struct {
 	// that folding the log never depends on a release's defaults. Logs
 	// written before they were recorded have none; see machine.Fold.
 	Defaults *saga.Defaults `json:"defaults,omitempty"`
+	// DefaultsRef names the stored defaults (Ref).
+	DefaultsRef string `json:"defaults_ref,omitempty"`
+}
+
+// Unresolved reports whether c refers to a stored document it does not
+// hold yet.
+func (d *SagaCreated) Unresolved() bool {
+	return d.Definition == nil && d.DefinitionRef != "" || d.Defaults == nil && d.DefaultsRef != ""
+}
+
+// logged is what the log holds of d: references instead of the documents
+// they name.
+func (d *SagaCreated) logged() *SagaCreated {
+	c := *d
+	if c.DefinitionRef != "" {
+		c.Definition = nil
+	}
+	if c.DefaultsRef != "" {
+		c.Defaults = nil
+	}
+	return &c
 }
 
 // Differences names what makes a start of the same saga (same id or
@@ -199,13 +230,74 @@ type SagaCreated struct {
 // part of the request.
 func (d *SagaCreated) Differences(o *SagaCreated) []string {
 	var out []string
-	if !sameJSON(d.Definition, o.Definition) {
+	if !sameDefinition(d, o) {
 		out = append(out, "definition")
 	}
 	if !sameJSON(d.Params, o.Params) {
 		out = append(out, "params")
 	}
 	return out
+}
+
+// sameDefinition compares the definitions of two starts, or their
+// references when one holds only its reference.
+func sameDefinition(a, b *SagaCreated) bool {
+	if a.Definition != nil && b.Definition != nil {
+		return sameJSON(a.Definition, b.Definition)
+	}
+	refOf := func(c *SagaCreated) string {
+		if c.DefinitionRef != "" || c.Definition == nil {
+			return c.DefinitionRef
+		}
+		_, ref, err := DefinitionDoc(c.Definition)
+		if err != nil {
+			return ""
+		}
+		return ref
+	}
+	ra, rb := refOf(a), refOf(b)
+	return ra != "" && ra == rb
+}
+
+// refPrefix begins every reference to a stored document.
+const refPrefix = "sha256-"
+
+// Ref is the reference to a stored document: "sha256-" and the
+// unpadded base64url of the SHA-256 of its bytes (43 characters).
+func Ref(doc []byte) string {
+	sum := sha256.Sum256(doc)
+	return refPrefix + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// ValidRef reports whether ref is a reference Ref could return.
+func ValidRef(ref string) bool {
+	digest, ok := strings.CutPrefix(ref, refPrefix)
+	if !ok || len(digest) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(digest)
+	return err == nil
+}
+
+// DefinitionDoc returns the document def is stored as (its JSON
+// encoding: the same definition always encodes the same) and its
+// reference.
+func DefinitionDoc(def *saga.Definition) ([]byte, string, error) {
+	b, err := json.Marshal(def)
+	if err != nil {
+		return nil, "", fmt.Errorf("events: encode definition: %w", err)
+	}
+	return b, Ref(b), nil
+}
+
+// DefaultsDoc returns the document defaults are stored as and its
+// reference.
+func DefaultsDoc(d *saga.Defaults) ([]byte, string, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, "", fmt.Errorf("events: encode defaults: %w", err)
+	}
+	return b, Ref(b), nil
 }
 
 // sameJSON reports whether a and b encode the same JSON value.
@@ -612,11 +704,18 @@ func (*ActionRequest) EventType() Type     { return TypeActionRequest }
 func (*ActionReply) EventType() Type       { return TypeActionReply }
 
 func (d *SagaCreated) check() (string, string) {
-	if d.Definition == nil {
+	switch {
+	case d.Definition == nil && d.DefinitionRef == "":
 		return "data.definition", "is missing"
+	case d.DefinitionRef != "" && !ValidRef(d.DefinitionRef):
+		return "data.definition_ref", fmt.Sprintf("%q is not a reference (sha256- and 43 base64url characters)", d.DefinitionRef)
+	case d.DefaultsRef != "" && !ValidRef(d.DefaultsRef):
+		return "data.defaults_ref", fmt.Sprintf("%q is not a reference (sha256- and 43 base64url characters)", d.DefaultsRef)
 	}
-	if err := saga.Validate(d.Definition); err != nil {
-		return "data.definition", err.Error()
+	if d.Definition != nil {
+		if err := saga.Validate(d.Definition); err != nil {
+			return "data.definition", err.Error()
+		}
 	}
 	if len(d.Params) == 0 {
 		return "data.params", "is missing (use null for none)"
@@ -715,6 +814,9 @@ func (d *OperatorResume) check() (string, string)  { return "", "" }
 func (d *NodeRepeated) check() (string, string)    { return checkNode(d.Node, d.Attempt) }
 func (d *UndoRepeated) check() (string, string)    { return checkNode(d.Node, d.Attempt) }
 func (d *StartSaga) check() (string, string) {
+	if d.Definition == nil {
+		return "data.definition", "is missing"
+	}
 	if f, r := d.SagaCreated.check(); f != "" {
 		return f, r
 	}

@@ -25,6 +25,9 @@ const (
 	BarrierBucket = "jetsaga_barrier"
 	// SagaBucket is the saga index (saga id and idempotency key lookups).
 	SagaBucket = "jetsaga_sagas"
+	// DefinitionBucket holds saga definitions and defaults, once each,
+	// under their content's reference (events.Ref); never changed.
+	DefinitionBucket = "jetsaga_definitions"
 )
 
 // Subject prefixes and the wildcards each stream captures.

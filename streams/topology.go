@@ -267,6 +267,13 @@ func Declare(cfg Config) (Topology, error) {
 				// flight, not the partition's history.
 				LimitMarkerTTL: leaseMarkerTTL,
 			},
+			{
+				Bucket:      DefinitionBucket,
+				Description: "jetsaga saga definitions and defaults, content-addressed",
+				History:     1,
+				Storage:     c.Storage,
+				Replicas:    c.Replicas,
+			},
 		},
 	}, nil
 }

@@ -100,9 +100,13 @@ func TestDeclare(t *testing.T) {
 			if b.TTL != 7*24*time.Hour {
 				t.Errorf("barrier TTL %v, want 7 days", b.TTL)
 			}
+		case streams.DefinitionBucket:
+			if b.TTL != 0 || b.History != 1 {
+				t.Errorf("definitions TTL %v, history %d; want documents kept for good, one each", b.TTL, b.History)
+			}
 		}
 	}
-	if !slices.Equal(buckets, []string{"jetsaga_leases", "jetsaga_barrier", "jetsaga_sagas"}) {
+	if !slices.Equal(buckets, []string{"jetsaga_leases", "jetsaga_barrier", "jetsaga_sagas", "jetsaga_definitions"}) {
 		t.Errorf("buckets %v", buckets)
 	}
 	if _, err := streams.Declare(streams.Config{Replicas: 6}); !errors.Is(err, streams.ErrInvalidConfig) {
@@ -129,7 +133,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 		got = append(got, n)
 	}
 	slices.Sort(got)
-	want := []string{"JETSAGA_LOG", "JETSAGA_TIMERS", "JETSAGA_WORK", "KV_jetsaga_barrier", "KV_jetsaga_leases", "KV_jetsaga_sagas"}
+	want := []string{"JETSAGA_LOG", "JETSAGA_TIMERS", "JETSAGA_WORK", "KV_jetsaga_barrier", "KV_jetsaga_definitions", "KV_jetsaga_leases", "KV_jetsaga_sagas"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("streams %v, want %v", got, want)
 	}
@@ -218,7 +222,7 @@ func TestVerifyListsEveryMissingResource(t *testing.T) {
 	}
 	want := []string{
 		"stream JETSAGA_LOG", "stream JETSAGA_WORK", "stream JETSAGA_TIMERS",
-		"bucket jetsaga_leases", "bucket jetsaga_barrier", "bucket jetsaga_sagas",
+		"bucket jetsaga_leases", "bucket jetsaga_barrier", "bucket jetsaga_sagas", "bucket jetsaga_definitions",
 	}
 	if !slices.Equal(missing, want) {
 		t.Fatalf("Verify reported missing %v, want %v", missing, want)

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/defs"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -30,16 +31,17 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return noSaga(id, err)
 	}
-	for _, en := range entries {
-		m, err := sagalog.Decode(id, en)
-		if err != nil {
-			return err
-		}
+	store, err := defs.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	msgs, err := sagalog.DecodeAll(ctx, store, id, entries)
+	for _, m := range msgs {
 		if err := writeLogged(e.stdout, m.Seq, m.Events); err != nil {
 			return fmt.Errorf("saga %s: %w", id, err)
 		}
 	}
-	return nil
+	return err
 }
 
 // writeLogged writes the events of one log message as CloudEvents, one a

@@ -91,7 +91,7 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return noSaga(id, err)
 	}
-	r, err := replay(id, entries)
+	r, err := replay(ctx, js, id, entries)
 	if err != nil {
 		return err
 	}

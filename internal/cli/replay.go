@@ -8,8 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/defs"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
@@ -38,7 +41,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := replay(id, entries)
+	r, err := replay(ctx, js, id, entries)
 	var v *verification
 	if err == nil && *verify {
 		// A log that does not fold is the finding; there is nothing to
@@ -72,18 +75,23 @@ type replayed struct {
 	state   *machine.State
 }
 
-// replay decodes and folds a log. It stops at the first bad message; what
+// replay decodes and folds a log, reading the definition it refers to
+// from js's definitions bucket. It stops at the first bad message; what
 // was read before it is returned with the error.
-func replay(id string, entries []streams.Entry) (*replayed, error) {
+func replay(ctx context.Context, js jetstream.JetStream, id string, entries []streams.Entry) (*replayed, error) {
 	r := &replayed{state: machine.New(id)}
-	for _, en := range entries {
-		m, err := sagalog.Apply(r.state, en)
-		if err != nil {
+	store, err := defs.Open(ctx, js)
+	if err != nil {
+		return r, err
+	}
+	msgs, err := sagalog.DecodeAll(ctx, store, id, entries)
+	for _, m := range msgs {
+		if err := sagalog.Apply(r.state, m); err != nil {
 			return r, err
 		}
 		r.entries = append(r.entries, m)
 	}
-	return r, nil
+	return r, err
 }
 
 func (r *replayed) print(w io.Writer) {

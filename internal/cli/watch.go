@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/jetsaga/jetsaga/internal/defs"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/streams"
@@ -30,7 +31,11 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	defer nc.Close()
 	// A saga with no log yet is given the connection timeout to appear,
 	// since a start is decided shortly after it is sent.
-	st, err := sagalog.Follow(ctx, nc, streams.NewLog(js), id, conn.timeout, func(m sagalog.Message) error {
+	store, err := defs.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	st, err := sagalog.Follow(ctx, nc, streams.NewLog(js), store, id, conn.timeout, func(m sagalog.Message) error {
 		if *asJSON {
 			return writeLogged(e.stdout, m.Seq, m.Events)
 		}

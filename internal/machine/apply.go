@@ -66,7 +66,11 @@ func (s *State) apply(e events.Event) error {
 		if !ok {
 			return illegal("", "the first event of a saga must be %s", events.TypeSagaCreated)
 		}
-		g, err := s.graphs.compile(created.Definition)
+		if created.Unresolved() {
+			return illegal("", "saga.created refers to definition %s and defaults %s, which were not read from the definitions bucket",
+				created.DefinitionRef, created.DefaultsRef)
+		}
+		g, err := s.graphs.compile(created.Definition, created.DefinitionRef)
 		if err != nil {
 			return illegal("", "definition: %v", err)
 		}

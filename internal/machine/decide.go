@@ -264,6 +264,13 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 			defaults := saga.CurrentDefaults()
 			c.Defaults = &defaults
 		}
+		// Stored once each, content-addressed; the log refers to them.
+		if _, c.DefinitionRef, err = events.DefinitionDoc(c.Definition); err != nil {
+			return Decision{}, err
+		}
+		if _, c.DefaultsRef, err = events.DefaultsDoc(c.Defaults); err != nil {
+			return Decision{}, err
+		}
 		d.s.TraceParent = in.TraceParent
 		err = d.emit(&c)
 		if err == nil {

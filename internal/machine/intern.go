@@ -1,10 +1,9 @@
 package machine
 
 import (
-	"crypto/sha256"
-	"encoding/json"
 	"sync"
 
+	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/saga"
 )
 
@@ -16,13 +15,13 @@ import (
 // *Graphs compiles every definition anew (a one-off fold).
 type Graphs struct {
 	mu     sync.Mutex
-	graphs map[[sha256.Size]byte]*saga.Graph
+	graphs map[string]*saga.Graph // by the definition's reference
 }
 
 const maxInterned = 1024
 
 // NewGraphs returns an empty set of shared graphs.
-func NewGraphs() *Graphs { return &Graphs{graphs: map[[sha256.Size]byte]*saga.Graph{}} }
+func NewGraphs() *Graphs { return &Graphs{graphs: map[string]*saga.Graph{}} }
 
 // New returns the state of a saga with an empty log, whose definition
 // will be compiled through g.
@@ -33,23 +32,25 @@ func (g *Graphs) New(sagaID string) *State {
 }
 
 // compile returns the compiled graph of def, shared with every saga whose
-// definition encodes the same.
-func (g *Graphs) compile(def *saga.Definition) (*saga.Graph, error) {
+// definition encodes the same. ref is def's reference
+// (events.DefinitionDoc), or "" to work it out.
+func (g *Graphs) compile(def *saga.Definition, ref string) (*saga.Graph, error) {
 	if g == nil {
 		return saga.Compile(def)
 	}
-	b, err := json.Marshal(def)
-	if err != nil {
-		return saga.Compile(def)
+	if ref == "" {
+		var err error
+		if _, ref, err = events.DefinitionDoc(def); err != nil {
+			return saga.Compile(def)
+		}
 	}
-	key := sha256.Sum256(b)
 	g.mu.Lock()
-	graph, ok := g.graphs[key]
+	graph, ok := g.graphs[ref]
 	g.mu.Unlock()
 	if ok {
 		return graph, nil
 	}
-	graph, err = saga.Compile(def)
+	graph, err := saga.Compile(def)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +58,7 @@ func (g *Graphs) compile(def *saga.Definition) (*saga.Graph, error) {
 	if len(g.graphs) >= maxInterned {
 		clear(g.graphs)
 	}
-	g.graphs[key] = graph
+	g.graphs[ref] = graph
 	g.mu.Unlock()
 	return graph, nil
 }

@@ -37,13 +37,24 @@ func Decode(id string, e streams.Entry) (Message, error) {
 	return Message{Seq: e.Seq, Stored: e.Time, Events: evs}, nil
 }
 
-// DecodeAll decodes the messages of the log of saga id, from its first.
-func DecodeAll(id string, entries []streams.Entry) ([]Message, error) {
+// Resolver fills a saga.created's definition and defaults from the
+// documents its references name: *defs.Store.
+type Resolver interface {
+	Resolve(ctx context.Context, c *events.SagaCreated) error
+}
+
+// DecodeAll decodes the messages of the log of saga id, from its first,
+// and reads the definition and defaults its saga.created refers to
+// through r.
+func DecodeAll(ctx context.Context, r Resolver, id string, entries []streams.Entry) ([]Message, error) {
 	out := make([]Message, 0, len(entries))
 	var trace string
 	for _, e := range entries {
 		m, err := Decode(id, e)
 		if err != nil {
+			return out, err
+		}
+		if err := resolve(ctx, r, id, m); err != nil {
 			return out, err
 		}
 		if c, ok := m.Events[0].Data.(*events.SagaCreated); ok && c != nil {
@@ -55,6 +66,21 @@ func DecodeAll(id string, entries []streams.Entry) ([]Message, error) {
 	return out, nil
 }
 
+// resolve reads what the saga.created in m refers to, if m holds one.
+func resolve(ctx context.Context, r Resolver, id string, m Message) error {
+	c, ok := m.Events[0].Data.(*events.SagaCreated)
+	if !ok || !c.Unresolved() {
+		return nil
+	}
+	if r == nil {
+		return fmt.Errorf("saga %s log message %d: saga.created refers to definition %s, and nothing here reads definitions", id, m.Seq, c.DefinitionRef)
+	}
+	if err := r.Resolve(ctx, c); err != nil {
+		return fmt.Errorf("saga %s log message %d: %w", id, m.Seq, err)
+	}
+	return nil
+}
+
 // inherit gives the events of m without a trace context the saga's.
 func inherit(m Message, trace string) {
 	for i := range m.Events {
@@ -64,27 +90,25 @@ func inherit(m Message, trace string) {
 	}
 }
 
-// Apply decodes e and applies its events to s, all of them or none.
-func Apply(s *machine.State, e streams.Entry) (Message, error) {
-	m, err := Decode(s.SagaID, e)
-	if err != nil {
-		return m, err
-	}
+// Apply applies the events of m, a message of s's saga, to s: all of
+// them or none. A saga.created must have been resolved (DecodeAll).
+func Apply(s *machine.State, m Message) error {
 	if err := s.ApplyAll(m.Events); err != nil {
-		return m, fmt.Errorf("saga %s log message %d: %w", s.SagaID, e.Seq, err)
+		return fmt.Errorf("saga %s log message %d: %w", s.SagaID, m.Seq, err)
 	}
 	inherit(m, s.TraceParent)
-	return m, nil
+	return nil
 }
 
-// Follow folds the log of saga id from its start and then as it grows:
+// Follow folds the log of saga id from its start and then as it grows,
+// reading what its saga.created refers to through r:
 // each is called with every message in order once it is applied, and
 // done with the state after every read; Follow returns when done says so,
 // or on ctx's end or the first error. A saga with no log yet is waited
 // for, for grace (then the error wraps streams.ErrNotFound), or until ctx
 // ends if grace is 0. It learns of appends from the log's subject, and
 // reads every second in case a notice is lost.
-func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, grace time.Duration,
+func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, r Resolver, id string, grace time.Duration,
 	each func(Message) error, done func(*machine.State) bool) (*machine.State, error) {
 	// Subscribe before reading, so no append falls between the two.
 	nudge := make(chan struct{}, 1)
@@ -114,7 +138,13 @@ func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, id string, gra
 			return nil, err
 		}
 		for _, e := range entries {
-			m, err := Apply(st, e)
+			m, err := Decode(id, e)
+			if err == nil {
+				err = resolve(ctx, r, id, m)
+			}
+			if err == nil {
+				err = Apply(st, m)
+			}
 			if err != nil {
 				return nil, err
 			}
