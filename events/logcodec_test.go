@@ -191,3 +191,47 @@ func logEventsF() []events.Data {
 	}
 	return out
 }
+
+// TestCreatedRefersToWhatItHolds: the log holds references only, and a
+// message holding both a definition and a reference must have them agree
+// (readers go by the reference).
+func TestCreatedRefersToWhatItHolds(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 29, 18, 0, 0, 0, time.UTC)
+	c := logEvents(t)[0].(*events.SagaCreated)
+	_, ref, err := events.DefinitionDoc(c.Definition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRef := *c
+	withRef.DefinitionRef = ref
+	b, err := events.EncodeLog(sagaID, trace, decision(0, at, "/x", 1, &withRef))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `"nodes"`) || !strings.Contains(string(b), ref) {
+		t.Fatalf("the compact log must hold the reference, not the definition: %s", b)
+	}
+	evs, err := events.DecodeLog(sagaID, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := evs[0].Data.(*events.SagaCreated); !got.Unresolved() || got.DefinitionRef != ref {
+		t.Fatalf("decoded %+v, want the reference alone", got)
+	}
+	// A batch holds both; a reference to something else is refused.
+	wrong := withRef
+	wrong.DefinitionRef = events.Ref([]byte("another"))
+	bad, err := events.EncodeBatch(decision(0, at, "/x", 1, &wrong))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.DecodeLog(sagaID, bad); err == nil || !strings.Contains(err.Error(), "data.definition_ref") {
+		t.Fatalf("a reference that does not name the definition: %v", err)
+	}
+	if good, _ := events.EncodeBatch(decision(0, at, "/x", 1, &withRef)); good != nil {
+		if _, err := events.DecodeLog(sagaID, good); err != nil {
+			t.Fatalf("a batch with the definition and its reference: %v", err)
+		}
+	}
+}

@@ -716,6 +716,16 @@ func (d *SagaCreated) check() (string, string) {
 		if err := saga.Validate(d.Definition); err != nil {
 			return "data.definition", err.Error()
 		}
+		// Both inline and referred to (a batch): readers go by the
+		// reference, so it must name this very definition.
+		if _, ref, err := DefinitionDoc(d.Definition); d.DefinitionRef != "" && (err != nil || ref != d.DefinitionRef) {
+			return "data.definition_ref", fmt.Sprintf("%s does not name data.definition (whose reference is %s)", d.DefinitionRef, ref)
+		}
+	}
+	if d.Defaults != nil && d.DefaultsRef != "" {
+		if _, ref, err := DefaultsDoc(d.Defaults); err != nil || ref != d.DefaultsRef {
+			return "data.defaults_ref", fmt.Sprintf("%s does not name data.defaults (whose reference is %s)", d.DefaultsRef, ref)
+		}
 	}
 	if len(d.Params) == 0 {
 		return "data.params", "is missing (use null for none)"
