@@ -265,7 +265,10 @@ func decodeLogEvent(raw json.RawMessage, at time.Time, index int, id string) (Da
 	var data Data
 	switch code {
 	case codeStarted, codeSucceeded:
-		t := map[string]Type{codeStarted: TypeNodeStarted, codeSucceeded: TypeNodeSucceeded}[code]
+		t := TypeNodeSucceeded
+		if code == codeStarted {
+			t = TypeNodeStarted
+		}
 		if len(parts) != 4 {
 			return fail(t, "", fmt.Sprintf("has %d elements, want 4", len(parts)), nil)
 		}
