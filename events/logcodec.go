@@ -110,7 +110,7 @@ func compactable(sagaID, sagaTrace string, n uint64, evs []Event) bool {
 		trace = first.TraceParent
 	}
 	for i, e := range evs {
-		if e.SagaID != sagaID || e.ID != LogEventID(sagaID, int(n)+i) || !e.Time.Equal(first.Time) ||
+		if e.SagaID != sagaID || !isLogEventID(sagaID, e.ID, n+uint64(i)) || !e.Time.Equal(first.Time) ||
 			e.Source != first.Source || e.Epoch != first.Epoch || e.TraceParent != trace || e.Data == nil ||
 			!strings.HasPrefix(string(e.Data.EventType()), typePrefix) {
 			return false
@@ -124,12 +124,19 @@ func compactable(sagaID, sagaTrace string, n uint64, evs []Event) bool {
 
 // logPosition parses "<sagaID>:<n>".
 func logPosition(sagaID, id string) (uint64, bool) {
-	rest, ok := strings.CutPrefix(id, sagaID+":")
-	if !ok {
+	if len(id) <= len(sagaID)+1 || id[:len(sagaID)] != sagaID || id[len(sagaID)] != ':' {
 		return 0, false
 	}
+	rest := id[len(sagaID)+1:]
 	n, err := strconv.ParseUint(rest, 10, 31)
-	return n, err == nil && strconv.FormatUint(n, 10) == rest
+	return n, err == nil && (rest[0] != '0' || len(rest) == 1) // one spelling per position
+}
+
+// isLogEventID reports whether id is LogEventID(sagaID, n), without
+// building it.
+func isLogEventID(sagaID, id string, n uint64) bool {
+	got, ok := logPosition(sagaID, id)
+	return ok && got == n
 }
 
 func appendLogEvent(b []byte, e Event) ([]byte, error) {

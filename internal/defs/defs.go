@@ -102,38 +102,45 @@ func (s *Store) put(ctx context.Context, kind, ref string, doc any) error {
 // says which.
 func (s *Store) Resolve(ctx context.Context, c *events.SagaCreated) error {
 	if c.Definition == nil && c.DefinitionRef != "" {
-		s.mu.Lock()
-		def := s.defs[c.DefinitionRef]
-		s.mu.Unlock()
-		if def == nil {
-			def = &saga.Definition{}
-			if err := s.get(ctx, "definition", c.DefinitionRef, def); err != nil {
-				return err
-			}
-			if err := saga.Validate(def); err != nil {
-				return fmt.Errorf("defs: definition %s: %w", c.DefinitionRef, err)
-			}
-			s.remember(func() { s.defs[c.DefinitionRef] = def })
+		def, err := resolve(ctx, s, s.defs, "definition", c.DefinitionRef, saga.Validate)
+		if err != nil {
+			return err
 		}
 		c.Definition = def
 	}
 	if c.Defaults == nil && c.DefaultsRef != "" {
-		s.mu.Lock()
-		d := s.defaults[c.DefaultsRef]
-		s.mu.Unlock()
-		if d == nil {
-			d = &saga.Defaults{}
-			if err := s.get(ctx, "defaults", c.DefaultsRef, d); err != nil {
-				return err
-			}
+		d, err := resolve(ctx, s, s.defaults, "defaults", c.DefaultsRef, func(d *saga.Defaults) error {
 			if probs := d.Problems(); len(probs) > 0 {
-				return fmt.Errorf("defs: defaults %s: %v", c.DefaultsRef, probs)
+				return fmt.Errorf("%v", probs)
 			}
-			s.remember(func() { s.defaults[c.DefaultsRef] = d })
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		c.Defaults = d
 	}
 	return nil
+}
+
+// resolve returns the document of kind under ref from cache, or reads,
+// checks and caches it.
+func resolve[T any](ctx context.Context, s *Store, cache map[string]*T, kind, ref string, check func(*T) error) (*T, error) {
+	s.mu.Lock()
+	doc := cache[ref]
+	s.mu.Unlock()
+	if doc != nil {
+		return doc, nil
+	}
+	doc = new(T)
+	if err := s.get(ctx, kind, ref, doc); err != nil {
+		return nil, err
+	}
+	if err := check(doc); err != nil {
+		return nil, fmt.Errorf("defs: %s %s: %w", kind, ref, err)
+	}
+	s.remember(func() { cache[ref] = doc })
+	return doc, nil
 }
 
 func (s *Store) get(ctx context.Context, kind, ref string, into any) error {
