@@ -206,6 +206,33 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 		}
 	}
 	if existing == nil {
+		answer, err := c.startDirect(ctx, id, tp, cmd)
+		switch {
+		case err != nil:
+			return "", err
+		case answer.OK && o.id == "" && o.key == "":
+			return id, nil // a fresh random id: no earlier saga to compare with
+		case answer.OK || answer.Error != "":
+			// The saga exists, or the start was refused: it may be an
+			// earlier start's saga, which the coordinator took for this
+			// one or found to differ.
+			if existing, err = c.created(ctx, id); err != nil {
+				return "", err
+			}
+			if existing != nil {
+				if differs := cmd.Differences(existing); len(differs) > 0 {
+					return "", &IdempotencyConflictError{SagaID: id, Key: o.key, Differs: differs}
+				}
+			}
+			if answer.Error != "" {
+				return "", fmt.Errorf("client: start saga %s: %s", id, answer.Error)
+			}
+			if existing == nil {
+				return "", fmt.Errorf("client: the coordinator started saga %s, and its log is not there", id)
+			}
+			return id, nil
+		}
+		// No coordinator took it now: the command waits for one.
 		ack, err := c.commandTraced(ctx, id, "start:"+id, tp, cmd)
 		if err != nil {
 			return "", err
@@ -268,13 +295,57 @@ func (c *Client) command(ctx context.Context, id, eventID string, data events.Da
 	return err
 }
 
-func (c *Client) commandTraced(ctx context.Context, id, eventID, traceParent string, data events.Data) (*jetstream.PubAck, error) {
+// directStartWait bounds how long Start waits for the partition's owner to
+// answer a direct start before sending the start as a command. Either way
+// the saga starts once: the command of a start that was in fact decided
+// finds the saga there.
+const directStartWait = 5 * time.Second
+
+// startDirect asks the owner of the saga's partition to start it now
+// (streams.StartSubject) and returns its answer: OK once the saga exists,
+// Error when it refuses, neither when no coordinator answers in time or
+// one says to retry (the caller then sends the command).
+func (c *Client) startDirect(ctx context.Context, id, traceParent string, cmd *events.StartSaga) (streams.StartAnswer, error) {
+	var a streams.StartAnswer
+	b, err := c.encodeCommand(id, "start:"+id, traceParent, cmd)
+	if err != nil {
+		return a, err
+	}
+	m := nats.NewMsg(streams.StartSubject(streams.Partition(id, c.partitions)))
+	m.Data = b
+	m.Header.Set("Content-Type", events.ContentTypeEvent)
+	rctx, cancel := context.WithTimeout(ctx, directStartWait)
+	defer cancel()
+	reply, err := c.js.Conn().RequestMsgWithContext(rctx, m)
+	if err != nil {
+		if ctx.Err() != nil {
+			return a, ctx.Err()
+		}
+		return a, nil // no responders, or no answer in time
+	}
+	if err := json.Unmarshal(reply.Data, &a); err != nil {
+		return streams.StartAnswer{}, nil // not an answer jetsaga gives: the command path decides
+	}
+	return a, nil
+}
+
+// encodeCommand encodes a command about saga id as a CloudEvent within
+// the work stream's message size limit.
+func (c *Client) encodeCommand(id, eventID, traceParent string, data events.Data) ([]byte, error) {
 	b, err := events.Encode(events.Event{ID: eventID, Source: "/jetsaga/client", SagaID: id, Time: time.Now().UTC(), TraceParent: traceParent, Data: data})
 	if err != nil {
 		return nil, err
 	}
 	if c.maxMsg > 0 && len(b) > int(c.maxMsg) {
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d (keep big data out of params and outputs)", ErrTooLarge, len(b), c.maxMsg)
+	}
+	return b, nil
+}
+
+func (c *Client) commandTraced(ctx context.Context, id, eventID, traceParent string, data events.Data) (*jetstream.PubAck, error) {
+	b, err := c.encodeCommand(id, eventID, traceParent, data)
+	if err != nil {
+		return nil, err
 	}
 	m := nats.NewMsg(streams.CommandSubject(streams.Partition(id, c.partitions)))
 	m.Data = b

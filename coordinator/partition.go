@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
@@ -45,6 +46,7 @@ type partition struct {
 	throttled map[string]bool // held back by MaxInFlight
 	loaded    atomic.Int64    // len(sagas), for Status
 	consumers []jetstream.ConsumeContext
+	direct    *nats.Subscription // direct starts (direct.go)
 	// ops counts I/O operations in flight; past maxOps the partition takes
 	// no new work until some come back.
 	ops int
@@ -153,11 +155,18 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 		}
 		p.consumers = append(p.consumers, cc)
 	}
+	if p.direct, err = c.serveDirectStarts(p); err != nil {
+		p.stop(ctx)
+		return nil, fmt.Errorf("coordinator: partition %d direct starts: %w", id, err)
+	}
 	return p, nil
 }
 
 // stop stops consuming and lets the goroutine finish what it has taken.
 func (p *partition) stop(ctx context.Context) {
+	if p.direct != nil {
+		_ = p.direct.Unsubscribe() // their clients fall back to commands
+	}
 	for _, cc := range p.consumers {
 		cc.Drain()
 	}
@@ -333,6 +342,10 @@ func (p *partition) reject(m delivery, r *rejection) {
 		args = append(args, "error", r.err)
 	}
 	p.c.logger.Warn("input rejected", args...)
+	if r2, ok := m.(refuser); ok {
+		_ = r2.refuse(r.reason)
+		return
+	}
 	_ = m.Term()
 }
 
@@ -683,7 +696,11 @@ func (p *partition) rejected(r *run, t task, fresh bool, err error) {
 		}
 		c.stats.rejected.Add(1)
 		c.metrics.reject(reason)
-		p.ack(t)
+		if rf, ok := t.in.message().(refuser); ok && reason == rejectIdempotencyConflict {
+			_ = rf.refuse(err.Error()) // a direct start's client learns why
+		} else {
+			p.ack(t)
+		}
 		if r.state.Status == machine.StatusNew {
 			p.evict(t.in.saga()) // a start refused: nothing to keep
 			return

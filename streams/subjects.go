@@ -36,6 +36,7 @@ const (
 	requestPrefix   = "jetsaga.req."
 	replyPrefix     = "jetsaga.reply."
 	commandPrefix   = "jetsaga.cmd."
+	startPrefix     = "jetsaga.start."
 	timerSchedPref  = "jetsaga.timer.sched."
 	timerFirePrefix = "jetsaga.timer.fire."
 
@@ -62,6 +63,32 @@ func ReplySubject(partition int) string { return replyPrefix + strconv.Itoa(part
 // CommandSubject is where saga starts and operator commands for sagas of a
 // partition are sent: jetsaga.cmd.<partition>.
 func CommandSubject(partition int) string { return commandPrefix + strconv.Itoa(partition) }
+
+// StartSubject is where a client asks the coordinator that owns partition
+// to start a saga directly, over core NATS (not stored in any stream):
+// jetsaga.start.<partition>. The owner answers once the saga's first
+// append is durable (StartAnswer). With no answer, the client sends the
+// same start as a command (CommandSubject), which waits in JETSAGA_WORK
+// until a coordinator takes it.
+func StartSubject(partition int) string { return startPrefix + strconv.Itoa(partition) }
+
+// StartQueue is the queue group coordinators subscribe to start subjects
+// in, so that while a partition changes hands one of them answers.
+const StartQueue = "jetsaga-start"
+
+// StartAnswer is a coordinator's answer to a direct start: exactly one
+// field is set.
+type StartAnswer struct {
+	// OK: the saga exists, durably (created now, or earlier by the same
+	// id; the client compares the request if the id could name an
+	// earlier saga).
+	OK bool `json:"ok,omitempty"`
+	// Retry: not decided now (the partition is moving, say); send the
+	// start as a command instead.
+	Retry string `json:"retry,omitempty"`
+	// Error: refused for good, and why.
+	Error string `json:"error,omitempty"`
+}
 
 // DrainSubject is where operators ask a coordinator, named in the
 // request (DrainRequest), to hand off its partitions or take them again.

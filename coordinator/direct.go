@@ -1,0 +1,69 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetsaga/jetsaga/streams"
+)
+
+// Direct starts. A client first asks the partition's owner over core NATS
+// (streams.StartSubject) and only if none answers sends the start as a
+// command stored in JETSAGA_WORK. The direct path writes nothing but the
+// saga's first append: the start command was one JetStream write per saga
+// that the log's first message already makes durable. A direct start is
+// an input like a command, delivered by a subscription the partition
+// holds while it holds its lease, and settled the same way: settling it
+// answers the client.
+
+// directStart is a start asked for directly: a delivery whose settling
+// answers the client (streams.StartAnswer). Nothing redelivers it: a Nak
+// answers "retry", and the client falls back to the command.
+type directStart struct{ m *nats.Msg }
+
+func (d directStart) Subject() string { return d.m.Subject }
+func (d directStart) Data() []byte    { return d.m.Data }
+func (d directStart) Ack() error      { return d.answer(streams.StartAnswer{OK: true}) }
+func (d directStart) Nak() error {
+	return d.answer(streams.StartAnswer{Retry: "the coordinator could not decide the start now"})
+}
+func (d directStart) NakWithDelay(time.Duration) error { return d.Nak() }
+func (d directStart) Term() error {
+	return d.answer(streams.StartAnswer{Error: "the coordinator refused the start (its log says why)"})
+}
+
+// refuse answers with the reason the start was rejected.
+func (d directStart) refuse(reason string) error {
+	return d.answer(streams.StartAnswer{Error: reason})
+}
+
+func (d directStart) answer(a streams.StartAnswer) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return d.m.Respond(b)
+}
+
+// refuser is a delivery that can say why it is refused.
+type refuser interface{ refuse(reason string) error }
+
+// serveDirectStarts subscribes p to its partition's direct starts.
+func (c *Coordinator) serveDirectStarts(p *partition) (*nats.Subscription, error) {
+	return c.nc.QueueSubscribe(streams.StartSubject(p.id), streams.StartQueue, func(m *nats.Msg) {
+		d := directStart{m: m}
+		in, rej := workInput(d, p.id, c.cfg.Topology.Partitions)
+		if rej == nil {
+			if _, ok := in.(startInput); !ok {
+				rej = &rejection{kind: rejectMisrouted, sagaID: in.saga(), reason: "only saga starts are taken on " + m.Subject}
+			}
+		}
+		if rej != nil {
+			p.reject(d, rej)
+			return
+		}
+		p.enqueue(in)
+	})
+}
