@@ -70,7 +70,7 @@ func (s *State) apply(e events.Event) error {
 			return illegal("", "saga.created refers to definition %s and defaults %s, which were not read from the definitions bucket",
 				created.DefinitionRef, created.DefaultsRef)
 		}
-		g, err := s.graphs.compile(created.Definition, created.DefinitionRef)
+		g, ref, err := s.graphs.compile(created.Definition, created.DefinitionRef)
 		if err != nil {
 			return illegal("", "definition: %v", err)
 		}
@@ -79,12 +79,15 @@ func (s *State) apply(e events.Event) error {
 				return illegal("", "defaults: %s", strings.Join(probs, "; "))
 			}
 		}
-		if g.Def != created.Definition {
-			// Keep the shared definition, not this event's copy of it.
-			c := *created
-			c.Definition = g.Def
-			created = &c
+		// Keep the shared definition, defaults and references, not this
+		// event's copies of them.
+		c := *created
+		c.Definition, c.DefinitionRef = g.Def, ref
+		if created.DefinitionRef == "" {
+			c.DefinitionRef = "" // a log of an earlier release names none
 		}
+		c.Defaults, c.DefaultsRef = s.graphs.shareDefaults(created.Defaults, created.DefaultsRef)
+		created = &c
 		s.Created, s.CreatedAt, s.Graph, s.Status, s.TraceParent = created, e.Time, g, StatusRunning, e.TraceParent
 		s.Nodes = make([]Node, len(g.Nodes))
 		for i := range s.Nodes {

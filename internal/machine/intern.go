@@ -14,14 +14,24 @@ import (
 // distinct definitions it starts afresh. A coordinator owns one; a nil
 // *Graphs compiles every definition anew (a one-off fold).
 type Graphs struct {
-	mu     sync.Mutex
-	graphs map[string]*saga.Graph // by the definition's reference
+	mu       sync.Mutex
+	graphs   map[string]interned[saga.Graph]    // by the definition's reference
+	defaults map[string]interned[saga.Defaults] // by the defaults' reference
+}
+
+// interned is a shared document and its reference, shared too (one
+// string, not one per saga).
+type interned[T any] struct {
+	doc *T
+	ref string
 }
 
 const maxInterned = 1024
 
 // NewGraphs returns an empty set of shared graphs.
-func NewGraphs() *Graphs { return &Graphs{graphs: map[string]*saga.Graph{}} }
+func NewGraphs() *Graphs {
+	return &Graphs{graphs: map[string]interned[saga.Graph]{}, defaults: map[string]interned[saga.Defaults]{}}
+}
 
 // New returns the state of a saga with an empty log, whose definition
 // will be compiled through g.
@@ -32,33 +42,53 @@ func (g *Graphs) New(sagaID string) *State {
 }
 
 // compile returns the compiled graph of def, shared with every saga whose
-// definition encodes the same. ref is def's reference
-// (events.DefinitionDoc), or "" to work it out.
-func (g *Graphs) compile(def *saga.Definition, ref string) (*saga.Graph, error) {
+// definition encodes the same, and def's reference (events.DefinitionDoc;
+// ref if given, worked out if ""), shared as well.
+func (g *Graphs) compile(def *saga.Definition, ref string) (*saga.Graph, string, error) {
 	if g == nil {
-		return saga.Compile(def)
+		graph, err := saga.Compile(def)
+		return graph, ref, err
 	}
 	if ref == "" {
 		var err error
 		if _, ref, err = events.DefinitionDoc(def); err != nil {
-			return saga.Compile(def)
+			graph, err := saga.Compile(def)
+			return graph, "", err
 		}
 	}
 	g.mu.Lock()
-	graph, ok := g.graphs[ref]
+	in, ok := g.graphs[ref]
 	g.mu.Unlock()
 	if ok {
-		return graph, nil
+		return in.doc, in.ref, nil
 	}
 	graph, err := saga.Compile(def)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	g.mu.Lock()
 	if len(g.graphs) >= maxInterned {
 		clear(g.graphs)
 	}
-	g.graphs[ref] = graph
+	g.graphs[ref] = interned[saga.Graph]{doc: graph, ref: ref}
 	g.mu.Unlock()
-	return graph, nil
+	return graph, ref, nil
+}
+
+// shareDefaults returns the defaults every saga with the same reference
+// shares, d's the first time.
+func (g *Graphs) shareDefaults(d *saga.Defaults, ref string) (*saga.Defaults, string) {
+	if g == nil || d == nil || ref == "" {
+		return d, ref
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if in, ok := g.defaults[ref]; ok {
+		return in.doc, in.ref
+	}
+	if len(g.defaults) >= maxInterned {
+		clear(g.defaults)
+	}
+	g.defaults[ref] = interned[saga.Defaults]{doc: d, ref: ref}
+	return d, ref
 }
