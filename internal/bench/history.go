@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/defs"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/streams"
@@ -19,12 +20,20 @@ import (
 
 // PopulateHistory writes n finished sagas straight into the log and the
 // index, as if they had run: for each, one log message holding a whole
-// successful linear-3 run (the events a coordinator writes, in one batch)
-// and its summary. It is how jetsaga bench measures throughput with a
-// long history present without running it first.
+// successful linear-3 run (the events a coordinator writes, in the
+// compact format, referring to the stored definition) and its summary.
+// It is how jetsaga bench measures throughput with a long history present
+// without running it first.
 func PopulateHistory(ctx context.Context, js jetstream.JetStream, n int) error {
-	template, tmplID, err := finishedLog()
+	template, tmplID, created, err := finishedLog()
 	if err != nil {
+		return err
+	}
+	store, err := defs.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	if err := store.Put(ctx, created); err != nil { // so the history reads back
 		return err
 	}
 	sum := index.Summary{ID: tmplID, Name: "bench.linear-3", Status: string(machine.StatusSucceeded), Created: time.Now().UTC(), Updated: time.Now().UTC()}
@@ -62,14 +71,15 @@ func PopulateHistory(ctx context.Context, js jetstream.JetStream, n int) error {
 }
 
 // finishedLog runs the machine through a successful linear-3 saga and
-// returns its events as one log message, with the saga's id.
-func finishedLog() ([]byte, string, error) {
+// returns its events as one log message, with the saga's id and its
+// saga.created.
+func finishedLog() ([]byte, string, *events.SagaCreated, error) {
 	w, _ := LookupWorkload("linear-3")
 	id := uuid.NewString()
 	now := time.Now().UTC()
 	d, err := machine.Decide(machine.New(id), machine.Start{Now: now, Created: events.SagaCreated{Definition: w.Definition, Params: json.RawMessage("null")}}, machine.Options{})
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	all := d.Events
 	s := d.State
@@ -81,16 +91,19 @@ func finishedLog() ([]byte, string, error) {
 			}
 		}
 		if req == nil {
-			return nil, "", fmt.Errorf("bench: history template stopped at %s", s.Status)
+			return nil, "", nil, fmt.Errorf("bench: history template stopped at %s", s.Status)
 		}
 		out, _ := json.Marshal(map[string]string{"pad": "x"})
 		d, err = machine.Decide(s, machine.Reply{Now: now, Reply: events.ActionReply{RequestID: req.ID, Op: events.OpDo,
 			Node: req.Request.Node, Attempt: req.Request.Attempt, OK: true, Output: out}}, machine.Options{})
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		all, s = append(all, d.Events...), d.State
 	}
-	b, err := events.EncodeBatch(all)
-	return b, id, err
+	for i := range all {
+		all[i].Source = events.SourceCoordinator + "/bench-history"
+	}
+	b, err := events.EncodeLog(id, all[0].TraceParent, all)
+	return b, id, all[0].Data.(*events.SagaCreated), err
 }
