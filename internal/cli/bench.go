@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -123,19 +124,24 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		heapBefore := liveHeap()
 		t0 := time.Now()
 		if err := bench.PopulateHistory(ctx, js, *history); err != nil {
 			return err
 		}
+		heapAfter := liveHeap()
 		if !*asJSON {
-			fmt.Fprintf(e.stdout, "written in %.1f s; running the workload again\n\n", time.Since(t0).Seconds())
+			fmt.Fprintf(e.stdout, "written in %.1f s; live heap of this process (%s) %.1f MB before, %.1f MB after (%+.0f bytes per finished saga); running the workload again\n\n",
+				time.Since(t0).Seconds(), heapWhat(t.Describe, exec != nil), float64(heapBefore)/1e6, float64(heapAfter)/1e6,
+				(float64(heapAfter)-float64(heapBefore))/float64(*history))
 		}
 		before := rep
 		if rep, err = bench.Run(ctx, bcfg); err != nil {
 			return err
 		}
 		if *asJSON {
-			return writeJSON(e.stdout, map[string]any{"before_history": before, "after_history": rep, "history": *history})
+			return writeJSON(e.stdout, map[string]any{"before_history": before, "after_history": rep, "history": *history,
+				"heap_before_history_bytes": heapBefore, "heap_after_history_bytes": heapAfter, "heap_holds": heapWhat(t.Describe, exec != nil)})
 		}
 	}
 	if *asJSON {
@@ -146,4 +152,25 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%d sagas failed; first: %s", rep.Errors, rep.FirstError)
 	}
 	return nil
+}
+
+// liveHeap is the heap in use by this process after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// heapWhat says what this process's heap holds besides the driver.
+func heapWhat(server string, coordinatorProcs bool) string {
+	var parts []string
+	if !strings.HasPrefix(server, "server ") { // an embedded server (StartTarget)
+		parts = append(parts, "the embedded NATS server")
+	}
+	parts = append(parts, "participants")
+	if !coordinatorProcs {
+		parts = append(parts, "coordinators")
+	}
+	return strings.Join(parts, ", ") + " and the driver"
 }

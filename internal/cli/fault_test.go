@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -117,6 +118,21 @@ func TestBenchCommand(t *testing.T) {
 	}
 	if code, _, errs := run(t, "bench", "--workload", "nope"); code != 2 || !strings.Contains(errs, `unknown workload "nope"`) {
 		t.Fatalf("code %d %s", code, errs)
+	}
+	// --history reports both runs and the process's heap around the
+	// history it wrote.
+	code, out, errs = run(t, "bench", "--count", "5", "--concurrency", "2", "--partitions", "2", "--no-baseline", "--history", "20", "--json")
+	var hist struct {
+		Before  map[string]any `json:"before_history"`
+		After   map[string]any `json:"after_history"`
+		History int            `json:"history"`
+		HeapA   uint64         `json:"heap_before_history_bytes"`
+		HeapB   uint64         `json:"heap_after_history_bytes"`
+		Holds   string         `json:"heap_holds"`
+	}
+	if err := json.Unmarshal([]byte(out), &hist); code != 0 || err != nil || hist.History != 20 || hist.Before == nil || hist.After == nil ||
+		hist.HeapA == 0 || hist.HeapB == 0 || !strings.Contains(hist.Holds, "embedded NATS server") {
+		t.Fatalf("--history --json: code %d, %v\nstdout %s\nstderr %s", code, err, out, errs)
 	}
 }
 
