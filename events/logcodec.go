@@ -204,11 +204,16 @@ func appendJSONString(b []byte, s string) []byte {
 // compact one (EncodeLog) or a CloudEvents batch. One bad event makes the
 // whole message an error, so a decision is applied whole or not at all.
 // Events of a compact message after the first carry no trace context of
-// their own: it is the saga's, in saga.created. Errors are *DecodeError.
+// their own: it is the saga's, in saga.created. A rollup (EncodeRollup)
+// reads as the events of all its messages. Errors are *DecodeError, or
+// wrap one.
 func DecodeLog(sagaID string, b []byte) ([]Event, error) {
 	b = bytes.TrimLeft(b, " \t\r\n")
 	if len(b) < 2 || b[0] != '[' || b[1] < '0' || b[1] > '9' {
 		return DecodeBatch(b)
+	}
+	if IsRollup(b) {
+		return decodeRollup(sagaID, b)
 	}
 	var top []json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil {

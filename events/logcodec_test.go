@@ -138,7 +138,7 @@ func TestLogDecodeErrorsSayWhatAndWhere(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
 		`[2,0,1,"x",0,""]`:                             "at least 7",
-		`[3,0,1,"x",0,"",["s","a",1,5]]`:               "version: is 3",
+		`[4,0,1,"x",0,"",["s","a",1,5]]`:               "version: is 4",
 		`[2,-1,1,"x",0,"",["s","a",1,5]]`:              "position",
 		`[2,0,"t","x",0,"",["s","a",1,5]]`:             "time",
 		`[2,0,1,"",0,"",["s","a",1,5]]`:                "source",
