@@ -6,7 +6,7 @@
 //		return err // names every missing or incompatible resource
 //	}
 //	log := streams.NewLog(js)
-//	seq, err := log.Append(ctx, sagaID, 0, firstEvent, "application/cloudevents+json")
+//	seq, err := log.Append(ctx, sagaID, 0, firstMessage)
 //	if errors.Is(err, streams.ErrConflict) {
 //		// another writer got there first: re-read and decide again
 //	}
@@ -18,7 +18,8 @@
 // at startup and Verify checks without creating. Nothing else in jetsaga
 // creates streams or buckets, and nothing here runs on a hot path.
 //
-//	JETSAGA_LOG     jetsaga.log.*              limits, direct get, deny delete
+//	JETSAGA_LOG     jetsaga.log.*              limits, direct get, deny delete, rollups, message TTLs
+//	JETSAGA_ARCHIVE jetsaga.archive.*          finished sagas in 4096 buckets, MaxAge = retention
 //	JETSAGA_WORK    jetsaga.req.>              action requests
 //	                jetsaga.reply.*            participant replies, per partition
 //	                jetsaga.cmd.*              saga starts and operator commands, per partition
@@ -43,9 +44,12 @@
 //     "jetsaga.partitions" metadata of JETSAGA_WORK. Replies about the saga
 //     go to jetsaga.reply.<partition>.
 //   - A log message carries Nats-Expected-Last-Subject-Sequence (the
-//     sequence of the saga's previous message, 0 for the first), a
-//     Nats-Msg-Id of the form "<saga id>:<expected>:<FNV-1a 64 of the
-//     payload as 16 hex digits>" (MsgID), and Content-Type.
+//     sequence of the saga's previous message, 0 for the first). A saga's
+//     last decision is a rollup (Nats-Rollup: sub) restating its log,
+//     with a Nats-TTL: the dedupe window.
+//   - A finished saga is one message in JETSAGA_ARCHIVE on
+//     jetsaga.archive.<FNV-1a of the id modulo 4096>, with headers
+//     Jetsaga-Saga (its id) and Jetsaga-Summary (ArchiveMsg).
 //
 // # Appending: one writer per position
 //
@@ -55,14 +59,11 @@
 // *ConflictError. Creating a saga is an append at position 0, so it happens
 // exactly once.
 //
-// Append is also safe to retry with the same arguments after any error.
-// The deterministic Nats-Msg-Id makes the server drop a retry as a
-// duplicate — on a replicated stream. A single server checks the expected
-// sequence before duplicates (nats-server stream.go, processJetStreamMsg),
-// so there a retry of an append that was stored comes back as a conflict;
-// Append then looks at the message after the expected position and, if it
-// is its own (same Nats-Msg-Id and bytes), returns its sequence. Either way
-// a retry writes nothing and reports the original sequence.
+// Append is also safe to retry with the same arguments after any error: a
+// retry of an append that was stored comes back as a conflict, and Append
+// then looks at the message after the expected position and, if it holds
+// its own bytes, returns its sequence. Either way a retry writes nothing
+// and reports the original sequence.
 //
 // The flip side: two writers appending the very same bytes at the very same
 // position are one append as far as the log can tell, and both succeed.

@@ -127,12 +127,31 @@ const StallWait = 10 * time.Second
 // both append after the same message: the server checks the expected
 // sequence against appends still being replicated too.
 func (l *Log) Append(ctx context.Context, sagaID string, expectedLastSeq uint64, data []byte) (uint64, error) {
+	return l.append(ctx, sagaID, expectedLastSeq, data, nil)
+}
+
+// AppendRollup appends a saga's last decision like Append, as a rollup:
+// data restates the whole log (events.EncodeRollup), the stream drops the
+// messages before it, and the message itself expires after r.TTL.
+func (l *Log) AppendRollup(ctx context.Context, sagaID string, expectedLastSeq uint64, data []byte, r Rollup) (uint64, error) {
+	return l.append(ctx, sagaID, expectedLastSeq, data, &r)
+}
+
+// Rollup makes an append a saga's last (AppendRollup, AppendAsync).
+type Rollup struct {
+	// TTL is how long the finished saga stays on its subject, where a
+	// start for the same id finds it (the dedupe window); 0 keeps it until
+	// an operator purges it. The saga is archived (Archive) either way.
+	TTL time.Duration
+}
+
+func (l *Log) append(ctx context.Context, sagaID string, expectedLastSeq uint64, data []byte, r *Rollup) (uint64, error) {
 	if err := ValidateSagaID(sagaID); err != nil {
 		return 0, err
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	msg := appendMsg(sagaID, expectedLastSeq, data)
+	msg := appendMsg(sagaID, expectedLastSeq, data, r)
 	for {
 		ack, err := l.js.PublishMsg(ctx, msg)
 		if err == nil {
@@ -169,21 +188,30 @@ func (l *Log) Append(ctx context.Context, sagaID string, expectedLastSeq uint64,
 }
 
 // appendMsg is the message Append publishes: data on the saga's subject,
-// with the one header that makes it conditional.
-func appendMsg(sagaID string, expectedLastSeq uint64, data []byte) *nats.Msg {
-	return &nats.Msg{Subject: LogSubject(sagaID), Data: data,
+// with the one header that makes it conditional (and, for a rollup, the
+// two that make the stream keep only it, for a while).
+func appendMsg(sagaID string, expectedLastSeq uint64, data []byte, r *Rollup) *nats.Msg {
+	m := &nats.Msg{Subject: LogSubject(sagaID), Data: data,
 		Header: nats.Header{headerExpectLastSub: []string{strconv.FormatUint(expectedLastSeq, 10)}}}
+	if r != nil {
+		m.Header[jetstream.MsgRollup] = []string{jetstream.MsgRollupSubject}
+		if r.TTL > 0 {
+			m.Header[jetstream.MsgTTLHeader] = []string{max(r.TTL, time.Second).Round(time.Second).String()}
+		}
+	}
+	return m
 }
 
 // AppendAsync starts an append like Append and returns without waiting
 // for the server: for a writer that keeps several sagas' appends in flight
 // at once. Pass the future's outcome to AppendResult. Unlike Append, it
 // does not retry: a lost answer leaves the caller to read the log again.
-func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte) (jetstream.PubAckFuture, error) {
+// A non-nil r makes it a rollup (AppendRollup).
+func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte, r *Rollup) (jetstream.PubAckFuture, error) {
 	if err := ValidateSagaID(sagaID); err != nil {
 		return nil, err
 	}
-	f, err := l.js.PublishMsgAsync(appendMsg(sagaID, expectedLastSeq, data), jetstream.WithStallWait(StallWait))
+	f, err := l.js.PublishMsgAsync(appendMsg(sagaID, expectedLastSeq, data, r), jetstream.WithStallWait(StallWait))
 	if err != nil {
 		return nil, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
 	}
@@ -331,26 +359,39 @@ func (l *Log) Read(ctx context.Context, sagaID string, afterSeq uint64) ([]Entry
 // directGetRequest is a batched direct get (ADR-31; nats-server's
 // JSApiMsgGetRequest).
 type directGetRequest struct {
-	Seq      uint64 `json:"seq"`
-	NextFor  string `json:"next_by_subj"`
-	Batch    int    `json:"batch"`
-	MaxBytes int    `json:"max_bytes"`
+	Seq       uint64     `json:"seq,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+	NextFor   string     `json:"next_by_subj"`
+	Batch     int        `json:"batch"`
+	MaxBytes  int        `json:"max_bytes"`
 }
 
 // readPage asks for one batch starting at seq and appends what comes back
-// to entries. The server answers a batch with the messages (each carrying
-// Nats-Sequence, Nats-Time-Stamp, Nats-Subject...) then a "204 EOB" status
-// message whose Nats-Num-Pending says how many matching messages are left;
-// when nothing matches it answers with a single "404" status message.
-// readPage reports whether more messages remain.
+// to entries.
 func (l *Log) readPage(ctx context.Context, sub *nats.Subscription, subject string, seq uint64, entries *[]Entry) (bool, error) {
-	body, err := json.Marshal(directGetRequest{Seq: seq, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes})
+	return l.directGet(ctx, sub, LogStream, directGetRequest{Seq: seq, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}, func(m *nats.Msg) error {
+		e, err := entryOf(m, subject)
+		if err == nil {
+			*entries = append(*entries, e)
+		}
+		return err
+	})
+}
+
+// directGet asks stream for one batch and hands each message to each. The
+// server answers a batch with the messages (each carrying Nats-Sequence,
+// Nats-Time-Stamp, Nats-Subject...) then a "204 EOB" status message whose
+// Nats-Num-Pending says how many matching messages are left; when nothing
+// matches it answers with a single "404" status message. directGet
+// reports whether more messages remain.
+func (l *Log) directGet(ctx context.Context, sub *nats.Subscription, stream string, req directGetRequest, each func(*nats.Msg) error) (bool, error) {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return false, err
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	getSubject := l.api + "DIRECT.GET." + LogStream
+	getSubject := l.api + "DIRECT.GET." + stream
 	if err := l.nc.PublishRequest(getSubject, sub.Subject, body); err != nil {
 		return false, err
 	}
@@ -381,11 +422,9 @@ func (l *Log) readPage(ctx context.Context, sub *nats.Subscription, subject stri
 				return false, fmt.Errorf("direct get on %s: status %s %s", getSubject, status, m.Header.Get(headerDescription))
 			}
 		}
-		e, err := entryOf(m, subject)
-		if err != nil {
+		if err := each(m); err != nil {
 			return false, err
 		}
-		*entries = append(*entries, e)
 		got++
 	}
 }

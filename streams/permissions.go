@@ -49,7 +49,7 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 		return Permissions{
 			Publish: []string{api + ">", "$JS.ACK." + WorkStream + ".>", "$JS.ACK." + TimerStream + ".>",
 				"$KV." + LeaseBucket + ".>", "$KV." + SagaBucket + ".>", "$KV." + DefinitionBucket + ".>",
-				"jetsaga.log.>", "jetsaga.req.>", "jetsaga.timer.>", in},
+				"jetsaga.log.>", archivePrefix + ">", "jetsaga.req.>", "jetsaga.timer.>", in},
 			Subscribe:      []string{in, "jetsaga.coordinator.>", startPrefix + "*"},
 			AllowResponses: true, // status, saga state and drain requests
 		}, nil
@@ -77,7 +77,8 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 	case RoleClient, RoleOperator:
 		p := Permissions{
 			Publish: []string{api + "INFO", api + "STREAM.INFO.*", api + "DIRECT.GET." + LogStream, api + "DIRECT.GET." + LogStream + ".>",
-				api + "STREAM.MSG.GET." + LogStream, api + "DIRECT.GET.KV_" + SagaBucket + ".>", api + "DIRECT.GET.KV_" + DefinitionBucket + ".>",
+				api + "STREAM.MSG.GET." + LogStream, api + "DIRECT.GET." + ArchiveStream, api + "DIRECT.GET." + ArchiveStream + ".>",
+				api + "DIRECT.GET.KV_" + SagaBucket + ".>", api + "DIRECT.GET.KV_" + DefinitionBucket + ".>",
 				api + "CONSUMER.CREATE.KV_" + SagaBucket + ".>", api + "CONSUMER.CREATE.KV_" + SagaBucket,
 				api + "CONSUMER.DELETE.KV_" + SagaBucket + ".>", StatusSubject, SagaStateSubject("*")},
 			Subscribe: []string{in, "jetsaga.log.*"},

@@ -39,6 +39,11 @@ type Config struct {
 	// it must exceed the longest saga's lifetime by a wide margin.
 	LogMaxAge time.Duration
 
+	// ArchiveMaxAge is how long finished sagas are kept in the archive
+	// (the retention): JETSAGA_ARCHIVE's MaxAge. Default 7 days; negative:
+	// forever.
+	ArchiveMaxAge time.Duration
+
 	// WorkMaxAge is how long action requests, replies and commands are kept
 	// in JETSAGA_WORK, for audit and for consumers that fall behind.
 	// Default 24h.
@@ -69,6 +74,7 @@ const (
 	// while 16 still spread over up to 16 coordinators.
 	DefaultPartitions      = 16
 	DefaultWorkMaxAge      = 24 * time.Hour
+	DefaultArchiveMaxAge   = 7 * 24 * time.Hour
 	DefaultBarrierTTL      = 7 * 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultMaxMsgSize      = 1 << 20
@@ -98,6 +104,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WorkMaxAge == 0 {
 		c.WorkMaxAge = DefaultWorkMaxAge
+	}
+	if c.ArchiveMaxAge == 0 {
+		c.ArchiveMaxAge = DefaultArchiveMaxAge
 	}
 	if c.BarrierTTL == 0 {
 		c.BarrierTTL = DefaultBarrierTTL
@@ -141,10 +150,14 @@ func (c Config) Validate() error {
 	}
 	logOK := positive("LogMaxAge", c.LogMaxAge)
 	workOK := positive("WorkMaxAge", c.WorkMaxAge)
+	archiveOK := c.ArchiveMaxAge < 0 || positive("ArchiveMaxAge", c.ArchiveMaxAge)
 	positive("BarrierTTL", c.BarrierTTL)
 	if positive("DuplicateWindow", c.DuplicateWindow) {
 		if logOK && c.LogMaxAge > 0 && c.DuplicateWindow > c.LogMaxAge {
 			bad("DuplicateWindow", "%s exceeds LogMaxAge %s", c.DuplicateWindow, c.LogMaxAge)
+		}
+		if archiveOK && c.ArchiveMaxAge > 0 && c.DuplicateWindow > c.ArchiveMaxAge {
+			bad("DuplicateWindow", "%s exceeds ArchiveMaxAge %s", c.DuplicateWindow, c.ArchiveMaxAge)
 		}
 		if workOK && c.DuplicateWindow > c.WorkMaxAge {
 			bad("DuplicateWindow", "%s exceeds WorkMaxAge %s", c.DuplicateWindow, c.WorkMaxAge)
@@ -196,7 +209,29 @@ func Declare(cfg Config) (Topology, error) {
 				AllowDirect: true,
 				// A log is append-only; a purge by an operator is allowed.
 				DenyDelete: true,
-				Metadata:   map[string]string{metaTopology: topologyV1},
+				// A saga's last decision is a rollup restating its log,
+				// kept for the dedupe window (Log.AppendRollup).
+				AllowRollup: true,
+				AllowMsgTTL: true,
+				Metadata:    map[string]string{metaTopology: topologyV1},
+			},
+			{
+				Name:              ArchiveStream,
+				Description:       "jetsaga finished sagas, one message each, kept for the retention",
+				Subjects:          []string{archiveSubjects},
+				Retention:         jetstream.LimitsPolicy,
+				Discard:           jetstream.DiscardOld,
+				MaxAge:            max(c.ArchiveMaxAge, 0),
+				MaxMsgs:           -1,
+				MaxBytes:          -1,
+				MaxMsgsPerSubject: -1,
+				MaxMsgSize:        c.MaxMsgSize,
+				Storage:           c.Storage,
+				Replicas:          c.Replicas,
+				Duplicates:        c.DuplicateWindow,
+				AllowDirect:       true,
+				DenyDelete:        true,
+				Metadata:          map[string]string{metaTopology: topologyV1},
 			},
 			{
 				Name:              WorkStream,
@@ -345,7 +380,15 @@ func ensure(ctx context.Context, js jetstream.JetStream, kind, name, stream stri
 	for attempt := 1; ; attempt++ {
 		s, err := js.Stream(ctx, stream)
 		if err == nil {
-			return compare(kind, name, want, s.CachedInfo().Config)
+			have := s.CachedInfo().Config
+			if up, ok := upgrade(want, have); ok {
+				updated, err := js.UpdateStream(ctx, up)
+				if err != nil {
+					return []error{fmt.Errorf("streams: turn on %s's rollups and message TTLs: %w", name, err)}
+				}
+				have = updated.CachedInfo().Config
+			}
+			return compare(kind, name, want, have)
 		}
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return []error{fmt.Errorf("streams: look up %s %s: %w", kind, name, err)}
@@ -359,6 +402,21 @@ func ensure(ctx context.Context, js jetstream.JetStream, kind, name, stream stri
 			return []error{fmt.Errorf("streams: create %s %s: %w", kind, name, err)}
 		}
 	}
+}
+
+// upgrade returns have with the settings an earlier release did not ask
+// for turned on (a log stream's rollups and message TTLs), and whether it
+// changed anything. Both can be turned on, never off, on a stream that
+// exists; nothing else is changed.
+func upgrade(want, have jetstream.StreamConfig) (jetstream.StreamConfig, bool) {
+	changed := false
+	if want.AllowRollup && !have.AllowRollup && !have.DenyPurge {
+		have.AllowRollup, changed = true, true
+	}
+	if want.AllowMsgTTL && !have.AllowMsgTTL {
+		have.AllowMsgTTL, changed = true, true
+	}
+	return have, changed
 }
 
 func kvStreamName(bucket string) string { return "KV_" + bucket }

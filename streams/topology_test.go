@@ -133,7 +133,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 		got = append(got, n)
 	}
 	slices.Sort(got)
-	want := []string{"JETSAGA_LOG", "JETSAGA_TIMERS", "JETSAGA_WORK", "KV_jetsaga_barrier", "KV_jetsaga_definitions", "KV_jetsaga_leases", "KV_jetsaga_sagas"}
+	want := []string{"JETSAGA_ARCHIVE", "JETSAGA_LOG", "JETSAGA_TIMERS", "JETSAGA_WORK", "KV_jetsaga_barrier", "KV_jetsaga_definitions", "KV_jetsaga_leases", "KV_jetsaga_sagas"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("streams %v, want %v", got, want)
 	}
@@ -221,7 +221,7 @@ func TestVerifyListsEveryMissingResource(t *testing.T) {
 		missing = append(missing, m.Kind+" "+m.Name)
 	}
 	want := []string{
-		"stream JETSAGA_LOG", "stream JETSAGA_WORK", "stream JETSAGA_TIMERS",
+		"stream JETSAGA_LOG", "stream JETSAGA_ARCHIVE", "stream JETSAGA_WORK", "stream JETSAGA_TIMERS",
 		"bucket jetsaga_leases", "bucket jetsaga_barrier", "bucket jetsaga_sagas", "bucket jetsaga_definitions",
 	}
 	if !slices.Equal(missing, want) {

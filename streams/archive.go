@@ -1,0 +1,152 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The archive: where finished sagas are kept for their retention.
+//
+// A saga's last decision is appended as a rollup (Log.AppendRollup) that
+// restates its whole log; the coordinator then archives the same bytes in
+// JETSAGA_ARCHIVE, whose age limit is the retention. So the server's
+// per-subject state tracks the sagas in flight (and those finished within
+// the dedupe window, until their rollup expires), never the history: the
+// archive's subjects are ArchiveBuckets buckets, not one per saga. A
+// finished saga is found by scanning its bucket from the time its id
+// gives (UUID version 7 ids, which clients generate), or from the
+// beginning (ids derived from idempotency keys, or chosen by the user).
+const (
+	// ArchiveStream holds finished sagas, one message each.
+	ArchiveStream = "JETSAGA_ARCHIVE"
+	// ArchiveBuckets is how many subjects the archive spreads sagas over:
+	// a lookup reads one bucket, and the server keeps a few hundred bytes
+	// per subject whatever the history.
+	ArchiveBuckets = 4096
+
+	archivePrefix   = "jetsaga.archive."
+	archiveSubjects = archivePrefix + "*"
+
+	// HeaderSaga names the saga an archive message holds.
+	HeaderSaga = "Jetsaga-Saga"
+	// HeaderSummary holds the finished saga's summary (JSON), so listing
+	// the archive can read headers only.
+	HeaderSummary = "Jetsaga-Summary"
+
+	// clockSkew is how much earlier than its id's time a saga may have
+	// been archived (the id is made by a client, the archive message
+	// stamped by the server).
+	clockSkew = time.Minute
+)
+
+// ArchiveSubject is the archive subject a saga is kept on:
+// jetsaga.archive.<bucket>, the bucket being the id's FNV-1a hash modulo
+// ArchiveBuckets (Partition).
+func ArchiveSubject(sagaID string) string {
+	return archivePrefix + strconv.Itoa(Partition(sagaID, ArchiveBuckets))
+}
+
+// ArchiveMsg is the archive message of a finished saga: its rollup
+// (events.EncodeRollup) and summary. Its message id makes the archive
+// drop a second copy (a finish handled twice) within the duplicate
+// window; readers take the first copy either way.
+func ArchiveMsg(sagaID string, rollup, summary []byte) *nats.Msg {
+	m := &nats.Msg{Subject: ArchiveSubject(sagaID), Data: rollup, Header: nats.Header{
+		HeaderSaga:            []string{sagaID},
+		jetstream.MsgIDHeader: []string{"archive." + sagaID},
+	}}
+	if len(summary) > 0 {
+		m.Header[HeaderSummary] = []string{string(summary)}
+	}
+	return m
+}
+
+// Archive stores a finished saga's rollup and summary in the archive.
+func (l *Log) Archive(ctx context.Context, sagaID string, rollup, summary []byte) error {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	if _, err := l.js.PublishMsg(ctx, ArchiveMsg(sagaID, rollup, summary)); err != nil {
+		return fmt.Errorf("streams: archive saga %s: %w", sagaID, err)
+	}
+	return nil
+}
+
+// Archived returns the archive message of sagaID (its rollup), or a
+// *NotFoundError if the archive does not hold it.
+func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
+	if err := ValidateSagaID(sagaID); err != nil {
+		return nil, err
+	}
+	subject := ArchiveSubject(sagaID)
+	inbox := l.nc.NewInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read the archive: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // nothing to do about it
+	req := directGetRequest{Seq: 1, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}
+	if at, ok := idTime(sagaID); ok {
+		from := at.Add(-clockSkew)
+		req.Seq, req.StartTime = 0, &from
+	}
+	var found *Entry
+	for {
+		var last uint64
+		more, err := l.directGet(ctx, sub, ArchiveStream, req, func(m *nats.Msg) error {
+			e, err := entryOf(m, subject)
+			if err != nil {
+				return err
+			}
+			last = e.Seq
+			if found == nil && m.Header.Get(HeaderSaga) == sagaID {
+				found = &e
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("streams: look for saga %s in the archive: %w", sagaID, err)
+		}
+		if found != nil {
+			return found, nil
+		}
+		if !more || last == 0 {
+			return nil, &NotFoundError{SagaID: sagaID}
+		}
+		req = directGetRequest{Seq: last + 1, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}
+	}
+}
+
+// Load returns a saga's log wherever it is: the live log (Read), or, once
+// the saga has left it, its archived rollup as the one entry. A
+// *NotFoundError if neither has it.
+func (l *Log) Load(ctx context.Context, sagaID string) ([]Entry, error) {
+	entries, err := l.Read(ctx, sagaID, 0)
+	if !errors.Is(err, ErrNotFound) {
+		return entries, err
+	}
+	e, err := l.Archived(ctx, sagaID)
+	if err != nil {
+		return nil, err
+	}
+	return []Entry{*e}, nil
+}
+
+// idTime is the time a version 7 UUID was made.
+func idTime(id string) (time.Time, bool) {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return time.Time{}, false
+	}
+	sec, nsec := u.Time().UnixTime()
+	return time.Unix(sec, nsec), true
+}
