@@ -183,7 +183,9 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 	case o.key != "":
 		id = SagaIDForKey(o.key)
 	case id == "":
-		id = uuid.NewString()
+		// Time-ordered (UUID version 7): a finished saga is found in the
+		// archive from its id's time (streams.Log.Archived).
+		id = uuid.Must(uuid.NewV7()).String()
 	}
 	if err := streams.ValidateSagaID(id); err != nil {
 		return "", err
@@ -448,15 +450,18 @@ func (c *Client) Events(ctx context.Context, id string) ([]LogEvent, error) {
 // appendEvents appends the events of a log message to evs.
 func appendEvents(evs []LogEvent, m sagalog.Message) []LogEvent {
 	for _, ev := range m.Events {
-		evs = append(evs, LogEvent{Seq: m.Seq, Event: ev})
+		evs = append(evs, LogEvent{Seq: m.Seq, Message: m.N, Event: ev})
 	}
 	return evs
 }
 
 // LogEvent is an event of a saga's log.
 type LogEvent struct {
-	// Seq is the stream sequence of the log message it came in.
+	// Seq is the stream sequence of the stored message it came in (a
+	// finished saga's rollup holds all its messages).
 	Seq uint64
+	// Message is the log message it came in: 1 for the saga's first.
+	Message int
 	events.Event
 }
 
@@ -464,7 +469,13 @@ func (c *Client) read(ctx context.Context, id string, after uint64) ([]streams.E
 	if err := streams.ValidateSagaID(id); err != nil {
 		return nil, err
 	}
-	entries, err := c.log.Read(ctx, id, after)
+	var entries []streams.Entry
+	var err error
+	if after == 0 {
+		entries, err = c.log.Load(ctx, id) // live, or archived once finished
+	} else {
+		entries, err = c.log.Read(ctx, id, after)
+	}
 	if errors.Is(err, streams.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

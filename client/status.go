@@ -82,8 +82,12 @@ type Node struct {
 
 // Entry is one event of the timeline.
 type Entry struct {
-	Seq  uint64    `json:"seq"`
-	Time time.Time `json:"time"`
+	// Seq is the sequence of the stored message holding the event; Message
+	// is the event's log message, 1 for the saga's first (a finished
+	// saga's messages are one stored rollup, so they share a Seq).
+	Seq     uint64    `json:"seq"`
+	Message int       `json:"message"`
+	Time    time.Time `json:"time"`
 	// Type is the event type without prefix and version: "node.succeeded".
 	Type string `json:"type"`
 	Node string `json:"node,omitempty"`
@@ -116,7 +120,7 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 		if i == 0 {
 			v.Created = e.Time
 		}
-		v.Timeline = append(v.Timeline, Entry{Seq: e.Seq, Time: e.Time, Type: ShortType(e.Type()), Node: events.NodeOf(e.Event)})
+		v.Timeline = append(v.Timeline, Entry{Seq: e.Seq, Message: e.Message, Time: e.Time, Type: ShortType(e.Type()), Node: events.NodeOf(e.Event)})
 	}
 	return v
 }
@@ -145,14 +149,39 @@ type Filter struct {
 	Limit int
 }
 
-// List lists sagas from the saga index, newest first.
+// List lists sagas, newest first: those in flight from the saga index,
+// finished ones from the archive (reading the summaries of every saga
+// archived since f.Since: give Since to bound the work on a long history).
 func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
-	out, err := c.ix.All(ctx, func(s Summary) bool {
+	keep := func(s Summary) bool {
 		return (f.Status == "" || s.Status == f.Status) && (f.Name == "" || s.Name == f.Name) &&
 			(f.Since.IsZero() || !s.Created.Before(f.Since)) && (f.Until.IsZero() || s.Created.Before(f.Until))
-	})
+	}
+	var out []Summary
+	finished := map[string]bool{}
+	if f.Status == "" || machine.Status(f.Status).Finished() {
+		err := c.log.ArchivedSummaries(ctx, f.Since, func(b []byte) bool {
+			var s Summary
+			if json.Unmarshal(b, &s) == nil && !finished[s.ID] {
+				finished[s.ID] = true // a saga archived twice is listed once
+				if keep(s) {
+					out = append(out, s)
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	running, err := c.ix.All(ctx, keep)
 	if err != nil {
 		return nil, err
+	}
+	for _, s := range running {
+		if !finished[s.ID] { // archived, its marker not yet cleared
+			out = append(out, s)
+		}
 	}
 	slices.SortFunc(out, func(a, b Summary) int { return b.Created.Compare(a.Created) })
 	if f.Limit > 0 && len(out) > f.Limit {

@@ -156,27 +156,27 @@ func (p *partition) scheduleMsg(sagaID string, cmd machine.ArmTimer, now time.Ti
 	return m, nil
 }
 
-// index writes the saga's summary. The index is derived from the log:
-// a failure is logged, and recovery writes it again.
+// index writes the summary of a saga in flight into its marker. The index
+// is derived from the log: a failure is logged, and recovery writes it
+// again. A finished saga's summary goes to the archive (finished).
 func (p *partition) index(r *run) {
 	s := r.state
-	if s.Created == nil {
+	if s.Created == nil || s.Status.Finished() {
 		return
 	}
-	sum := index.Summary{ID: s.SagaID, Name: s.Created.Definition.Name, Status: string(s.Status), Paused: s.Paused, Partition: p.id,
-		IdempotencyKey: s.Created.IdempotencyKey, Metadata: s.Created.Metadata, Created: s.CreatedAt, Updated: s.Updated}
+	sum := summaryOf(p.id, s)
+	ix := p.env.index
+	p.run(func(ctx context.Context) input { return indexDone{sum: sum, err: ix.MarkInFlight(ctx, sum)} })
+}
+
+// summaryOf is saga s's summary, for the index and the archive.
+func summaryOf(partition int, s *machine.State) index.Summary {
+	sum := index.Summary{ID: s.SagaID, Status: string(s.Status), Paused: s.Paused, Partition: partition, Updated: s.Updated}
+	if s.Created != nil {
+		sum.Name, sum.IdempotencyKey, sum.Metadata, sum.Created = s.Created.Definition.Name, s.Created.IdempotencyKey, s.Created.Metadata, s.CreatedAt
+	}
 	if s.Unwinding != nil {
 		sum.Node = s.Unwinding.Node
 	}
-	// A finished saga's summary expires with the saga, by itself, so that
-	// one written late (a recovery pass's, landing after the expiry
-	// removed it) does not outlive the saga's log.
-	var ttl time.Duration
-	if s.Status.Finished() && p.c.cfg.Retention >= 0 {
-		if ttl = s.Finished.Add(p.c.cfg.Retention).Sub(p.env.clock.Now()); ttl <= 0 {
-			return // past its retention: its expiry removes it
-		}
-	}
-	ix := p.env.index
-	p.run(func(ctx context.Context) input { return indexDone{sum: sum, err: ix.Put(ctx, sum, ttl)} })
+	return sum
 }

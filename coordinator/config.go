@@ -53,15 +53,23 @@ type Config struct {
 	RecoveryInterval time.Duration
 	// RequestTimeout bounds each call to NATS. Default: 10s.
 	RequestTimeout time.Duration
-	// Retention is how long a finished saga's log and summary are kept
-	// before they are removed (a message schedule per saga, armed when it
-	// finishes), so subjects and memory stay bounded; archive first with
-	// jetsaga export. Default DefaultRetention; negative keeps them
-	// forever. Sagas that have not finished are never removed. A start
-	// command sent longer ago than Retention does not create a saga (one it
-	// started may have finished and expired since): Retention must exceed
-	// how long a start can wait to be handled.
+	// Retention is how long finished sagas are kept in the archive
+	// (JETSAGA_ARCHIVE's MaxAge, set when the coordinator creates the
+	// stream; an existing stream's age limit is left as found), where
+	// show, replay, export and list find them. Default DefaultRetention;
+	// negative keeps them forever. It is Topology.ArchiveMaxAge unless that
+	// is set. Sagas that have not finished are never removed.
 	Retention time.Duration
+	// DedupeWindow is how long a finished saga stays on its log subject
+	// (its last message, a rollup of the whole log, expires after it):
+	// while it does, a start with the same id or idempotency key finds it
+	// and starts nothing; after it, such a start is a new saga. Every
+	// saga in the window costs the server a subject (a few hundred bytes
+	// of memory, docs/performance.md). A start that may have been handled
+	// before (redelivered) and was sent longer ago than the window creates
+	// no saga. Default DefaultDedupeWindow; negative: finished sagas stay
+	// on their subjects until an operator purges them.
+	DedupeWindow time.Duration
 	// Registerer, if set, receives the coordinator's Prometheus metrics
 	// (docs/operations.md), labelled with its Name.
 	Registerer prometheus.Registerer
@@ -80,6 +88,10 @@ type Config struct {
 
 // DefaultRetention is Config.Retention's default: 7 days.
 const DefaultRetention = 7 * 24 * time.Hour
+
+// DefaultDedupeWindow is Config.DedupeWindow's default: an hour, far
+// longer than a client's retries or a start's redeliveries take.
+const DefaultDedupeWindow = time.Hour
 
 func (c Config) withDefaults() Config {
 	if c.Name == "" {
@@ -100,6 +112,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
+	}
+	if c.Topology.ArchiveMaxAge == 0 {
+		c.Topology.ArchiveMaxAge = c.Retention
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = DefaultDedupeWindow
 	}
 	return c
 }

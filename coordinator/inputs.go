@@ -3,6 +3,7 @@ package coordinator
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/nats-io/nats.go/jetstream"
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -51,6 +52,9 @@ type startInput struct {
 	traceParent string
 	// sent is when the client sent the command.
 	sent time.Time
+	// redelivered: the command was delivered before (so it may have
+	// started its saga already).
+	redelivered bool
 }
 
 // operatorInput is an operator's command, checked when it was decoded.
@@ -159,6 +163,7 @@ type (
 	loadDone struct {
 		id   string
 		msgs []sagalog.Message
+		raw  [][]byte // the messages as stored
 		err  error
 	}
 	// appendDone: a decision's append (and, for a new saga, its in-flight
@@ -184,7 +189,7 @@ type (
 		sum index.Summary
 		err error
 	}
-	// finishDone: a finished saga's expiry was armed and its marker
+	// finishDone: a finished saga was archived and its marker
 	// cleared, or not.
 	finishDone struct {
 		id  string
@@ -253,7 +258,7 @@ func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 		}
 		return replyInput{msg: m, id: ev.SagaID, reply: *d}, nil
 	case *events.StartSaga:
-		return startInput{msg: m, id: ev.SagaID, created: d.SagaCreated, faults: d.Faults, traceParent: ev.TraceParent, sent: ev.Time}, nil
+		return startInput{msg: m, id: ev.SagaID, created: d.SagaCreated, faults: d.Faults, traceParent: ev.TraceParent, sent: ev.Time, redelivered: redelivered(m)}, nil
 	case *events.OperatorCommand:
 		if _, err := machine.OperatorInput(time.Time{}, *d); err != nil {
 			return nil, &rejection{kind: rejectMalformed, sagaID: ev.SagaID, reason: "an operator command jetsaga does not know", err: err}
@@ -285,4 +290,17 @@ func firedInput(m delivery) (sagaBound, *rejection) {
 type rejection struct {
 	kind, sagaID, reason string
 	err                  error
+}
+
+// redelivered reports whether m was delivered before (a JetStream
+// message's metadata says so; a direct start never is).
+func redelivered(m delivery) bool {
+	md, ok := m.(interface {
+		Metadata() (*jetstream.MsgMetadata, error)
+	})
+	if !ok {
+		return false
+	}
+	meta, err := md.Metadata()
+	return err == nil && meta.NumDelivered > 1
 }

@@ -67,9 +67,12 @@ const maxOps = 8192
 
 // run is a saga loaded in memory.
 type run struct {
-	state  *machine.State
-	seq    uint64             // stream sequence of its last log message
-	msgs   int                // messages in its log
+	state *machine.State
+	seq   uint64 // stream sequence of its last log message
+	msgs  int    // messages in its log
+	// raw are its log's messages as appended (or the one rollup of a
+	// finished saga), restated by the rollup its last decision appends.
+	raw    [][]byte
 	timers map[string]stopper // in-memory timers, by timer id
 	// busy: an append (or a marker write) is in flight; the saga's next
 	// inputs wait in queue, so each decision builds on the durable one
@@ -95,6 +98,10 @@ type landing struct {
 	// pending counts the answers still to come: the append's, and for a
 	// new saga its in-flight marker's, written alongside.
 	pending int
+	// data is what the append writes; rollup: the saga's last decision,
+	// restating its log.
+	data    []byte
+	rollup  bool
 	seq     uint64
 	err     error
 	markErr error
@@ -120,7 +127,7 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", id, err)
 	}
-	p := newPartition(c, id, epoch, env{log: jsLog{c.log}, index: c.ix, defs: c.defs, pub: jsPublisher{c.js}, clock: wallClock{},
+	p := newPartition(c, id, epoch, env{log: jsLog{c.log, c.js}, index: c.ix, defs: c.defs, pub: jsPublisher{c.js}, clock: wallClock{},
 		owns: func() bool { return c.owns(id, epoch) }})
 	p.env.io = func(op func(context.Context) input) {
 		c.life.Go(func(ctx context.Context) {
@@ -305,7 +312,7 @@ func (p *partition) handle(in input) {
 	case finishDone:
 		p.ops--
 		if in.err != nil {
-			p.c.logger.Warn("cannot arm the finished saga's expiry or clear its in-flight marker; recovery will", "saga_id", in.id, "error", in.err)
+			p.c.logger.Warn("cannot archive the finished saga or clear its in-flight marker; recovery will", "saga_id", in.id, "error", in.err)
 		}
 	case listDone:
 		p.ops--
@@ -409,7 +416,11 @@ func (p *partition) step(t task) {
 		// Decoded here, with the definition read, so the partition
 		// only applies.
 		msgs, err := sagalog.DecodeAll(ctx, store, id, entries)
-		return loadDone{id: id, msgs: msgs, err: err}
+		raw := make([][]byte, len(entries))
+		for i, e := range entries {
+			raw[i] = e.Data
+		}
+		return loadDone{id: id, msgs: msgs, raw: raw, err: err}
 	})
 }
 
@@ -428,7 +439,7 @@ func (p *partition) loadedLog(in loadDone) {
 	var r *run
 	err := in.err
 	if err == nil {
-		r, err = fold(p.c.graphs, in.id, in.msgs)
+		r, err = fold(p.c.graphs, in.id, in.msgs, in.raw)
 	}
 	switch {
 	case errors.Is(err, streams.ErrNotFound):
@@ -464,10 +475,9 @@ func (p *partition) loadedLog(in loadDone) {
 				p.c.stats.observedFinished.Add(1)
 				p.pass.Finished++
 			}
-			// Finished, and still marked: its summary, expiry or marker
+			// Finished, and still marked: its archiving or its marker's
 			// removal may be missing.
-			p.index(r)
-			p.finished(in.id, r.state.Finished)
+			p.finished(r)
 		default:
 			p.decide(r, first, true) // rejected: the saga has finished
 		}
@@ -495,20 +505,20 @@ func (p *partition) loadedLog(in loadDone) {
 		// append): write it again first.
 		r.busy = true
 		r.queue = append([]task{{in: recoverInput{id: in.id}}, first}, r.queue...)
-		ix, pid, id := p.env.index, p.id, in.id
-		p.run(func(ctx context.Context) input { return markDone{id: id, err: ix.MarkInFlight(ctx, pid, id)} })
+		ix, id, sum := p.env.index, in.id, summaryOf(p.id, r.state)
+		p.run(func(ctx context.Context) input { return markDone{id: id, err: ix.MarkInFlight(ctx, sum)} })
 	}
 }
 
-// fold reads a saga's state from its log.
-func fold(graphs *machine.Graphs, id string, msgs []sagalog.Message) (*run, error) {
+// fold reads a saga's state from its log (msgs, decoded from raw).
+func fold(graphs *machine.Graphs, id string, msgs []sagalog.Message, raw [][]byte) (*run, error) {
 	s := graphs.New(id)
 	for _, m := range msgs {
 		if err := sagalog.Apply(s, m); err != nil {
 			return nil, err
 		}
 	}
-	r := &run{state: s, msgs: len(msgs)}
+	r := &run{state: s, msgs: len(msgs), raw: raw}
 	if n := len(msgs); n > 0 {
 		r.seq = msgs[n-1].Seq
 	}
@@ -521,13 +531,14 @@ func (p *partition) absent(id string, waiting []task) {
 		switch in := t.in.(type) {
 		case startInput:
 			if p.tooOld(in) {
-				// Its saga may have run, finished and expired since:
-				// creating it now would run it a second time.
+				// Its saga may have run, finished and left its log
+				// subject since: creating it now would run it a second
+				// time.
 				p.c.stats.rejected.Add(1)
 				p.c.metrics.reject(rejectStale)
 				p.logger(t).Warn("input rejected", "reason", fmt.Sprintf(
-					"a start sent %s ago, longer than the retention (%s), for a saga with no log: it may be the redelivery of a saga that finished and expired",
-					p.env.clock.Now().Sub(in.sent).Round(time.Second), p.c.cfg.Retention))
+					"a start delivered again, sent %s ago, longer than the dedupe window (%s), for a saga with no log: it may be the redelivery of a saga that finished and was archived",
+					p.env.clock.Now().Sub(in.sent).Round(time.Second), p.c.cfg.DedupeWindow))
 				p.term(t)
 				continue
 			}
@@ -547,12 +558,15 @@ func (p *partition) absent(id string, waiting []task) {
 	}
 }
 
-// tooOld reports whether a start was sent longer ago than the retention:
-// a saga it started may have finished and expired since, so it may create
-// a saga only if the saga has a log (it is then decided as a duplicate).
+// tooOld reports whether a start delivered before was sent longer ago
+// than the dedupe window: a saga its earlier delivery started may have
+// finished and left its log subject since, so it may create a saga only if
+// the saga has a log (it is then decided as a duplicate). A first delivery
+// created nothing yet, however long it waited (coordinators down for a
+// day, say).
 func (p *partition) tooOld(in startInput) bool {
-	ret := p.c.cfg.Retention
-	return ret >= 0 && !in.sent.IsZero() && p.env.clock.Now().Sub(in.sent) > ret
+	w := p.c.cfg.DedupeWindow
+	return w >= 0 && in.redelivered && !in.sent.IsZero() && p.env.clock.Now().Sub(in.sent) > w
 }
 
 // marked goes on with a saga read afresh once its marker is written.
@@ -626,10 +640,18 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 		p.retryLater(t)
 	}
 	b, err := events.EncodeLog(in.saga(), d.State.TraceParent, d.Events)
+	if err == nil && d.State.Status.Finished() {
+		// The last decision restates the whole log: the stream keeps
+		// only it, for the dedupe window, and the archive keeps it for
+		// the retention.
+		l.rollup = true
+		b, err = events.EncodeRollup(append(slices.Clone(r.raw), b))
+	}
 	if err != nil {
 		fail("cannot encode decision", err)
 		return
 	}
+	l.data = b
 	// Fencing: no write without a lease that can still be trusted.
 	if !p.env.owns() {
 		c.stats.fenced.Add(1)
@@ -640,6 +662,10 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 	l.pending = 1
 	log, store, id, expected := p.env.log, p.env.defs, in.saga(), r.seq
 	created, _ := d.Events[0].Data.(*events.SagaCreated)
+	var rollup *streams.Rollup
+	if l.rollup {
+		rollup = &streams.Rollup{TTL: max(c.cfg.DedupeWindow, 0)}
+	}
 	p.run(func(ctx context.Context) input {
 		if created != nil {
 			// What the log will refer to is stored first (once per
@@ -648,7 +674,7 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 				return appendDone{l: l, err: err}
 			}
 		}
-		seq, err := log.Append(ctx, id, expected, b)
+		seq, err := log.Append(ctx, id, expected, b, rollup)
 		return appendDone{l: l, seq: seq, err: err}
 	})
 	if l.prev == machine.StatusNew {
@@ -658,9 +684,9 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 		// afresh from its log is marked again (loadedLog), so recovery
 		// never misses a saga in flight.
 		l.pending++
-		ix, pid := p.env.index, p.id
+		ix, sum := p.env.index, summaryOf(p.id, d.State)
 		p.run(func(ctx context.Context) input {
-			return appendDone{l: l, marker: true, err: ix.MarkInFlight(ctx, pid, id)}
+			return appendDone{l: l, marker: true, err: ix.MarkInFlight(ctx, sum)}
 		})
 	}
 }
@@ -751,6 +777,11 @@ func (p *partition) land(in appendDone) {
 	}
 	r.seq = l.seq
 	r.msgs++
+	if l.rollup {
+		r.raw = [][]byte{l.data}
+	} else {
+		r.raw = append(r.raw, l.data)
+	}
 	if c.cfg.AfterAppend != nil {
 		c.cfg.AfterAppend(id, r.msgs)
 	}
@@ -784,13 +815,13 @@ func (p *partition) apply(l *landing) {
 	}
 	p.execute(r, d.Commands)
 	_, recovered := t.in.(recoverInput)
-	if r.state.Status != l.prev || r.state.Paused != l.paused || recovered {
-		p.index(r)
+	if l.prev != machine.StatusNew && (r.state.Status != l.prev || r.state.Paused != l.paused || recovered) {
+		p.index(r) // a new saga's summary went with its marker
 	}
 	p.ack(t)
 	if r.state.Status.Finished() {
 		c.stats.finished.Add(1)
-		p.finished(id, r.state.Finished)
+		p.finished(r)
 		if c.logger.Enabled(context.Background(), slog.LevelInfo) {
 			p.logger(t).Info("saga finished", "status", r.state.Status)
 		}

@@ -2,39 +2,53 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"time"
+
+	"github.com/jetsaga/jetsaga/events"
 
 	"github.com/jetsaga/jetsaga/internal/machine"
 )
 
-// timerExpire is the kind of a finished saga's expiry timer: when it
-// fires, the saga's log and summary are removed (Config.Retention).
+// timerExpire is the kind of the expiry timer releases before the archive
+// armed when a saga finished: when one fires, the saga's log, summary and
+// marker are removed. None is armed any more (finished sagas leave the
+// log by themselves, archived); those armed before still fire.
 const timerExpire machine.TimerKind = "expire"
 
-// finished arms a finished saga's expiry at finished+Retention as a
-// message schedule and then clears its in-flight marker, in one I/O
-// operation: until the schedule is stored the marker stays, so a crash in
-// between leaves the saga to recovery, which does both again.
-func (p *partition) finished(id string, at time.Time) {
-	ix, pub, pid, retention := p.env.index, p.env.pub, p.id, p.c.cfg.Retention
-	var schedule func(ctx context.Context) error
-	if retention >= 0 {
-		m, err := p.scheduleMsg(id, machine.ArmTimer{Timer: machine.Timer{Kind: timerExpire}, At: at.Add(retention)}, p.env.clock.Now())
-		if err != nil {
-			p.c.logger.Warn("cannot arm the finished saga's expiry; recovery will", "saga_id", id, "error", err)
-			return
-		}
-		schedule = func(ctx context.Context) error { return pub.Publish(ctx, m) }
+// finished archives a finished saga (its rollup and summary) and then
+// clears its in-flight marker, in one I/O operation: until the archive has
+// it the marker stays, so a crash in between leaves the saga to recovery,
+// which does both again. The saga's last message, the same rollup, stays
+// on its log subject for the dedupe window and then expires by itself.
+func (p *partition) finished(r *run) {
+	id := r.state.SagaID
+	rollup, err := r.rollup()
+	var sum []byte
+	if err == nil {
+		sum, err = json.Marshal(summaryOf(p.id, r.state))
 	}
+	if err != nil {
+		p.c.logger.Error("cannot archive the finished saga", "saga_id", id, "error", err)
+		return
+	}
+	log, ix, pid := p.env.log, p.env.index, p.id
 	p.run(func(ctx context.Context) input {
-		if schedule != nil {
-			if err := schedule(ctx); err != nil {
-				return finishDone{id: id, err: fmt.Errorf("arm expiry: %w", err)}
-			}
+		if err := log.Archive(ctx, id, rollup, sum); err != nil {
+			return finishDone{id: id, err: fmt.Errorf("archive: %w", err)}
 		}
 		return finishDone{id: id, err: ix.ClearInFlight(ctx, pid, id)}
 	})
+}
+
+// rollup is the saga's log as one rollup: the message its last decision
+// appended, or, for a log finished by an earlier release, its messages
+// restated.
+func (r *run) rollup() ([]byte, error) {
+	if len(r.raw) == 1 && events.IsRollup(r.raw[0]) {
+		return r.raw[0], nil
+	}
+	return events.EncodeRollup(r.raw)
 }
 
 // expire removes a finished saga's log (if it has one: logged), its

@@ -31,18 +31,23 @@ type sagaLog interface {
 	// Append appends data if the log's last message is expected and
 	// returns the new message's sequence: streams.ErrConflict if the log
 	// has moved on; any other error leaves it unknown whether it happened.
-	Append(ctx context.Context, sagaID string, expected uint64, data []byte) (uint64, error)
+	// A non-nil rollup makes it the saga's last: data restates the whole
+	// log, which it replaces, and expires after rollup.TTL.
+	Append(ctx context.Context, sagaID string, expected uint64, data []byte, rollup *streams.Rollup) (uint64, error)
 	// Delete removes the saga's log.
 	Delete(ctx context.Context, sagaID string) error
+	// Archive keeps a finished saga's rollup and summary for the
+	// retention (a second copy of the same saga is harmless).
+	Archive(ctx context.Context, sagaID string, rollup, summary []byte) error
 }
 
-// sagaIndex is the saga index: summaries, and markers of sagas in flight.
+// sagaIndex is the index of sagas in flight: a marker per saga, holding
+// its summary.
 type sagaIndex interface {
-	MarkInFlight(ctx context.Context, partition int, sagaID string) error
+	MarkInFlight(ctx context.Context, s index.Summary) error
 	ClearInFlight(ctx context.Context, partition int, sagaID string) error
 	InFlight(ctx context.Context, partition int) ([]string, error)
-	// Put writes a summary; ttl > 0: it expires by itself after ttl.
-	Put(ctx context.Context, s index.Summary, ttl time.Duration) error
+	// Forget removes a summary kept by releases before the archive.
 	Forget(ctx context.Context, sagaID string) error
 }
 
@@ -107,14 +112,23 @@ type env struct {
 // what to do.
 
 // jsLog is the saga logs on JetStream.
-type jsLog struct{ *streams.Log }
+type jsLog struct {
+	*streams.Log
+	js jetstream.JetStream // the archive's writes, asynchronous
+}
 
-func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []byte) (uint64, error) {
-	f, err := l.AppendAsync(id, expected, data)
+func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []byte, rollup *streams.Rollup) (uint64, error) {
+	f, err := l.AppendAsync(id, expected, data, rollup)
 	if err != nil {
 		return 0, err
 	}
 	return streams.AppendResult(f, id, expected, timeLeft(ctx))
+}
+
+func (l jsLog) Archive(ctx context.Context, id string, rollup, summary []byte) error {
+	return await(ctx, func() (jetstream.PubAckFuture, error) {
+		return l.js.PublishMsgAsync(streams.ArchiveMsg(id, rollup, summary), jetstream.WithStallWait(streams.StallWait))
+	})
 }
 
 // jsPublisher publishes with JetStream.

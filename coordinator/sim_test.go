@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
-	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/saga"
@@ -110,10 +109,10 @@ func TestSimulationFindsMissingFencing(t *testing.T) {
 
 // TestSimulationFindsLostMarkers reintroduces another: sagas in flight
 // whose markers are not stored are not recovered after a crash (so they
-// do not finish, or finish and are never expired: the expiry timer of a
-// saga that finished while nobody held it is armed only by recovery).
+// do not finish, or finish and are never archived: a saga that finished
+// while nobody held it is archived only by recovery).
 func TestSimulationFindsLostMarkers(t *testing.T) {
-	expectFound(t, simKnobs{markerLost: true}, "did not finish", "timed out", "was not expired")
+	expectFound(t, simKnobs{markerLost: true}, "did not finish", "timed out", "was not archived")
 }
 
 func expectFound(t *testing.T, knobs simKnobs, want ...string) {
@@ -198,10 +197,10 @@ type simLease struct {
 // simulate runs one seed and returns the first invariant broken.
 func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	w := &world{rng: rand.New(rand.NewPCG(seed, 0x6a657473616761)), now: simEpoch, trace: trace, knobs: knobs,
-		partitions: simPartitions, logs: map[string][]streams.Entry{}, summaries: map[string]index.Summary{},
+		partitions: simPartitions, logs: map[string][]streams.Entry{}, history: map[string][]streams.Entry{}, archive: map[string][]byte{},
 		msgIDs: map[string]bool{}, schedules: map[string]*simSchedule{}, effects: map[string]*simEffect{},
 		inflight: map[int]map[string]bool{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{}, docs: map[string]*events.SagaCreated{},
-		expired: map[string][]streams.Entry{}, summaryPuts: map[string]int{}}
+		expired: map[string]bool{}}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic at %s: %v", w.now.Sub(simEpoch), r)
@@ -233,9 +232,9 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	if w.rng.IntN(3) == 0 {
 		w.maxInFlight = 1 + w.rng.IntN(3) // admission under a tight bound
 	}
-	w.retention = -1
+	w.window = -1
 	if w.rng.IntN(2) == 0 {
-		w.retention = time.Minute // finished sagas expire during the run
+		w.window = time.Minute // finished sagas leave their log during the run
 	}
 	for i := range simCoordinators {
 		sc := &simCoord{name: fmt.Sprintf("c%d", i)}
@@ -268,7 +267,7 @@ func (w *world) boot(sc *simCoord) {
 	sc.up = true
 	sc.parts = map[int]*simPart{}
 	cfg := Config{Name: sc.name, Logger: w.logger, Topology: streams.Config{Partitions: simPartitions}, LeaseTTL: simLeaseTTL,
-		Retention: w.retention, RequestTimeout: 5 * time.Second, MaxInFlight: w.maxInFlight}.withDefaults()
+		DedupeWindow: w.window, RequestTimeout: 5 * time.Second, MaxInFlight: w.maxInFlight}.withDefaults()
 	sc.c = &Coordinator{cfg: cfg, logger: w.logger.With("coordinator", sc.name), source: events.SourceCoordinator + "/" + sc.name,
 		graphs: machine.NewGraphs(), parts: map[int]*partition{}}
 	w.tracef("%s: up (incarnation %d)", sc.name, sc.gen)
@@ -496,30 +495,26 @@ func (w *world) heal() {
 	}
 }
 
-// allFinished: every saga has finished and its in-flight marker is gone;
-// with retention, its log and summary too.
+// allFinished: every saga has finished, is archived and its in-flight
+// marker is gone; with a dedupe window, its log has left its subject too.
 func (w *world) allFinished() bool {
 	for _, s := range w.sagas {
 		st, err := w.fold(s.id)
-		if err != nil || !st.Status.Finished() || w.inflight[w.partitionOf(s.id)][s.id] {
+		if err != nil || !st.Status.Finished() || w.inflight[w.partitionOf(s.id)][s.id] || w.archive[s.id] == nil {
 			return false
 		}
-		_, expired := w.expired[s.id]
-		_, summary := w.summaries[s.id]
-		if w.retention >= 0 && (!expired || summary) {
+		if w.window >= 0 && !w.expired[s.id] {
 			return false
 		}
 	}
 	return true
 }
 
-// fold folds a saga's log in the world (or, once retention deleted it,
-// the copy kept aside), going on from where the last fold of it stopped.
+// fold folds every message ever appended to a saga's log (those its
+// rollup restated, and those of a log that has left its subject), going on
+// from where the last fold of it stopped.
 func (w *world) fold(id string) (*machine.State, error) {
-	entries, ok := w.logs[id]
-	if !ok {
-		entries, ok = w.expired[id]
-	}
+	entries, ok := w.history[id]
 	if !ok {
 		return nil, fmt.Errorf("saga %s has no log", id)
 	}
@@ -541,6 +536,25 @@ func (w *world) fold(id string) (*machine.State, error) {
 		f.err = sagalog.Apply(f.state, m)
 	}
 	return f.state, f.err
+}
+
+// sameAsArchived checks that a saga's archived rollup restates every
+// message its log ever held.
+func (w *world) sameAsArchived(id string, rollup []byte) error {
+	parts, ok, err := events.SplitRollup(rollup)
+	if err != nil || !ok {
+		return fmt.Errorf("saga %s: its archive message is not a rollup: %v", id, err)
+	}
+	h := w.history[id]
+	if len(parts) != len(h) {
+		return fmt.Errorf("saga %s: archived with %d messages, its log had %d", id, len(parts), len(h))
+	}
+	for i := range h {
+		if string(parts[i]) != string(h[i].Data) {
+			return fmt.Errorf("saga %s: archived message %d is not its log's", id, i)
+		}
+	}
+	return nil
 }
 
 // simFold is a saga's log folded so far.
@@ -590,16 +604,19 @@ func (w *world) check() error {
 		if st.Status != want {
 			bad = append(bad, fmt.Sprintf("saga %s %s, planned %s (failing node %q)", s.id, st.Status, want, s.fail))
 		}
-		// Retention: a finished saga's log and summary go, and its marker
-		// was cleared.
-		_, expired := w.expired[s.id]
-		_, summary := w.summaries[s.id]
-		switch {
-		case w.retention >= 0 && (!expired || summary):
-			bad = append(bad, fmt.Sprintf("saga %s finished at %s and was not expired (log deleted %v, summary left %v) after %s of retention",
-				s.id, st.Finished.Sub(simEpoch), expired, summary, w.retention))
+		// A finished saga is archived, whole; its marker was cleared; and
+		// with a dedupe window its log left its subject.
+		switch archived := w.archive[s.id]; {
+		case archived == nil:
+			bad = append(bad, fmt.Sprintf("saga %s finished at %s and was not archived", s.id, st.Finished.Sub(simEpoch)))
+		case w.window >= 0 && !w.expired[s.id]:
+			bad = append(bad, fmt.Sprintf("saga %s finished at %s and its log did not leave its subject after %s", s.id, st.Finished.Sub(simEpoch), w.window))
 		case w.inflight[w.partitionOf(s.id)][s.id]:
 			bad = append(bad, fmt.Sprintf("saga %s finished and is still marked in flight", s.id))
+		default:
+			if err := w.sameAsArchived(s.id, archived); err != nil {
+				bad = append(bad, err.Error())
+			}
 		}
 		// Effects: all applied once and kept, or each undone once.
 		for _, n := range s.nodes {
@@ -620,11 +637,7 @@ func (w *world) check() error {
 		// delay and outage here is far shorter than the timeout, so a
 		// timeout means a lost request or reply was not found and resent).
 		var epoch uint64
-		entries, ok := w.logs[s.id]
-		if !ok {
-			entries = w.expired[s.id]
-		}
-		for _, entry := range entries {
+		for _, entry := range w.history[s.id] {
 			evs, err := events.DecodeLog(s.id, entry.Data)
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("saga %s: %v", s.id, err))

@@ -88,24 +88,26 @@ type world struct {
 	logs       map[string][]streams.Entry
 	lastSeq    uint64
 	inflight   map[int]map[string]bool
-	summaries  map[string]index.Summary
-	work       []*simQueue // JETSAGA_WORK, per partition
-	fired      []*simQueue // fired timers, per partition
-	requests   *simQueue   // action and undo requests, to the participants
-	msgIDs     map[string]bool
-	schedules  map[string]*simSchedule
-	leases     []simLease
-	coords     []*simCoord
-	sagas      []*simSaga
-	effects    map[string]*simEffect          // by saga/node
-	folds      map[string]*simFold            // by saga
-	docs       map[string]*events.SagaCreated // stored definitions and defaults, by reference
-	// expired are the logs retention deleted, kept for the checks.
-	expired map[string][]streams.Entry
-	// retention is the coordinators' Config.Retention.
-	retention time.Duration
-	// summaryPuts counts the writes of each summary (for its TTL).
-	summaryPuts map[string]int
+	// history is every message ever appended to a saga's log, the
+	// messages a rollup restated included (for the checks).
+	history map[string][]streams.Entry
+	// archive holds finished sagas' rollups.
+	archive   map[string][]byte
+	work      []*simQueue // JETSAGA_WORK, per partition
+	fired     []*simQueue // fired timers, per partition
+	requests  *simQueue   // action and undo requests, to the participants
+	msgIDs    map[string]bool
+	schedules map[string]*simSchedule
+	leases    []simLease
+	coords    []*simCoord
+	sagas     []*simSaga
+	effects   map[string]*simEffect          // by saga/node
+	folds     map[string]*simFold            // by saga
+	docs      map[string]*events.SagaCreated // stored definitions and defaults, by reference
+	// expired are the sagas whose rollup left their log subject.
+	expired map[string]bool
+	// window is the coordinators' Config.DedupeWindow.
+	window time.Duration
 }
 
 // simKnobs change the world to show the simulation finds a class of bug:
@@ -221,7 +223,7 @@ func (l simLog) Read(_ context.Context, id string, after uint64) ([]streams.Entr
 	return out, nil
 }
 
-func (l simLog) Append(_ context.Context, id string, expected uint64, data []byte) (uint64, error) {
+func (l simLog) Append(_ context.Context, id string, expected uint64, data []byte, rollup *streams.Rollup) (uint64, error) {
 	w := l.w
 	fail, lose := w.call("append " + short(id))
 	if fail {
@@ -246,8 +248,14 @@ func (l simLog) Append(_ context.Context, id string, expected uint64, data []byt
 		return 0, &streams.ConflictError{SagaID: id, Expected: expected}
 	}
 	w.lastSeq++
-	w.logs[id] = append(entries, streams.Entry{Seq: w.lastSeq, Data: slices.Clone(data), Time: w.now})
-	w.tracef("log %s: seq %d stored", short(id), w.lastSeq)
+	e := streams.Entry{Seq: w.lastSeq, Data: slices.Clone(data), Time: w.now}
+	if rollup == nil {
+		w.logs[id] = append(entries, e)
+		w.history[id] = append(w.history[id], e)
+		w.tracef("log %s: seq %d stored", short(id), w.lastSeq)
+	} else {
+		w.rolledUp(id, e, rollup.TTL)
+	}
 	if lose {
 		return 0, errSimFault
 	}
@@ -259,17 +267,60 @@ func (l simLog) Delete(_ context.Context, id string) error {
 	if fail, _ := w.call("delete " + short(id)); fail {
 		return errSimFault
 	}
-	if entries, ok := w.logs[id]; ok {
-		// Kept aside for the checks, which read every saga's log.
+	if _, ok := w.logs[id]; ok {
 		if st, err := w.fold(id); err != nil || !st.Status.Finished() {
 			w.violate("saga %s: its log was deleted before it finished", id)
 		}
-		w.expired[id] = entries
-		delete(w.folds, id) // a saga of the same id would start afresh
-		w.tracef("log %s: expired", short(id))
+		w.expired[id] = true
+		w.tracef("log %s: deleted", short(id))
 	}
 	delete(w.logs, id)
 	return nil
+}
+
+// rolledUp stores rollup e as the saga's log, which it must restate
+// exactly, and lets it expire after ttl (the dedupe window).
+func (w *world) rolledUp(id string, e streams.Entry, ttl time.Duration) {
+	parts, ok, err := events.SplitRollup(e.Data)
+	h := w.history[id]
+	switch {
+	case err != nil || !ok:
+		w.violate("saga %s: its last append is not a rollup: %v", id, err)
+		return
+	case len(parts) != len(h)+1:
+		w.violate("saga %s: its rollup restates %d messages, its log has %d before it", id, len(parts), len(h))
+		return
+	}
+	for i, m := range h {
+		if string(parts[i]) != string(m.Data) {
+			w.violate("saga %s: its rollup's message %d is not its log's", id, i)
+			return
+		}
+	}
+	w.logs[id] = []streams.Entry{e}
+	w.history[id] = append(h, streams.Entry{Seq: e.Seq, Data: parts[len(h)], Time: e.Time})
+	w.tracef("log %s: seq %d stored, a rollup", short(id), e.Seq)
+	if ttl > 0 {
+		w.at(ttl, func() {
+			if l := w.logs[id]; len(l) == 1 && l[0].Seq == e.Seq {
+				delete(w.logs, id)
+				w.expired[id] = true
+				w.tracef("log %s: the rollup expired", short(id))
+			}
+		})
+	}
+}
+
+func (l simLog) Archive(_ context.Context, id string, rollup, _ []byte) error {
+	w := l.w
+	return simIndex(l).write("archive "+short(id), func() {
+		if had, ok := w.archive[id]; ok && string(had) != string(rollup) {
+			w.violate("saga %s: archived twice, differently", id)
+		}
+		if _, ok := w.archive[id]; !ok {
+			w.archive[id] = slices.Clone(rollup)
+		}
+	})
 }
 
 // simIndex is the saga index in memory.
@@ -321,10 +372,13 @@ func (x simIndex) write(what string, f func()) error {
 	return nil
 }
 
-func (x simIndex) MarkInFlight(_ context.Context, p int, id string) error {
-	return x.write("mark "+short(id), func() {
+func (x simIndex) MarkInFlight(_ context.Context, s index.Summary) error {
+	if s.Partition != x.w.partitionOf(s.ID) {
+		x.w.violate("saga %s marked in partition %d, belongs to %d", s.ID, s.Partition, x.w.partitionOf(s.ID))
+	}
+	return x.write("mark "+short(s.ID), func() {
 		if !x.w.knobs.markerLost {
-			x.w.inflight[p][id] = true
+			x.w.inflight[s.Partition][s.ID] = true
 		}
 	})
 }
@@ -345,24 +399,8 @@ func (x simIndex) InFlight(_ context.Context, p int) ([]string, error) {
 	return ids, nil
 }
 
-func (x simIndex) Put(_ context.Context, s index.Summary, ttl time.Duration) error {
-	w := x.w
-	return x.write("summary "+short(s.ID), func() {
-		w.summaries[s.ID] = s
-		w.summaryPuts[s.ID]++
-		if ttl > 0 { // the message TTL: gone after ttl, unless written again
-			n := w.summaryPuts[s.ID]
-			w.at(ttl, func() {
-				if w.summaryPuts[s.ID] == n {
-					delete(w.summaries, s.ID)
-				}
-			})
-		}
-	})
-}
-
 func (x simIndex) Forget(_ context.Context, id string) error {
-	return x.write("forget "+short(id), func() { delete(x.w.summaries, id) })
+	return x.write("forget "+short(id), func() {})
 }
 
 // simPub stores requests and timer schedules.
@@ -524,6 +562,12 @@ func (d *simDelivery) Ack() error {
 }
 
 func (d *simDelivery) Nak() error { return d.NakWithDelay(0) }
+
+// Metadata tells how many times the message was delivered, as
+// JetStream's does.
+func (d *simDelivery) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: uint64(d.n)}, nil
+}
 
 func (d *simDelivery) NakWithDelay(delay time.Duration) error {
 	if !d.m.done && d.m.delivery == d.n {

@@ -158,17 +158,17 @@ func Encode(e Event) ([]byte, error) {
 
 // EncodeLogged writes one event of a saga's log alone, as Encode does,
 // with two extension attributes that keep the decision it belongs to:
-// jetsagalogseq, the stream sequence of the log message it was written in,
-// and jetsagalogsize, the number of events in that message. Events with
-// the same jetsagalogseq were written together, as one decision; an export
-// shows the whole decision when that many of them are present. Decode
-// ignores both.
-func EncodeLogged(e Event, seq uint64, size int) ([]byte, error) {
+// jetsagalogseq, the number of the log message it was written in (1 for
+// the saga's first), and jetsagalogsize, the number of events in that
+// message. Events with the same jetsagalogseq were written together, as
+// one decision; an export shows the whole decision when that many of them
+// are present. Decode ignores both.
+func EncodeLogged(e Event, message, size int) ([]byte, error) {
 	w, err := toWire(e)
 	if err != nil {
 		return nil, err
 	}
-	w.LogSeq, w.LogSize = strconv.FormatUint(seq, 10), strconv.Itoa(size)
+	w.LogSeq, w.LogSize = strconv.Itoa(message), strconv.Itoa(size)
 	return json.Marshal(w)
 }
 

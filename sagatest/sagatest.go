@@ -348,11 +348,11 @@ func (k *Kit) run(def *saga.Definition, params any, faults []events.Fault, crash
 
 // messages counts the log messages of a saga's timeline.
 func messages(s *client.Saga) int {
-	var seqs []uint64
+	var ns []int
 	for _, e := range s.Timeline {
-		seqs = append(seqs, e.Seq)
+		ns = append(ns, e.Message)
 	}
-	return len(slices.Compact(seqs))
+	return len(slices.Compact(ns))
 }
 
 // where says where an unfinished saga is.

@@ -109,6 +109,7 @@ func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 			}
 			last = e.Seq
 			if found == nil && m.Header.Get(HeaderSaga) == sagaID {
+				e.Summary = []byte(m.Header.Get(HeaderSummary))
 				found = &e
 			}
 			return nil
@@ -149,4 +150,56 @@ func idTime(id string) (time.Time, bool) {
 	}
 	sec, nsec := u.Time().UnixTime()
 	return time.Unix(sec, nsec), true
+}
+
+// ArchivedSummaries hands each finished saga's summary (JSON), archived
+// since since (zero: all), to each, oldest first, until each returns
+// false. It reads headers only (an ordered consumer), so its cost is the
+// number of sagas, not their logs' size.
+func (l *Log) ArchivedSummaries(ctx context.Context, since time.Time, each func(summary []byte) bool) error {
+	s, err := l.js.Stream(ctx, ArchiveStream)
+	if err != nil {
+		return fmt.Errorf("streams: list the archive: %w", err)
+	}
+	if st := s.CachedInfo().State; st.Msgs == 0 || !since.IsZero() && st.LastTime.Before(since) {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{archiveSubjects}, HeadersOnly: true, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: 5 * time.Second}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	c, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("streams: list the archive: %w", err)
+	}
+	for {
+		batch, err := c.Fetch(readBatch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("streams: list the archive: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("streams: list the archive: %w", err)
+			}
+			if !each([]byte(m.Headers().Get(HeaderSummary))) {
+				return nil
+			}
+			if meta.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("streams: list the archive: %w", err)
+		}
+		if got == 0 {
+			return nil // nothing since (or the stream is empty now)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }

@@ -56,6 +56,8 @@ type Entry struct {
 	Data []byte
 	// Time is when the server stored the message.
 	Time time.Time
+	// Summary is an archive message's summary (JSON; Log.Archived).
+	Summary []byte
 }
 
 // Log appends to and reads sagas' logs in JETSAGA_LOG. It is safe for

@@ -78,6 +78,7 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 		p := Permissions{
 			Publish: []string{api + "INFO", api + "STREAM.INFO.*", api + "DIRECT.GET." + LogStream, api + "DIRECT.GET." + LogStream + ".>",
 				api + "STREAM.MSG.GET." + LogStream, api + "DIRECT.GET." + ArchiveStream, api + "DIRECT.GET." + ArchiveStream + ".>",
+				api + "CONSUMER.CREATE." + ArchiveStream + ".>", api + "CONSUMER.MSG.NEXT." + ArchiveStream + ".>",
 				api + "DIRECT.GET.KV_" + SagaBucket + ".>", api + "DIRECT.GET.KV_" + DefinitionBucket + ".>",
 				api + "CONSUMER.CREATE.KV_" + SagaBucket + ".>", api + "CONSUMER.CREATE.KV_" + SagaBucket,
 				api + "CONSUMER.DELETE.KV_" + SagaBucket + ".>", StatusSubject, SagaStateSubject("*")},

@@ -150,14 +150,13 @@ func (c Config) Validate() error {
 	}
 	logOK := positive("LogMaxAge", c.LogMaxAge)
 	workOK := positive("WorkMaxAge", c.WorkMaxAge)
-	archiveOK := c.ArchiveMaxAge < 0 || positive("ArchiveMaxAge", c.ArchiveMaxAge)
+	if c.ArchiveMaxAge > 0 {
+		positive("ArchiveMaxAge", c.ArchiveMaxAge)
+	}
 	positive("BarrierTTL", c.BarrierTTL)
 	if positive("DuplicateWindow", c.DuplicateWindow) {
 		if logOK && c.LogMaxAge > 0 && c.DuplicateWindow > c.LogMaxAge {
 			bad("DuplicateWindow", "%s exceeds LogMaxAge %s", c.DuplicateWindow, c.LogMaxAge)
-		}
-		if archiveOK && c.ArchiveMaxAge > 0 && c.DuplicateWindow > c.ArchiveMaxAge {
-			bad("DuplicateWindow", "%s exceeds ArchiveMaxAge %s", c.DuplicateWindow, c.ArchiveMaxAge)
 		}
 		if workOK && c.DuplicateWindow > c.WorkMaxAge {
 			bad("DuplicateWindow", "%s exceeds WorkMaxAge %s", c.DuplicateWindow, c.WorkMaxAge)
@@ -228,10 +227,12 @@ func Declare(cfg Config) (Topology, error) {
 				MaxMsgSize:        c.MaxMsgSize,
 				Storage:           c.Storage,
 				Replicas:          c.Replicas,
-				Duplicates:        c.DuplicateWindow,
-				AllowDirect:       true,
-				DenyDelete:        true,
-				Metadata:          map[string]string{metaTopology: topologyV1},
+				// A second copy of a saga is dropped within the window (the
+				// server wants it no longer than the age limit).
+				Duplicates:  archiveDuplicates(c),
+				AllowDirect: true,
+				DenyDelete:  true,
+				Metadata:    map[string]string{metaTopology: topologyV1},
 			},
 			{
 				Name:              WorkStream,
@@ -402,6 +403,15 @@ func ensure(ctx context.Context, js jetstream.JetStream, kind, name, stream stri
 			return []error{fmt.Errorf("streams: create %s %s: %w", kind, name, err)}
 		}
 	}
+}
+
+// archiveDuplicates is the archive's duplicate window: the deployment's,
+// unless the retention is shorter.
+func archiveDuplicates(c Config) time.Duration {
+	if c.ArchiveMaxAge > 0 && c.ArchiveMaxAge < c.DuplicateWindow {
+		return c.ArchiveMaxAge
+	}
+	return c.DuplicateWindow
 }
 
 // upgrade returns have with the settings an earlier release did not ask

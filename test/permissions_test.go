@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/internal/natstest"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/saga"
 	"github.com/jetsaga/jetsaga/streams"
@@ -176,8 +178,20 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if s, err := ocl.Status(ctxT(t), id); err != nil || s.Status != client.StatusSucceeded {
 		t.Fatalf("operator reads the saga: %v %v", s, err)
 	}
-	if _, err := ocl.List(ctxT(t), client.Filter{}); err != nil {
-		t.Fatalf("operator lists sagas: %v", err)
+	natstest.Eventually(t, 10*time.Second, func() error {
+		sums, err := ocl.List(ctxT(t), client.Filter{})
+		if err != nil {
+			return fmt.Errorf("operator lists sagas: %w", err)
+		}
+		for _, s := range sums {
+			if s.ID == id && s.Status == "succeeded" {
+				return nil // read from the archive
+			}
+		}
+		return fmt.Errorf("the finished saga is not listed: %+v", sums)
+	})
+	if e, err := streams.NewLog(opjs).Archived(ctxT(t), id); err != nil || len(e.Summary) == 0 {
+		t.Fatalf("operator reads the archive: %v", err)
 	}
 	short := func() context.Context {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
 	"github.com/jetsaga/jetsaga/events"
@@ -16,21 +18,24 @@ import (
 	"github.com/jetsaga/jetsaga/streams"
 )
 
-// A finished saga's log and summary are removed once its retention has
-// passed; a saga that has not finished (stuck here) is kept.
-func TestFinishedSagasExpire(t *testing.T) {
+// A finished saga leaves its log subject after the dedupe window and is
+// read from the archive until the retention has passed; a saga that has
+// not finished (stuck here) is kept. A start delivered again, sent longer
+// ago than the window, does not create the saga a second time.
+func TestFinishedSagasLeaveTheLogForTheArchive(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
-	_, cjs := natstest.Connect(t, srv.ClientURL())
-	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t), Retention: 2 * time.Second})
+	cnc, cjs := natstest.Connect(t, srv.ClientURL())
+	const retention = 6 * time.Second
+	cfg := coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t), Retention: retention, DedupeWindow: time.Second}
+	c, err := coordinator.New(cjs, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Start(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
 	cl, err := client.New(ctxT(t), js)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +50,8 @@ func TestFinishedSagasExpire(t *testing.T) {
 		return succeedAll(req)
 	})
 	ctx := ctxT(t)
-	done, err := cl.Start(ctx, saga.New("short").Then(saga.Action("a", "ret.ok")).MustBuild(), nil)
+	def := saga.New("short").Then(saga.Action("a", "ret.ok")).MustBuild()
+	done, err := cl.Start(ctx, def, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,51 +66,99 @@ func TestFinishedSagasExpire(t *testing.T) {
 	if s := e.wait(stuck); s.Status != client.StatusStuck {
 		t.Fatalf("saga %s, want stuck", s.Status)
 	}
-	natstest.Eventually(t, 30*time.Second, func() error {
-		if _, err := cl.Status(ctx, done); !errors.Is(err, client.ErrNotFound) {
-			return fmt.Errorf("the finished saga's log is still there (%v)", err)
-		}
+	log := streams.NewLog(js)
+	listed := func() map[string]string {
 		sums, err := cl.List(ctx, client.Filter{})
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
+		out := map[string]string{}
 		for _, s := range sums {
-			if s.ID == done {
-				return fmt.Errorf("the finished saga's summary is still listed")
-			}
+			out[s.ID] = s.Status
+		}
+		return out
+	}
+	natstest.Eventually(t, 30*time.Second, func() error {
+		if _, err := log.Read(ctx, done, 0); !errors.Is(err, streams.ErrNotFound) {
+			return fmt.Errorf("the finished saga is still on its log subject (%v)", err)
 		}
 		return nil
 	})
-	natstest.Eventually(t, 10*time.Second, func() error {
-		if st := c.Status(); st.Expired != 1 {
-			return fmt.Errorf("%d sagas expired, want 1", st.Expired)
-		}
-		return nil
-	})
-	if s, err := cl.Status(ctx, stuck); err != nil || s.Status != client.StatusStuck {
-		t.Fatalf("the stuck saga: %v, %v", s, err)
+	// Gone from the log, still there for readers: from the archive.
+	if s, err := cl.Status(ctx, done); err != nil || s.Status != client.StatusSucceeded || len(s.Timeline) == 0 {
+		t.Fatalf("the archived saga: %+v, %v", s, err)
+	}
+	if l := listed(); l[done] != "succeeded" || l[stuck] != "stuck" {
+		t.Fatalf("list: %v", l)
 	}
 
-	// The expired saga's start comes again, as a redelivery would, sent
-	// longer ago than the retention: refused, the saga stays gone.
-	rejected := c.Status().Rejected
+	// The saga's start comes again, delivered a second time (a
+	// coordinator took it and died before acking), sent longer ago than
+	// the window: refused, the saga is not created again.
+	if err := c.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cnc.Close()
+	p := streams.Partition(done, testPartitions)
 	cmd, err := events.Encode(events.Event{ID: "start-again", Source: "/test", SagaID: done, Time: time.Now().Add(-10 * time.Second),
-		Data: &events.StartSaga{SagaCreated: events.SagaCreated{Definition: saga.New("short").Then(saga.Action("a", "ret.ok")).MustBuild(), Params: json.RawMessage("null")}}})
+		Data: &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: json.RawMessage("null")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, streams.CommandSubject(streams.Partition(done, testPartitions)), cmd); err != nil {
+	if _, err := js.Publish(ctx, streams.CommandSubject(p), cmd); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() error {
-		if st := c.Status(); st.Rejected <= rejected {
+	cons, err := js.Consumer(ctx, streams.WorkStream, streams.PartitionConsumer(p).Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for delivered := false; !delivered; {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if string(m.Data()) == string(cmd) {
+				delivered = true
+				_ = m.Nak()
+			} else {
+				_ = m.Ack() // an earlier message left behind
+			}
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatalf("fetching the start: %v", err)
+		}
+	}
+	_, cjs2 := natstest.Connect(t, srv.ClientURL())
+	cfg.Name = "c2"
+	c2, err := coordinator.New(cjs2, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c2.Stop(context.Background()) })
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if st := c2.Status(); st.Rejected < 1 {
 			return fmt.Errorf("the old start is not rejected yet (%d rejected)", st.Rejected)
 		}
 		return nil
 	})
-	if _, err := cl.Status(ctx, done); !errors.Is(err, client.ErrNotFound) {
-		t.Fatalf("an old start re-created the expired saga: %v", err)
+	if _, err := log.Read(ctx, done, 0); !errors.Is(err, streams.ErrNotFound) {
+		t.Fatalf("an old start re-created the finished saga: %v", err)
 	}
+
+	// Past the retention, the archive lets it go.
+	natstest.Eventually(t, 30*time.Second, func() error {
+		if _, err := cl.Status(ctx, done); !errors.Is(err, client.ErrNotFound) {
+			return fmt.Errorf("the finished saga is still readable after the retention (%v)", err)
+		}
+		if l := listed(); l[done] != "" || l[stuck] != "stuck" {
+			return fmt.Errorf("list: %v", l)
+		}
+		return nil
+	})
 }
 
 // A coordinator not told the number of partitions adopts the deployed

@@ -99,8 +99,12 @@ type Report struct {
 	// stream, KV buckets included) per saga and per action node.
 	MsgsPerSaga float64 `json:"msgs_per_saga"`
 	MsgsPerNode float64 `json:"msgs_per_node"`
-	// LogBytesPerSaga is what a saga's log adds to JETSAGA_LOG's bytes.
-	LogBytesPerSaga float64 `json:"log_bytes_per_saga"`
+	// LogBytesPerSaga is what a saga's log adds to JETSAGA_LOG's bytes
+	// (a finished saga's rollup, until its dedupe window ends), and
+	// ArchiveBytesPerSaga what it adds to JETSAGA_ARCHIVE's (the same
+	// rollup with its summary, for the retention).
+	LogBytesPerSaga     float64 `json:"log_bytes_per_saga"`
+	ArchiveBytesPerSaga float64 `json:"archive_bytes_per_saga"`
 	// CPUSeconds is this process's CPU time while measuring: with an
 	// embedded server it includes the server, the participants and the
 	// driver, not only the coordinators.
@@ -218,7 +222,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{Workload: cfg.Workload.Name, Durability: cfg.Durability, Concurrency: cfg.Concurrency,
 		Coordinators: cfg.Coordinators, Participants: cfg.Participants, Partitions: cfg.Partitions, Replicas: cfg.Replicas, Barrier: cfg.Barrier}
-	before, logBefore, err := writes(ctx, djs)
+	before, logBefore, archBefore, err := writes(ctx, djs)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	after, logAfter, err := writes(ctx, djs)
+	after, logAfter, archAfter, err := writes(ctx, djs)
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +265,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.MsgsPerSaga = float64(after-before) / float64(res.sagas)
 		rep.MsgsPerNode = rep.MsgsPerSaga / float64(cfg.Workload.Nodes)
 		rep.LogBytesPerSaga = float64(logAfter-logBefore) / float64(res.sagas)
+		rep.ArchiveBytesPerSaga = float64(archAfter-archBefore) / float64(res.sagas)
 	}
 
 	if cfg.Baseline {
@@ -282,19 +287,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // writes sums the last sequences of every stream (the messages written so
-// far), and returns the bytes in JETSAGA_LOG.
-func writes(ctx context.Context, js jetstream.JetStream) (n, logBytes uint64, err error) {
+// far), and returns the bytes in JETSAGA_LOG and JETSAGA_ARCHIVE.
+func writes(ctx context.Context, js jetstream.JetStream) (n, logBytes, archiveBytes uint64, err error) {
 	l := js.ListStreams(ctx)
 	for info := range l.Info() {
 		n += info.State.LastSeq
-		if info.Config.Name == streams.LogStream {
+		switch info.Config.Name {
+		case streams.LogStream:
 			logBytes = info.State.Bytes
+		case streams.ArchiveStream:
+			archiveBytes = info.State.Bytes
 		}
 	}
 	if err := l.Err(); err != nil {
-		return 0, 0, fmt.Errorf("bench: list streams: %w", err)
+		return 0, 0, 0, fmt.Errorf("bench: list streams: %w", err)
 	}
-	return n, logBytes, nil
+	return n, logBytes, archiveBytes, nil
 }
 
 // sampleHeap samples the heap in use every 100ms until the returned func
@@ -488,7 +496,7 @@ func (d *driver) run(ctx context.Context, count int, dur time.Duration) (result,
 // one runs one saga and returns its end-to-end latency: from the start
 // request to its saga.finished observed.
 func (d *driver) one(ctx context.Context) (time.Duration, error) {
-	id := uuid.NewString()
+	id := uuid.Must(uuid.NewV7()).String() // as client.Start makes them
 	ch := make(chan string, 1)
 	d.mu.Lock()
 	d.wait[id] = ch

@@ -122,9 +122,10 @@ func TestPopulateHistory(t *testing.T) {
 	if err != nil || s.Status != client.StatusSucceeded || len(s.Nodes) != 3 {
 		t.Fatalf("saga %+v (%v)", s, err)
 	}
-	// Written as a coordinator writes today: compact, the definition by reference.
-	first, err := streams.NewLog(js).First(ctx, sums[0].ID)
-	if err != nil || first == nil || !strings.HasPrefix(string(first.Data), "[2,") || strings.Contains(string(first.Data), `"nodes"`) {
-		t.Fatalf("history log message %v: %v", first, err)
+	// Archived as a coordinator archives today: a rollup of compact
+	// messages, the definition by reference.
+	first, err := streams.NewLog(js).Archived(ctx, sums[0].ID)
+	if err != nil || first == nil || !strings.HasPrefix(string(first.Data), "[3,[2,") || strings.Contains(string(first.Data), `"nodes"`) {
+		t.Fatalf("history archive message %v: %v", first, err)
 	}
 }

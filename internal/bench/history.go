@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -18,12 +17,12 @@ import (
 	"github.com/jetsaga/jetsaga/streams"
 )
 
-// PopulateHistory writes n finished sagas straight into the log and the
-// index, as if they had run: for each, one log message holding a whole
-// successful linear-3 run (the events a coordinator writes, in the
-// compact format, referring to the stored definition) and its summary.
-// It is how jetsaga bench measures throughput with a long history present
-// without running it first.
+// PopulateHistory writes n finished sagas straight into the archive, as
+// if they had run and left the log past their dedupe window: for each, the
+// rollup a coordinator archives (one message holding a whole successful
+// linear-3 run, in the compact format, referring to the stored definition)
+// with its summary. It is how jetsaga bench measures throughput with a
+// long history present without running it first.
 func PopulateHistory(ctx context.Context, js jetstream.JetStream, n int) error {
 	template, tmplID, created, err := finishedLog()
 	if err != nil {
@@ -45,18 +44,16 @@ func PopulateHistory(ctx context.Context, js jetstream.JetStream, n int) error {
 	if err != nil {
 		return err
 	}
+	rollup, err := events.EncodeRollup([][]byte{template})
+	if err != nil {
+		return err
+	}
 	old := []byte(tmplID)
 	for i := range n {
-		id := uuid.NewString()
-		m := nats.NewMsg(streams.LogSubject(id))
-		m.Data = bytes.ReplaceAll(template, old, []byte(id))
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		id := uuid.Must(uuid.NewV7()).String()
+		m := streams.ArchiveMsg(id, bytes.ReplaceAll(rollup, old, []byte(id)), bytes.ReplaceAll(sumTemplate, old, []byte(id)))
 		if _, err := ajs.PublishMsgAsync(m); err != nil {
 			return fmt.Errorf("bench: history saga %d: %w", i, err)
-		}
-		s := &nats.Msg{Subject: "$KV." + streams.SagaBucket + ".saga." + id, Data: bytes.ReplaceAll(sumTemplate, old, []byte(id))}
-		if _, err := ajs.PublishMsgAsync(s); err != nil {
-			return fmt.Errorf("bench: history summary %d: %w", i, err)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -76,7 +76,7 @@ func RunHold(ctx context.Context, cfg Config, n int, progress io.Writer) (*HoldR
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if _, err := cl.Start(ctx, def, nil, client.WithSagaID(uuid.NewString())); err != nil {
+				if _, err := cl.Start(ctx, def, nil, client.WithSagaID(uuid.Must(uuid.NewV7()).String())); err != nil {
 					mu.Lock()
 					firstErr = err
 					mu.Unlock()

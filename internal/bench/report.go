@@ -16,7 +16,7 @@ func (r *Report) Print(w io.Writer) {
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "           first error: %s\n", r.FirstError)
 	}
-	fmt.Fprintf(w, "           JetStream messages written: %.1f per saga, %.2f per node; the saga log takes %.0f bytes per saga\n", r.MsgsPerSaga, r.MsgsPerNode, r.LogBytesPerSaga)
+	fmt.Fprintf(w, "           JetStream messages written: %.1f per saga, %.2f per node; the saga log takes %.0f bytes per saga (the archive %.0f)\n", r.MsgsPerSaga, r.MsgsPerNode, r.LogBytesPerSaga, r.ArchiveBytesPerSaga)
 	perSaga := 0.0
 	if r.Sagas > 0 {
 		perSaga = r.CPUSeconds / float64(r.Sagas) * 1000

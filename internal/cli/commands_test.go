@@ -225,9 +225,9 @@ func TestShowWatchExport(t *testing.T) {
 	}
 	// Each line names the log message it was written in, and how many
 	// events that message holds: the decisions can be told apart.
-	perMsg := map[uint64]int{}
+	perMsg := map[int]int{}
 	for _, ev := range evs {
-		perMsg[ev.Seq]++
+		perMsg[ev.Message]++
 	}
 	for i, l := range lines {
 		ev, err := events.Decode([]byte(l))
@@ -238,8 +238,8 @@ func TestShowWatchExport(t *testing.T) {
 			Seq  string `json:"jetsagalogseq"`
 			Size string `json:"jetsagalogsize"`
 		}
-		if err := json.Unmarshal([]byte(l), &attrs); err != nil || attrs.Seq != fmt.Sprint(evs[i].Seq) || attrs.Size != fmt.Sprint(perMsg[evs[i].Seq]) {
-			t.Fatalf("line %d: jetsagalogseq %q, jetsagalogsize %q; want %d, %d", i, attrs.Seq, attrs.Size, evs[i].Seq, perMsg[evs[i].Seq])
+		if err := json.Unmarshal([]byte(l), &attrs); err != nil || attrs.Seq != fmt.Sprint(evs[i].Message) || attrs.Size != fmt.Sprint(perMsg[evs[i].Message]) {
+			t.Fatalf("line %d: jetsagalogseq %q, jetsagalogsize %q; want %d, %d", i, attrs.Seq, attrs.Size, evs[i].Message, perMsg[evs[i].Message])
 		}
 	}
 	if len(perMsg) < 2 || len(perMsg) >= len(lines) {

@@ -29,7 +29,8 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	replicas := fs.Int("replicas", 1, "replicas of every stream and bucket jetsaga creates (3 in a production cluster)")
 	maxInFlight := fs.Int("max-in-flight", 0, "bound on requests awaiting replies or retries across all sagas (0: none)")
 	maxPerSaga := fs.Int("max-in-flight-per-saga", 0, "bound on one saga's requests awaiting replies or retries (0: none)")
-	retention := fs.Duration("retention", coordinator.DefaultRetention, "how long a finished saga's log is kept before it is removed (archive first with jetsaga export); negative: forever")
+	retention := fs.Duration("retention", coordinator.DefaultRetention, "how long finished sagas are kept in the archive (JETSAGA_ARCHIVE's age limit, set when it is created); negative: forever")
+	dedupe := fs.Duration("dedupe-window", coordinator.DefaultDedupeWindow, "how long a finished saga stays on its log subject, where a start with its id or idempotency key finds it (each costs the server a few hundred bytes meanwhile); negative: until purged")
 	metricsAddr := addMetricsFlag(fs)
 	otlp := addOTLPFlags(fs)
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long to let inputs being handled finish")
@@ -54,6 +55,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 		MaxInFlightPerSaga: *maxPerSaga,
 		RequestTimeout:     conn.timeout,
 		Retention:          *retention,
+		DedupeWindow:       *dedupe,
 	}
 	if *own != "" {
 		if cfg.Partitions, err = parseRanges(*own); err != nil {

@@ -27,7 +27,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	entries, err := streams.NewLog(js).Read(ctx, id, 0)
+	entries, err := streams.NewLog(js).Load(ctx, id)
 	if err != nil {
 		return noSaga(id, err)
 	}
@@ -37,7 +37,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	}
 	msgs, err := sagalog.DecodeAll(ctx, store, id, entries)
 	for _, m := range msgs {
-		if err := writeLogged(e.stdout, m.Seq, m.Events); err != nil {
+		if err := writeLogged(e.stdout, m.N, m.Events); err != nil {
 			return fmt.Errorf("saga %s: %w", id, err)
 		}
 	}
@@ -47,9 +47,9 @@ func runExport(ctx context.Context, e *env, args []string) error {
 // writeLogged writes the events of one log message as CloudEvents, one a
 // line: audit tools want one event a line, and the extension attributes
 // keep which events were written together (events.EncodeLogged).
-func writeLogged(w io.Writer, seq uint64, evs []events.Event) error {
+func writeLogged(w io.Writer, message int, evs []events.Event) error {
 	for _, ev := range evs {
-		b, err := events.EncodeLogged(ev, seq, len(evs))
+		b, err := events.EncodeLogged(ev, message, len(evs))
 		if err != nil {
 			return fmt.Errorf("event %s: %w", ev.ID, err)
 		}

@@ -87,7 +87,7 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	entries, err := streams.NewLog(js).Read(ctx, id, 0)
+	entries, err := streams.NewLog(js).Load(ctx, id)
 	if err != nil {
 		return noSaga(id, err)
 	}

@@ -37,7 +37,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	entries, err := streams.NewLog(js).Read(ctx, id, 0)
+	entries, err := streams.NewLog(js).Load(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func replay(ctx context.Context, js jetstream.JetStream, id string, entries []st
 func (r *replayed) print(w io.Writer) {
 	for _, en := range r.entries {
 		for i, ev := range en.Events {
-			printEvent(w, en.Seq, i == 0, ev)
+			printEvent(w, en.N, i == 0, ev)
 		}
 	}
 	s := r.state
@@ -123,10 +123,10 @@ func (r *replayed) print(w io.Writer) {
 
 // printEvent prints an event as a timeline line; the first event of a log
 // message shows the message's stream sequence.
-func printEvent(w io.Writer, seq uint64, first bool, ev events.Event) {
+func printEvent(w io.Writer, message int, first bool, ev events.Event) {
 	s := ""
 	if first {
-		s = fmt.Sprintf("#%d", seq)
+		s = fmt.Sprintf("#%d", message)
 	}
 	fmt.Fprintf(w, "%-8s %s  %-28s %s\n", s, ev.Time.Local().Format("15:04:05.000"), client.ShortType(ev.Type()), describe(ev))
 }
@@ -205,17 +205,18 @@ func clip(b json.RawMessage) string {
 
 func (r *replayed) jsonView() map[string]any {
 	type ev struct {
-		Seq  uint64          `json:"seq"`
-		ID   string          `json:"id"`
-		Type events.Type     `json:"type"`
-		Time time.Time       `json:"time"`
-		Data json.RawMessage `json:"data"`
+		Seq     uint64          `json:"seq"`
+		Message int             `json:"message"`
+		ID      string          `json:"id"`
+		Type    events.Type     `json:"type"`
+		Time    time.Time       `json:"time"`
+		Data    json.RawMessage `json:"data"`
 	}
 	var evs []ev
 	for _, en := range r.entries {
 		for _, e := range en.Events {
 			data, _ := json.Marshal(e.Data)
-			evs = append(evs, ev{Seq: en.Seq, ID: e.ID, Type: e.Type(), Time: e.Time, Data: data})
+			evs = append(evs, ev{Seq: en.Seq, Message: en.N, ID: e.ID, Type: e.Type(), Time: e.Time, Data: data})
 		}
 	}
 	nodes := map[string]machine.Node{}

@@ -211,8 +211,9 @@ func shown(v json.RawMessage) string {
 	return clipTo(string(v), 40)
 }
 
-// verifyIndex compares the fold's status with the saga index, which the
-// coordinator writes just after the log: a difference lasting longer than
+// verifyIndex compares the fold's status with the saga's summary, which
+// the coordinator writes just after the log (in the saga index while it
+// runs, in the archive once it finished): a difference lasting longer than
 // wait is reported.
 func verifyIndex(ctx context.Context, js jetstream.JetStream, r *replayed, v *verification, wait time.Duration) *verification {
 	ix, err := index.Open(ctx, js)
@@ -220,12 +221,27 @@ func verifyIndex(ctx context.Context, js jetstream.JetStream, r *replayed, v *ve
 		v.Note += "; cannot open the saga index: " + err.Error()
 		return v
 	}
+	parts, err := streams.DeployedPartitions(ctx, js)
+	if err != nil || parts == 0 {
+		v.Note += fmt.Sprintf("; cannot read the partition count (%v), so nothing was compared", err)
+		return v
+	}
+	log := streams.NewLog(js)
 	deadline := time.Now().Add(wait)
 	for {
-		sum, err := ix.Get(ctx, r.state.SagaID)
+		sum, err := ix.Get(ctx, streams.Partition(r.state.SagaID, parts), r.state.SagaID)
+		if errors.Is(err, index.ErrNotFound) && r.state.Status.Finished() {
+			var e *streams.Entry
+			if e, err = log.Archived(ctx, r.state.SagaID); err == nil {
+				err = json.Unmarshal(e.Summary, &sum)
+			}
+			if errors.Is(err, streams.ErrNotFound) {
+				err = index.ErrNotFound
+			}
+		}
 		switch {
 		case errors.Is(err, index.ErrNotFound):
-			v.Note += "; the saga index has no summary of it either, so nothing was compared"
+			v.Note += "; neither the saga index nor the archive has a summary of it, so nothing was compared"
 			return v
 		case err != nil:
 			v.Note += "; cannot read the saga index: " + err.Error()

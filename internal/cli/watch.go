@@ -37,10 +37,10 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	}
 	st, err := sagalog.Follow(ctx, nc, streams.NewLog(js), store, id, conn.timeout, func(m sagalog.Message) error {
 		if *asJSON {
-			return writeLogged(e.stdout, m.Seq, m.Events)
+			return writeLogged(e.stdout, m.N, m.Events)
 		}
 		for i, ev := range m.Events {
-			printEvent(e.stdout, m.Seq, i == 0, ev)
+			printEvent(e.stdout, m.N, i == 0, ev)
 		}
 		return nil
 	}, func(st *machine.State) bool { return st.Status.Finished() || st.Status == machine.StatusStuck })

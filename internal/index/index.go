@@ -1,6 +1,8 @@
-// Package index keeps the saga index in the KV bucket jetsaga_sagas: a
-// summary per saga (for listing and filtering), and a marker per saga in
-// flight, by partition (for recovery).
+// Package index keeps the index of sagas in flight in the KV bucket
+// jetsaga_sagas: a marker per saga in flight, by partition (for recovery),
+// whose value is the saga's summary (for listing and filtering). Finished
+// sagas are listed from the archive (streams.Log.Archive), which holds
+// each one's summary in a header.
 //
 // The index is derived from the logs and may lag them: the coordinator
 // writes it after the log, and recovery rewrites it from the log. What
@@ -8,12 +10,13 @@
 // log's first append, and the start command is acknowledged only once
 // both are durable (until then the start comes again, and a saga read
 // afresh from its log is marked again); the marker is removed only after
-// the log says the saga finished. So recovery never misses a saga in
-// flight.
+// the saga is finished and archived. So recovery never misses a saga in
+// flight, and a saga whose marker is gone is in the archive.
 //
-// Keys: "saga.<id>" → Summary (JSON); "inflight.<partition>.<id>" → empty.
-// Removed markers are purged with a short marker TTL, so listing a
-// partition's in-flight sagas costs what is in flight, not its history.
+// Keys: "inflight.<partition>.<id>" → Summary (JSON). Removed markers are
+// purged with a short marker TTL, so listing a partition's in-flight sagas
+// costs what is in flight, not its history. Releases before the archive
+// also kept "saga.<id>" → Summary for every saga; Forget removes one.
 package index
 
 import (
@@ -97,10 +100,15 @@ func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
 // future or the deadline, and many can be in flight at once (a
 // coordinator's hot path).
 
-// MarkInFlight records that saga id of partition p is in flight.
-func (ix *Index) MarkInFlight(ctx context.Context, p int, id string) error {
-	if err := ix.publish(ctx, &nats.Msg{Subject: kvSubject(inflightKey(p, id))}); err != nil {
-		return fmt.Errorf("index: mark saga %s in flight: %w", id, err)
+// MarkInFlight records that saga s.ID of partition s.Partition is in
+// flight, with its summary (written again whenever the summary changes).
+func (ix *Index) MarkInFlight(ctx context.Context, s Summary) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := ix.publish(ctx, &nats.Msg{Subject: kvSubject(inflightKey(s.Partition, s.ID)), Data: b}); err != nil {
+		return fmt.Errorf("index: mark saga %s in flight: %w", s.ID, err)
 	}
 	return nil
 }
@@ -113,26 +121,6 @@ func (ix *Index) ClearInFlight(ctx context.Context, p int, id string) error {
 	m.Header.Set(jetstream.MsgTTLHeader, markerTTL.String())
 	if err := ix.publish(ctx, m); err != nil {
 		return fmt.Errorf("index: clear saga %s in flight: %w", id, err)
-	}
-	return nil
-}
-
-// Put writes a saga's summary. A ttl above zero makes it expire by itself
-// after it (a finished saga's, at the end of its retention): a summary
-// written late, after the saga's expiry removed it, does not outlive the
-// saga.
-func (ix *Index) Put(ctx context.Context, s Summary, ttl time.Duration) error {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	m := nats.NewMsg(kvSubject(summaryKey(s.ID)))
-	m.Data = b
-	if ttl > 0 {
-		m.Header.Set(jetstream.MsgTTLHeader, max(ttl, time.Second).Round(time.Second).String())
-	}
-	if err := ix.publish(ctx, m); err != nil {
-		return fmt.Errorf("index: put saga %s: %w", s.ID, err)
 	}
 	return nil
 }
@@ -155,7 +143,8 @@ func (ix *Index) publish(ctx context.Context, m *nats.Msg) error {
 
 func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }
 
-// Forget removes a saga's summary (its log is gone).
+// Forget removes a saga's summary as releases before the archive kept it
+// (an expiry timer they armed fired).
 func (ix *Index) Forget(ctx context.Context, id string) error {
 	if err := ix.kv.Purge(ctx, summaryKey(id), jetstream.PurgeTTL(markerTTL)); err != nil {
 		return fmt.Errorf("index: forget saga %s: %w", id, err)
@@ -163,9 +152,9 @@ func (ix *Index) Forget(ctx context.Context, id string) error {
 	return nil
 }
 
-// Get reads a saga's summary.
-func (ix *Index) Get(ctx context.Context, id string) (Summary, error) {
-	e, err := ix.kv.Get(ctx, summaryKey(id))
+// Get reads the summary of saga id, in flight in partition p.
+func (ix *Index) Get(ctx context.Context, p int, id string) (Summary, error) {
+	e, err := ix.kv.Get(ctx, inflightKey(p, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Summary{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -179,9 +168,10 @@ func (ix *Index) Get(ctx context.Context, id string) (Summary, error) {
 	return s, nil
 }
 
-// All returns every saga's summary, calling keep to filter them.
+// All returns the summary of every saga in flight, calling keep to filter
+// them.
 func (ix *Index) All(ctx context.Context, keep func(Summary) bool) ([]Summary, error) {
-	w, err := ix.kv.Watch(ctx, "saga.*", jetstream.IgnoreDeletes())
+	w, err := ix.kv.Watch(ctx, "inflight.*.*", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("index: list: %w", err)
 	}

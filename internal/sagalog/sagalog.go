@@ -19,8 +19,13 @@ import (
 
 // Message is one message of a saga's log: the events of one decision.
 type Message struct {
-	// Seq is the message's sequence in JETSAGA_LOG.
+	// Seq is the sequence of the stored message holding it (in
+	// JETSAGA_LOG, or JETSAGA_ARCHIVE): a rollup holds every message of a
+	// finished saga, under one sequence.
 	Seq uint64
+	// N is its place in the saga's log: 1 for the first decision. Set by
+	// Messages, DecodeAll and Follow.
+	N int
 	// Stored is when the server stored it.
 	Stored time.Time
 	Events []events.Event
@@ -37,6 +42,31 @@ func Decode(id string, e streams.Entry) (Message, error) {
 	return Message{Seq: e.Seq, Stored: e.Time, Events: evs}, nil
 }
 
+// Messages decodes a stored entry into the messages it holds, the first
+// being the saga's message number n: the entry itself, or each message of
+// a rollup (events.EncodeRollup), all with the entry's sequence.
+func Messages(id string, e streams.Entry, n int) ([]Message, error) {
+	parts, ok, err := events.SplitRollup(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("saga %s log message %d: %w", id, e.Seq, err)
+	}
+	if !ok {
+		m, err := Decode(id, e)
+		m.N = n
+		return []Message{m}, err
+	}
+	out := make([]Message, 0, len(parts))
+	for i, p := range parts {
+		m, err := Decode(id, streams.Entry{Seq: e.Seq, Time: e.Time, Data: p})
+		if err != nil {
+			return out, fmt.Errorf("%w (message %d of a rollup)", err, i+1)
+		}
+		m.N = n + i
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 // Resolver fills a saga.created's definition and defaults from the
 // documents its references name: *defs.Store.
 type Resolver interface {
@@ -50,18 +80,20 @@ func DecodeAll(ctx context.Context, r Resolver, id string, entries []streams.Ent
 	out := make([]Message, 0, len(entries))
 	var trace string
 	for _, e := range entries {
-		m, err := Decode(id, e)
+		ms, err := Messages(id, e, len(out)+1)
 		if err != nil {
 			return out, err
 		}
-		if err := resolve(ctx, r, id, m); err != nil {
-			return out, err
+		for _, m := range ms {
+			if err := resolve(ctx, r, id, m); err != nil {
+				return out, err
+			}
+			if c, ok := m.Events[0].Data.(*events.SagaCreated); ok && c != nil {
+				trace = m.Events[0].TraceParent
+			}
+			inherit(m, trace)
+			out = append(out, m)
 		}
-		if c, ok := m.Events[0].Data.(*events.SagaCreated); ok && c != nil {
-			trace = m.Events[0].TraceParent
-		}
-		inherit(m, trace)
-		out = append(out, m)
 	}
 	return out, nil
 }
@@ -127,8 +159,16 @@ func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, r Resolver, id
 	appear := time.Now().Add(grace)
 	st := machine.New(id)
 	var last uint64
+	applied := 0 // messages
 	for {
 		entries, err := log.Read(ctx, id, last)
+		if errors.Is(err, streams.ErrNotFound) && last == 0 {
+			// Finished and gone from its subject: the archive has it.
+			var e *streams.Entry
+			if e, err = log.Archived(ctx, id); err == nil {
+				entries = []streams.Entry{*e}
+			}
+		}
 		switch {
 		case errors.Is(err, streams.ErrNotFound) && last == 0:
 			if grace > 0 && time.Now().After(appear) {
@@ -138,19 +178,34 @@ func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, r Resolver, id
 			return nil, err
 		}
 		for _, e := range entries {
-			m, err := Decode(id, e)
-			if err == nil {
-				err = resolve(ctx, r, id, m)
-			}
-			if err == nil {
-				err = Apply(st, m)
-			}
+			ms, err := Messages(id, e, applied+1)
 			if err != nil {
 				return nil, err
 			}
-			if each != nil {
-				if err := each(m); err != nil {
+			if events.IsRollup(e.Data) {
+				// A rollup restates the log from its beginning: the
+				// messages read before it are not news.
+				if applied > len(ms) {
+					return nil, fmt.Errorf("saga %s log message %d: a rollup of %d messages, and %d were read before it", id, e.Seq, len(ms), applied)
+				}
+				ms = ms[applied:]
+				for i := range ms {
+					ms[i].N = applied + i + 1
+				}
+			}
+			for _, m := range ms {
+				err := resolve(ctx, r, id, m)
+				if err == nil {
+					err = Apply(st, m)
+				}
+				if err != nil {
 					return nil, err
+				}
+				applied++
+				if each != nil {
+					if err := each(m); err != nil {
+						return nil, err
+					}
 				}
 			}
 			last = e.Seq
