@@ -156,6 +156,10 @@ type sendDueInput struct {
 	cmd machine.SendRequest
 }
 
+// archiveAgainInput is a finished saga's archiving, tried again after a
+// failure.
+type archiveAgainInput struct{ a *archiving }
+
 // Results of I/O the partition started.
 type (
 	// loadDone: a saga's log was read and decoded, with the definition
@@ -193,7 +197,15 @@ type (
 	// cleared, or not.
 	finishDone struct {
 		id  string
+		a   *archiving // nil: nothing to try again
 		err error
+	}
+	// archiveChecked: the archive was searched for the saga of an old
+	// start delivered again.
+	archiveChecked struct {
+		t     task
+		found bool
+		err   error
 	}
 	// listDone: the partition's sagas in flight were listed.
 	listDone struct {
@@ -207,26 +219,28 @@ type (
 	}
 )
 
-func (replyInput) isInput()       {}
-func (startInput) isInput()       {}
-func (operatorInput) isInput()    {}
-func (timerInput) isInput()       {}
-func (recoverInput) isInput()     {}
-func (advanceInput) isInput()     {}
-func (expireInput) isInput()      {}
-func (queryInput) isInput()       {}
-func (retryInput) isInput()       {}
-func (recoverPassInput) isInput() {}
-func (wakeInput) isInput()        {}
-func (sendDueInput) isInput()     {}
-func (loadDone) isInput()         {}
-func (appendDone) isInput()       {}
-func (markDone) isInput()         {}
-func (publishDone) isInput()      {}
-func (indexDone) isInput()        {}
-func (finishDone) isInput()       {}
-func (listDone) isInput()         {}
-func (expireDone) isInput()       {}
+func (replyInput) isInput()        {}
+func (startInput) isInput()        {}
+func (operatorInput) isInput()     {}
+func (timerInput) isInput()        {}
+func (recoverInput) isInput()      {}
+func (advanceInput) isInput()      {}
+func (expireInput) isInput()       {}
+func (queryInput) isInput()        {}
+func (retryInput) isInput()        {}
+func (recoverPassInput) isInput()  {}
+func (wakeInput) isInput()         {}
+func (sendDueInput) isInput()      {}
+func (loadDone) isInput()          {}
+func (appendDone) isInput()        {}
+func (markDone) isInput()          {}
+func (publishDone) isInput()       {}
+func (indexDone) isInput()         {}
+func (finishDone) isInput()        {}
+func (archiveAgainInput) isInput() {}
+func (archiveChecked) isInput()    {}
+func (listDone) isInput()          {}
+func (expireDone) isInput()        {}
 
 // task is a saga's input on its way through the partition, with what it
 // went through: decisions lost to write races, and whether the log was
@@ -235,6 +249,9 @@ type task struct {
 	in        sagaBound
 	attempt   int
 	refreshed bool
+	// notArchived: a start the archive was searched for (tooOld), and
+	// that it does not hold.
+	notArchived bool
 }
 
 // workInput turns a message from JETSAGA_WORK (a command or a reply) into

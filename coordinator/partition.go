@@ -292,6 +292,11 @@ func (p *partition) handle(in input) {
 		p.advanceThrottled()
 	case sendDueInput:
 		p.sendDue(in)
+	case archiveAgainInput:
+		p.archive(in.a)
+	case archiveChecked:
+		p.ops--
+		p.searchedArchive(in)
 	case loadDone:
 		p.ops--
 		p.loadedLog(in)
@@ -311,9 +316,7 @@ func (p *partition) handle(in input) {
 		}
 	case finishDone:
 		p.ops--
-		if in.err != nil {
-			p.c.logger.Warn("cannot archive the finished saga or clear its in-flight marker; recovery will", "saga_id", in.id, "error", in.err)
-		}
+		p.archived(in)
 	case listDone:
 		p.ops--
 		p.listed(in)
@@ -394,7 +397,7 @@ func (p *partition) step(t task) {
 			return
 		}
 	case startInput:
-		if r == nil && t.attempt == 0 && !p.tooOld(in) {
+		if r == nil && t.attempt == 0 && !p.tooOld(t, in) {
 			// A start is first decided as if the saga were new, without
 			// a read: the append of its first message (expected position
 			// 0) fails if the log exists, and the next attempt reads it.
@@ -479,7 +482,12 @@ func (p *partition) loadedLog(in loadDone) {
 			// removal may be missing.
 			p.finished(r)
 		default:
-			p.decide(r, first, true) // rejected: the saga has finished
+			// Rejected: the saga has finished. Its archiving may be
+			// missing too (its owner died after the last append): done
+			// again, harmlessly, now rather than at the next recovery
+			// pass, which may come after the rollup expired.
+			p.finished(r)
+			p.decide(r, first, true)
 		}
 		return
 	}
@@ -530,16 +538,11 @@ func (p *partition) absent(id string, waiting []task) {
 	for i, t := range waiting {
 		switch in := t.in.(type) {
 		case startInput:
-			if p.tooOld(in) {
+			if p.tooOld(t, in) {
 				// Its saga may have run, finished and left its log
 				// subject since: creating it now would run it a second
-				// time.
-				p.c.stats.rejected.Add(1)
-				p.c.metrics.reject(rejectStale)
-				p.logger(t).Warn("input rejected", "reason", fmt.Sprintf(
-					"a start delivered again, sent %s ago, longer than the dedupe window (%s), for a saga with no log: it may be the redelivery of a saga that finished and was archived",
-					p.env.clock.Now().Sub(in.sent).Round(time.Second), p.c.cfg.DedupeWindow))
-				p.term(t)
+				// time. The archive tells.
+				p.searchArchive(t)
 				continue
 			}
 			p.requeue = append(slices.Clone(waiting[i+1:]), p.requeue...)
@@ -548,7 +551,12 @@ func (p *partition) absent(id string, waiting []task) {
 		case expireInput:
 			p.expire(t, false) // removed already; make sure the summary is gone too
 		case recoverInput:
-			// Nothing to recover yet.
+			// Nothing to recover: a start whose first append has not
+			// landed yet, or a finished saga whose rollup left the log
+			// after it was archived and before its marker went (the
+			// owner died in between and none came back within the
+			// dedupe window). The archive tells; its marker then goes.
+			p.unmarkArchived(id)
 		default:
 			p.c.stats.rejected.Add(1)
 			p.c.metrics.reject(rejectUnknownSaga)
@@ -560,13 +568,56 @@ func (p *partition) absent(id string, waiting []task) {
 
 // tooOld reports whether a start delivered before was sent longer ago
 // than the dedupe window: a saga its earlier delivery started may have
-// finished and left its log subject since, so it may create a saga only if
-// the saga has a log (it is then decided as a duplicate). A first delivery
-// created nothing yet, however long it waited (coordinators down for a
-// day, say).
-func (p *partition) tooOld(in startInput) bool {
+// finished and left its log subject since, so it may create a saga only
+// if the saga has a log (it is then decided as a duplicate) or the
+// archive does not have it (searchArchive). A first delivery created
+// nothing yet, however long it waited (coordinators down for a day, say).
+func (p *partition) tooOld(t task, in startInput) bool {
 	w := p.c.cfg.DedupeWindow
-	return w >= 0 && in.redelivered && !in.sent.IsZero() && p.env.clock.Now().Sub(in.sent) > w
+	return !t.notArchived && w >= 0 && in.redelivered && !in.sent.IsZero() && p.env.clock.Now().Sub(in.sent) > w
+}
+
+// searchArchive looks for the saga of an old start delivered again in
+// the archive (tooOld).
+func (p *partition) searchArchive(t task) {
+	log, id := p.env.log, t.in.saga()
+	p.run(func(ctx context.Context) input {
+		_, err := log.Archived(ctx, id)
+		if errors.Is(err, streams.ErrNotFound) {
+			return archiveChecked{t: t}
+		}
+		return archiveChecked{t: t, found: err == nil, err: err}
+	})
+}
+
+// searchedArchive goes on with an old start once the archive was searched:
+// refused if the archive has its saga, or may have had it (the start is
+// older than the retention); otherwise decided as any start.
+func (p *partition) searchedArchive(in archiveChecked) {
+	t := in.t
+	start := t.in.(startInput)
+	age := p.env.clock.Now().Sub(start.sent)
+	ret := p.c.cfg.Retention
+	var reason string
+	switch {
+	case in.err != nil:
+		p.logger(t).Error("cannot search the archive for an old start's saga; will retry", "error", in.err)
+		p.retryLater(t)
+		return
+	case in.found:
+		reason = fmt.Sprintf("a start delivered again, sent %s ago, for a saga that finished and was archived", age.Round(time.Second))
+	case ret >= 0 && age > ret:
+		reason = fmt.Sprintf("a start delivered again, sent %s ago, longer than the retention (%s), for a saga with no log: it may be the redelivery of a saga that finished and was archived, and the archive let go of it",
+			age.Round(time.Second), ret)
+	default:
+		t.notArchived = true
+		p.step(t)
+		return
+	}
+	p.c.stats.rejected.Add(1)
+	p.c.metrics.reject(rejectStale)
+	p.logger(t).Warn("input rejected", "reason", reason)
+	p.term(t)
 }
 
 // marked goes on with a saga read afresh once its marker is written.

@@ -3,9 +3,12 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/streams"
 
 	"github.com/jetsaga/jetsaga/internal/machine"
 )
@@ -20,7 +23,9 @@ const timerExpire machine.TimerKind = "expire"
 // clears its in-flight marker, in one I/O operation: until the archive has
 // it the marker stays, so a crash in between leaves the saga to recovery,
 // which does both again. The saga's last message, the same rollup, stays
-// on its log subject for the dedupe window and then expires by itself.
+// on its log subject for the dedupe window and then expires by itself:
+// archiving must succeed before then, so a failure is tried again at once
+// and then with backoff, as long as the partition is this coordinator's.
 func (p *partition) finished(r *run) {
 	id := r.state.SagaID
 	rollup, err := r.rollup()
@@ -32,10 +37,58 @@ func (p *partition) finished(r *run) {
 		p.c.logger.Error("cannot archive the finished saga", "saga_id", id, "error", err)
 		return
 	}
+	p.archive(&archiving{id: id, rollup: rollup, summary: sum})
+}
+
+// archiving is a finished saga's archiving and marker removal.
+type archiving struct {
+	id              string
+	rollup, summary []byte
+	attempt         int
+}
+
+// maxArchiveWait bounds the wait between tries of an archiving.
+const maxArchiveWait = 10 * time.Second
+
+func (p *partition) archive(a *archiving) {
+	if p.stopping {
+		return // the partition's next owner recovers the saga
+	}
 	log, ix, pid := p.env.log, p.env.index, p.id
 	p.run(func(ctx context.Context) input {
-		if err := log.Archive(ctx, id, rollup, sum); err != nil {
-			return finishDone{id: id, err: fmt.Errorf("archive: %w", err)}
+		if err := log.Archive(ctx, a.id, a.rollup, a.summary); err != nil {
+			return finishDone{id: a.id, a: a, err: fmt.Errorf("archive: %w", err)}
+		}
+		return finishDone{id: a.id, a: a, err: ix.ClearInFlight(ctx, pid, a.id)}
+	})
+}
+
+// archived takes an archiving's outcome: a failure is tried again.
+func (p *partition) archived(in finishDone) {
+	if in.err == nil {
+		return
+	}
+	if in.a == nil || p.stopping {
+		p.c.logger.Warn("cannot archive the finished saga or clear its in-flight marker; recovery will", "saga_id", in.id, "error", in.err)
+		return
+	}
+	wait := min(100*time.Millisecond<<min(in.a.attempt, 10), maxArchiveWait)
+	in.a.attempt++
+	p.c.logger.Warn("cannot archive the finished saga or clear its in-flight marker; trying again", "saga_id", in.id, "error", in.err, "in", wait)
+	p.after(wait, archiveAgainInput{a: in.a})
+}
+
+// unmarkArchived clears the in-flight marker of saga id, which has no log,
+// if the archive has it.
+func (p *partition) unmarkArchived(id string) {
+	log, ix, pid := p.env.log, p.env.index, p.id
+	p.run(func(ctx context.Context) input {
+		_, err := log.Archived(ctx, id)
+		switch {
+		case errors.Is(err, streams.ErrNotFound):
+			return finishDone{id: id} // not finished: a start on its way
+		case err != nil:
+			return finishDone{id: id, err: fmt.Errorf("look in the archive: %w", err)}
 		}
 		return finishDone{id: id, err: ix.ClearInFlight(ctx, pid, id)}
 	})

@@ -39,6 +39,9 @@ type sagaLog interface {
 	// Archive keeps a finished saga's rollup and summary for the
 	// retention (a second copy of the same saga is harmless).
 	Archive(ctx context.Context, sagaID string, rollup, summary []byte) error
+	// Archived returns the saga's archived rollup; streams.ErrNotFound
+	// if the archive does not have it.
+	Archived(ctx context.Context, sagaID string) (*streams.Entry, error)
 }
 
 // sagaIndex is the index of sagas in flight: a marker per saga, holding

@@ -232,9 +232,16 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	if w.rng.IntN(3) == 0 {
 		w.maxInFlight = 1 + w.rng.IntN(3) // admission under a tight bound
 	}
-	w.window = -1
-	if w.rng.IntN(2) == 0 {
+	switch w.rng.IntN(4) {
+	case 0:
 		w.window = time.Minute // finished sagas leave their log during the run
+	case 1:
+		// Shorter than the recovery interval: a marker whose removal
+		// failed outlives its saga's log, and recovery must find the
+		// saga in the archive.
+		w.window = 15 * time.Second
+	default:
+		w.window = -1
 	}
 	for i := range simCoordinators {
 		sc := &simCoord{name: fmt.Sprintf("c%d", i)}

@@ -323,6 +323,17 @@ func (l simLog) Archive(_ context.Context, id string, rollup, _ []byte) error {
 	})
 }
 
+func (l simLog) Archived(_ context.Context, id string) (*streams.Entry, error) {
+	if fail, _ := l.w.call("read the archive for " + short(id)); fail {
+		return nil, errSimFault
+	}
+	b, ok := l.w.archive[id]
+	if !ok {
+		return nil, &streams.NotFoundError{SagaID: id}
+	}
+	return &streams.Entry{Data: b}, nil
+}
+
 // simIndex is the saga index in memory.
 // simDefs is the definitions bucket: every call may fail or lose its
 // answer, like the other stores.
