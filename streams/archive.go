@@ -54,14 +54,14 @@ func ArchiveSubject(sagaID string) string {
 }
 
 // ArchiveMsg is the archive message of a finished saga: its rollup
-// (events.EncodeRollup) and summary. Its message id makes the archive
-// drop a second copy (a finish handled twice) within the duplicate
-// window; readers take the first copy either way.
+// (events.EncodeRollup) and summary. A saga archived twice (its finish
+// handled again after a lost answer) has two identical copies; readers
+// take the first. It carries no Nats-Msg-Id: the server would keep an
+// entry per archived saga for the whole duplicate window (measured: 1M
+// sagas archived within it, +119 MB of server heap), for copies that
+// are rare and harmless.
 func ArchiveMsg(sagaID string, rollup, summary []byte) *nats.Msg {
-	m := &nats.Msg{Subject: ArchiveSubject(sagaID), Data: rollup, Header: nats.Header{
-		HeaderSaga:            []string{sagaID},
-		jetstream.MsgIDHeader: []string{"archive." + sagaID},
-	}}
+	m := &nats.Msg{Subject: ArchiveSubject(sagaID), Data: rollup, Header: nats.Header{HeaderSaga: []string{sagaID}}}
 	if len(summary) > 0 {
 		m.Header[HeaderSummary] = []string{string(summary)}
 	}

@@ -94,7 +94,7 @@ func TestArchiveFindsSagas(t *testing.T) {
 		if err := log.Archive(ctx, id, []byte(`[3,[2,"`+id+`"]]`), []byte(`{"id":"`+id+`"}`)); err != nil {
 			t.Fatal(err)
 		}
-		// A second copy (a finish handled twice) is dropped.
+		// A second copy (a finish handled twice): readers take the first.
 		if err := log.Archive(ctx, id, []byte(`[3,[2,"`+id+`"]]`), nil); err != nil {
 			t.Fatal(err)
 		}
