@@ -390,6 +390,9 @@ func outcomeOf(id string, data []byte) (string, bool) {
 	if !bytes.Contains(data, finishedCompact) && !bytes.Contains(data, finishedType) {
 		return "", false
 	}
+	if parts, ok, err := events.SplitRollup(data); ok && err == nil && len(parts) > 0 {
+		data = parts[len(parts)-1] // the last decision is the one that finishes
+	}
 	evs, err := events.DecodeLog(id, data)
 	if err != nil {
 		return "", false
