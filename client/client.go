@@ -198,9 +198,38 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 	case events.ChildTraceParent(tp, "") == "":
 		return "", fmt.Errorf("client: trace parent %q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)", tp)
 	}
-	// A saga that exists answers for itself; otherwise the command goes
-	// out, and the stream's deduplication on its id says whether another
-	// start of the same saga is on its way.
+	// The partition's owner decides first, and says whether this start
+	// created the saga. If none answers, a saga that exists answers for
+	// itself; otherwise the command goes out, and the stream's
+	// deduplication on its id says whether another start of the same saga
+	// is on its way.
+	answer, err := c.startDirect(ctx, id, tp, cmd)
+	switch {
+	case err != nil:
+		return "", err
+	case answer.OK && (answer.Created || o.id == "" && o.key == ""):
+		return id, nil // created by this start, or a fresh random id: nothing earlier to compare with
+	case answer.OK || answer.Error != "":
+		// The saga exists, or the start was refused: it may be an
+		// earlier start's saga, which the coordinator took for this one
+		// or found to differ.
+		existing, err := c.created(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		if existing != nil {
+			if differs := cmd.Differences(existing); len(differs) > 0 {
+				return "", &IdempotencyConflictError{SagaID: id, Key: o.key, Differs: differs}
+			}
+		}
+		if answer.Error != "" {
+			return "", fmt.Errorf("client: start saga %s: %s", id, answer.Error)
+		}
+		if existing == nil {
+			return "", fmt.Errorf("client: the coordinator started saga %s, and its log is not there", id)
+		}
+		return id, nil
+	}
 	var existing *events.SagaCreated
 	if o.id != "" || o.key != "" { // a fresh random id names no saga yet
 		if existing, err = c.created(ctx, id); err != nil {
@@ -208,32 +237,6 @@ func (c *Client) Start(ctx context.Context, def *saga.Definition, params any, op
 		}
 	}
 	if existing == nil {
-		answer, err := c.startDirect(ctx, id, tp, cmd)
-		switch {
-		case err != nil:
-			return "", err
-		case answer.OK && o.id == "" && o.key == "":
-			return id, nil // a fresh random id: no earlier saga to compare with
-		case answer.OK || answer.Error != "":
-			// The saga exists, or the start was refused: it may be an
-			// earlier start's saga, which the coordinator took for this
-			// one or found to differ.
-			if existing, err = c.created(ctx, id); err != nil {
-				return "", err
-			}
-			if existing != nil {
-				if differs := cmd.Differences(existing); len(differs) > 0 {
-					return "", &IdempotencyConflictError{SagaID: id, Key: o.key, Differs: differs}
-				}
-			}
-			if answer.Error != "" {
-				return "", fmt.Errorf("client: start saga %s: %s", id, answer.Error)
-			}
-			if existing == nil {
-				return "", fmt.Errorf("client: the coordinator started saga %s, and its log is not there", id)
-			}
-			return id, nil
-		}
 		// No coordinator took it now: the command waits for one.
 		ack, err := c.commandTraced(ctx, id, "start:"+id, tp, cmd)
 		if err != nil {

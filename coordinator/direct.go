@@ -34,6 +34,9 @@ func (d directStart) Term() error {
 	return d.answer(streams.StartAnswer{Error: "the coordinator refused the start (its log says why)"})
 }
 
+// created answers that this start created the saga.
+func (d directStart) created() error { return d.answer(streams.StartAnswer{OK: true, Created: true}) }
+
 // refuse answers with the reason the start was rejected.
 func (d directStart) refuse(reason string) error {
 	return d.answer(streams.StartAnswer{Error: reason})
@@ -49,6 +52,10 @@ func (d directStart) answer(a streams.StartAnswer) error {
 
 // refuser is a delivery that can say why it is refused.
 type refuser interface{ refuse(reason string) error }
+
+// creator is a delivery that can say its start created the saga (settling
+// it like an ack).
+type creator interface{ created() error }
 
 // serveDirectStarts subscribes p to its partition's direct starts.
 func (c *Coordinator) serveDirectStarts(p *partition) (*nats.Subscription, error) {

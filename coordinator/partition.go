@@ -869,7 +869,11 @@ func (p *partition) apply(l *landing) {
 	if l.prev != machine.StatusNew && (r.state.Status != l.prev || r.state.Paused != l.paused || recovered) {
 		p.index(r) // a new saga's summary went with its marker
 	}
-	p.ack(t)
+	if cr, ok := t.in.message().(creator); ok && l.prev == machine.StatusNew && len(d.Events) > 0 {
+		_ = cr.created() // a direct start's client learns it needs not compare
+	} else {
+		p.ack(t)
+	}
 	if r.state.Status.Finished() {
 		c.stats.finished.Add(1)
 		p.finished(r)

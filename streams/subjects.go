@@ -88,6 +88,9 @@ type StartAnswer struct {
 	Retry string `json:"retry,omitempty"`
 	// Error: refused for good, and why.
 	Error string `json:"error,omitempty"`
+	// Created (with OK): this very start created the saga, so there is no
+	// earlier start whose request the client must compare with its own.
+	Created bool `json:"created,omitempty"`
 }
 
 // DrainSubject is where operators ask a coordinator, named in the
