@@ -3,6 +3,7 @@ package streams_test
 import (
 	"errors"
 	"hash/fnv"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -139,6 +140,28 @@ func TestValidateSagaID(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), tt.wantInMsg) {
 			t.Errorf("ValidateSagaID(%q) = %q, want it to mention %q", tt.id, err, tt.wantInMsg)
+		}
+	}
+}
+
+// ValidateSagaID accepts exactly the strings uuid.Parse reads and String
+// writes back the same.
+func TestValidateSagaIDAgreesWithUUID(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	const hexdigits = "0123456789abcdefABCDEF-xg"
+	for i := range 200000 {
+		b := []byte(uuid.NewString())
+		if i%2 == 1 { // mutate some bytes
+			for range 1 + rng.IntN(3) {
+				b[rng.IntN(len(b))] = hexdigits[rng.IntN(len(hexdigits))]
+			}
+		}
+		s := string(b)
+		u, err := uuid.Parse(s)
+		want := err == nil && u.String() == s
+		if got := streams.ValidateSagaID(s) == nil; got != want {
+			t.Fatalf("%q: ValidateSagaID says %v, uuid %v", s, got, want)
 		}
 	}
 }
