@@ -88,12 +88,11 @@ func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 		return nil, err
 	}
 	subject := ArchiveSubject(sagaID)
-	inbox := l.nc.NewInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
+	sub, err := l.replies.open()
 	if err != nil {
 		return nil, fmt.Errorf("streams: read the archive: %w", err)
 	}
-	defer sub.Unsubscribe() //nolint:errcheck // nothing to do about it
+	defer sub.close()
 	req := directGetRequest{Seq: 1, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}
 	if at, ok := idTime(sagaID); ok {
 		from := at.Add(-clockSkew)

@@ -67,6 +67,7 @@ type Log struct {
 	nc      *nats.Conn
 	api     string        // JetStream API prefix, ending in "."
 	timeout time.Duration // bound for calls whose ctx has no deadline
+	replies *replies      // the answers to direct gets
 }
 
 // NewLog returns a Log using js (and its connection). The topology must
@@ -87,7 +88,7 @@ func NewLog(js jetstream.JetStream) *Log {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout}
+	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout, replies: &replies{nc: js.Conn()}}
 }
 
 // Derive returns a JetStream context on js's connection, domain and API
@@ -333,12 +334,11 @@ func (l *Log) Read(ctx context.Context, sagaID string, afterSeq uint64) ([]Entry
 		return nil, err
 	}
 	subject := LogSubject(sagaID)
-	inbox := l.nc.NewInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
+	sub, err := l.replies.open()
 	if err != nil {
 		return nil, fmt.Errorf("streams: read saga %s: %w", sagaID, err)
 	}
-	defer sub.Unsubscribe() //nolint:errcheck // nothing to do about it
+	defer sub.close()
 
 	var entries []Entry
 	next := afterSeq + 1
@@ -370,7 +370,7 @@ type directGetRequest struct {
 
 // readPage asks for one batch starting at seq and appends what comes back
 // to entries.
-func (l *Log) readPage(ctx context.Context, sub *nats.Subscription, subject string, seq uint64, entries *[]Entry) (bool, error) {
+func (l *Log) readPage(ctx context.Context, sub *slot, subject string, seq uint64, entries *[]Entry) (bool, error) {
 	return l.directGet(ctx, sub, LogStream, directGetRequest{Seq: seq, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}, func(m *nats.Msg) error {
 		e, err := entryOf(m, subject)
 		if err == nil {
@@ -386,7 +386,7 @@ func (l *Log) readPage(ctx context.Context, sub *nats.Subscription, subject stri
 // Nats-Num-Pending says how many matching messages are left; when nothing
 // matches it answers with a single "404" status message. directGet
 // reports whether more messages remain.
-func (l *Log) directGet(ctx context.Context, sub *nats.Subscription, stream string, req directGetRequest, each func(*nats.Msg) error) (bool, error) {
+func (l *Log) directGet(ctx context.Context, sub *slot, stream string, req directGetRequest, each func(*nats.Msg) error) (bool, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return false, err
@@ -394,12 +394,12 @@ func (l *Log) directGet(ctx context.Context, sub *nats.Subscription, stream stri
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	getSubject := l.api + "DIRECT.GET." + stream
-	if err := l.nc.PublishRequest(getSubject, sub.Subject, body); err != nil {
+	if err := l.nc.PublishRequest(getSubject, sub.subject, body); err != nil {
 		return false, err
 	}
 	got := 0
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := sub.next(ctx)
 		if err != nil {
 			return false, err
 		}

@@ -232,20 +232,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if len(cfg.CoordinatorExec) > 0 {
 		stopCoord = sampleCoordinators(fl)
 	}
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
+	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	if err != nil {
+		return nil, err
 	}
 	res, err := d.run(ctx, cfg.Count, cfg.Duration)
-	if cfg.CPUProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	rep.HeapPeak = stopHeap()
 	rep.CPUSeconds = procstat.CPUSeconds() - cpu0
 	if stopCoord != nil {
@@ -284,6 +276,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// startCPUProfile starts a CPU profile of the whole process into file,
+// if it is set, and returns what stops it.
+func startCPUProfile(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // writes sums the last sequences of every stream (the messages written so

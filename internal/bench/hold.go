@@ -129,15 +129,22 @@ func RunHold(ctx context.Context, cfg Config, n int, progress io.Writer) (*HoldR
 
 	fmt.Fprintf(progress, "  %d sagas in flight after %.1f s; restarting the coordinators\n", n, rep.StartSeconds)
 	fl.stop()
-	t1 := time.Now()
-	fl, err = startFleet(ctx, cfg, nc)
+	stopProfile, err := startCPUProfile(cfg.CPUProfile) // of the recovery
 	if err != nil {
 		return nil, err
 	}
-	if err := wait("recovering"); err != nil {
+	t1 := time.Now()
+	fl, err = startFleet(ctx, cfg, nc)
+	if err != nil {
+		stopProfile()
 		return nil, err
 	}
+	err = wait("recovering")
 	rep.RecoverySeconds = time.Since(t1).Seconds()
+	stopProfile()
+	if err != nil {
+		return nil, err
+	}
 	_, recovered := inFlight()
 	for _, r := range recovered {
 		rep.Recovered += r
