@@ -169,6 +169,15 @@ func (p *partition) index(r *run) {
 	p.run(func(ctx context.Context) input { return indexDone{sum: sum, err: ix.MarkInFlight(ctx, sum)} })
 }
 
+// sameSummary reports whether two summaries say the same (as stored:
+// compared as JSON, so a time read back compares equal to the one
+// written).
+func sameSummary(a, b index.Summary) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
+}
+
 // summaryOf is saga s's summary, for the index and the archive.
 func summaryOf(partition int, s *machine.State) index.Summary {
 	sum := index.Summary{ID: s.SagaID, Status: string(s.Status), Paused: s.Paused, Partition: partition, Updated: s.Updated}

@@ -74,7 +74,12 @@ type timerInput struct {
 
 // recoverInput resends a saga's outstanding requests and re-arms its
 // timers: for a saga read afresh from its log, or whose commands failed.
-type recoverInput struct{ id string }
+type recoverInput struct {
+	id string
+	// listed is the summary its marker held when a recovery pass listed
+	// it (nil otherwise): the marker is written again only if it differs.
+	listed *index.Summary
+}
 
 // advanceInput gives a saga held back by Config.MaxInFlight a chance to
 // start nodes.
@@ -209,8 +214,8 @@ type (
 	}
 	// listDone: the partition's sagas in flight were listed.
 	listDone struct {
-		ids []string
-		err error
+		sums []index.Summary
+		err  error
 	}
 	// expireDone: a finished saga's log and summary were removed, or not.
 	expireDone struct {

@@ -865,7 +865,13 @@ func (p *partition) apply(l *landing) {
 		c.stats.started.Add(1)
 	}
 	p.execute(r, d.Commands)
-	_, recovered := t.in.(recoverInput)
+	// A recovered saga's marker is written again unless it holds the
+	// summary already: its owner may have died between an append and the
+	// marker's update (a stuck saga listed as unwinding, say).
+	rec, recovered := t.in.(recoverInput)
+	if recovered && rec.listed != nil && sameSummary(*rec.listed, summaryOf(p.id, r.state)) {
+		recovered = false
+	}
 	if l.prev != machine.StatusNew && (r.state.Status != l.prev || r.state.Paused != l.paused || recovered) {
 		p.index(r) // a new saga's summary went with its marker
 	}

@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
+
+	"github.com/jetsaga/jetsaga/internal/index"
 )
 
 // recoveryLoads bounds the logs a recovery pass reads at once: enough to
@@ -16,7 +18,7 @@ const recoveryLoads = 32
 type recoveryPass struct {
 	RecoveryPass
 	listing bool            // the list of sagas in flight is being read
-	queue   []string        // listed, not yet read
+	queue   []index.Summary // listed, not yet read
 	active  map[string]bool // being read for this pass
 }
 
@@ -29,8 +31,8 @@ func (p *partition) recover() {
 	p.pass = &recoveryPass{RecoveryPass: RecoveryPass{Partition: p.id, At: p.env.clock.Now()}, listing: true, active: map[string]bool{}}
 	ix, pid := p.env.index, p.id
 	p.run(func(ctx context.Context) input {
-		ids, err := ix.InFlight(ctx, pid)
-		return listDone{ids: ids, err: err}
+		sums, err := ix.InFlight(ctx, pid)
+		return listDone{sums: sums, err: err}
 	})
 }
 
@@ -50,8 +52,8 @@ func (p *partition) listed(in listDone) {
 		p.pass = nil
 		return
 	}
-	p.pass.Listed = len(in.ids)
-	p.pass.queue = in.ids
+	p.pass.Listed = len(in.sums)
+	p.pass.queue = in.sums
 	p.pumpRecovery()
 }
 
@@ -67,7 +69,8 @@ func (p *partition) pumpRecovery() {
 		return
 	}
 	for len(pass.active) < recoveryLoads && len(pass.queue) > 0 {
-		id := pass.queue[0]
+		listed := &pass.queue[0]
+		id := listed.ID
 		pass.queue = pass.queue[1:]
 		_, loaded := p.sagas[id]
 		_, loading := p.loading[id]
@@ -77,7 +80,7 @@ func (p *partition) pumpRecovery() {
 			continue
 		}
 		pass.active[id] = true
-		p.step(task{in: recoverInput{id: id}})
+		p.step(task{in: recoverInput{id: id, listed: listed}})
 	}
 	if len(pass.active) == 0 && len(pass.queue) == 0 {
 		p.c.stats.pass(pass.RecoveryPass)

@@ -49,7 +49,8 @@ type sagaLog interface {
 type sagaIndex interface {
 	MarkInFlight(ctx context.Context, s index.Summary) error
 	ClearInFlight(ctx context.Context, partition int, sagaID string) error
-	InFlight(ctx context.Context, partition int) ([]string, error)
+	// InFlight lists the partition's markers, with their summaries.
+	InFlight(ctx context.Context, partition int) ([]index.Summary, error)
 	// Forget removes a summary kept by releases before the archive.
 	Forget(ctx context.Context, sagaID string) error
 }

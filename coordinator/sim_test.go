@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/sagalog"
 	"github.com/jetsaga/jetsaga/saga"
@@ -199,7 +200,7 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	w := &world{rng: rand.New(rand.NewPCG(seed, 0x6a657473616761)), now: simEpoch, trace: trace, knobs: knobs,
 		partitions: simPartitions, logs: map[string][]streams.Entry{}, history: map[string][]streams.Entry{}, archive: map[string][]byte{},
 		msgIDs: map[string]bool{}, schedules: map[string]*simSchedule{}, effects: map[string]*simEffect{},
-		inflight: map[int]map[string]bool{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{}, docs: map[string]*events.SagaCreated{},
+		inflight: map[int]map[string]index.Summary{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{}, docs: map[string]*events.SagaCreated{},
 		expired: map[string]bool{}}
 	defer func() {
 		if r := recover(); r != nil {
@@ -217,7 +218,7 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 			}}))
 	}
 	for p := range simPartitions {
-		w.inflight[p] = map[string]bool{}
+		w.inflight[p] = map[string]index.Summary{}
 		w.work = append(w.work, &simQueue{w: w, name: fmt.Sprintf("work.%d", p), ackWait: 5 * time.Second,
 			consumer: w.consumer(p, func(sp *simPart, d *simDelivery) (sagaBound, *rejection) {
 				return workInput(d, sp.p.id, simPartitions)
@@ -507,7 +508,7 @@ func (w *world) heal() {
 func (w *world) allFinished() bool {
 	for _, s := range w.sagas {
 		st, err := w.fold(s.id)
-		if err != nil || !st.Status.Finished() || w.inflight[w.partitionOf(s.id)][s.id] || w.archive[s.id] == nil {
+		if _, marked := w.inflight[w.partitionOf(s.id)][s.id]; err != nil || !st.Status.Finished() || marked || w.archive[s.id] == nil {
 			return false
 		}
 		if w.window >= 0 && !w.expired[s.id] {
@@ -618,7 +619,7 @@ func (w *world) check() error {
 			bad = append(bad, fmt.Sprintf("saga %s finished at %s and was not archived", s.id, st.Finished.Sub(simEpoch)))
 		case w.window >= 0 && !w.expired[s.id]:
 			bad = append(bad, fmt.Sprintf("saga %s finished at %s and its log did not leave its subject after %s", s.id, st.Finished.Sub(simEpoch), w.window))
-		case w.inflight[w.partitionOf(s.id)][s.id]:
+		case w.marked(s.id):
 			bad = append(bad, fmt.Sprintf("saga %s finished and is still marked in flight", s.id))
 		default:
 			if err := w.sameAsArchived(s.id, archived); err != nil {

@@ -87,7 +87,7 @@ type world struct {
 	partitions int
 	logs       map[string][]streams.Entry
 	lastSeq    uint64
-	inflight   map[int]map[string]bool
+	inflight   map[int]map[string]index.Summary
 	// history is every message ever appended to a saga's log, the
 	// messages a rollup restated included (for the checks).
 	history map[string][]streams.Entry
@@ -334,6 +334,12 @@ func (l simLog) Archived(_ context.Context, id string) (*streams.Entry, error) {
 	return &streams.Entry{Data: b}, nil
 }
 
+// marked reports whether saga id has an in-flight marker.
+func (w *world) marked(id string) bool {
+	_, ok := w.inflight[w.partitionOf(id)][id]
+	return ok
+}
+
 // simIndex is the saga index in memory.
 // simDefs is the definitions bucket: every call may fail or lose its
 // answer, like the other stores.
@@ -389,7 +395,7 @@ func (x simIndex) MarkInFlight(_ context.Context, s index.Summary) error {
 	}
 	return x.write("mark "+short(s.ID), func() {
 		if !x.w.knobs.markerLost {
-			x.w.inflight[s.Partition][s.ID] = true
+			x.w.inflight[s.Partition][s.ID] = s
 		}
 	})
 }
@@ -398,16 +404,16 @@ func (x simIndex) ClearInFlight(_ context.Context, p int, id string) error {
 	return x.write("clear "+short(id), func() { delete(x.w.inflight[p], id) })
 }
 
-func (x simIndex) InFlight(_ context.Context, p int) ([]string, error) {
+func (x simIndex) InFlight(_ context.Context, p int) ([]index.Summary, error) {
 	if fail, _ := x.w.call("list in flight"); fail {
 		return nil, errSimFault
 	}
-	ids := make([]string, 0, len(x.w.inflight[p]))
-	for id := range x.w.inflight[p] {
-		ids = append(ids, id)
+	sums := make([]index.Summary, 0, len(x.w.inflight[p]))
+	for _, s := range x.w.inflight[p] {
+		sums = append(sums, s)
 	}
-	sort.Strings(ids)
-	return ids, nil
+	sort.Slice(sums, func(i, j int) bool { return sums[i].ID < sums[j].ID })
+	return sums, nil
 }
 
 func (x simIndex) Forget(_ context.Context, id string) error {

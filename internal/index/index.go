@@ -73,25 +73,33 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Index, error) {
 func inflightKey(p int, id string) string { return "inflight." + strconv.Itoa(p) + "." + id }
 func summaryKey(id string) string         { return "saga." + id }
 
-// InFlight lists the sagas of partition p marked in flight.
-func (ix *Index) InFlight(ctx context.Context, p int) ([]string, error) {
+// InFlight lists the sagas of partition p marked in flight, with the
+// summaries their markers hold (only ID and Partition set for a marker
+// whose value is not a summary: one an earlier release wrote).
+func (ix *Index) InFlight(ctx context.Context, p int) ([]Summary, error) {
 	prefix := "inflight." + strconv.Itoa(p) + "."
-	lister, err := ix.kv.ListKeysFiltered(ctx, prefix+"*")
+	w, err := ix.kv.Watch(ctx, prefix+"*", jetstream.IgnoreDeletes())
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
+		return nil, fmt.Errorf("index: list partition %d: %w", p, err)
+	}
+	defer w.Stop() //nolint:errcheck // nothing to do about it
+	var out []Summary
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("index: list partition %d: %w", p, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok || e == nil { // all current values delivered
+				return out, nil
+			}
+			id := strings.TrimPrefix(e.Key(), prefix)
+			var s Summary
+			if json.Unmarshal(e.Value(), &s) != nil || s.ID != id {
+				s = Summary{ID: id, Partition: p}
+			}
+			out = append(out, s)
 		}
-		return nil, fmt.Errorf("index: list partition %d: %w", p, err)
 	}
-	keys, err := streams.Keys(ctx, lister)
-	if err != nil {
-		return nil, fmt.Errorf("index: list partition %d: %w", p, err)
-	}
-	var ids []string
-	for _, k := range keys {
-		ids = append(ids, strings.TrimPrefix(k, prefix))
-	}
-	return ids, nil
 }
 
 // The writes publish to the bucket's subjects with JetStream's async
