@@ -157,24 +157,43 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 		return (f.Status == "" || s.Status == f.Status) && (f.Name == "" || s.Name == f.Name) &&
 			(f.Since.IsZero() || !s.Created.Before(f.Since)) && (f.Until.IsZero() || s.Created.Before(f.Until))
 	}
+	running, err := c.ix.All(ctx, keep)
+	if err != nil {
+		return nil, err
+	}
 	var out []Summary
+	top := newest{n: f.Limit}
+	for _, s := range running {
+		top.add(s.Created)
+	}
 	finished := map[string]bool{}
-	if f.Status == "" || machine.Status(f.Status).Finished() {
-		err := c.log.ArchivedSummaries(ctx, f.Since, func(b []byte) bool {
-			var s Summary
-			if json.Unmarshal(b, &s) == nil && !finished[s.ID] {
-				finished[s.ID] = true // a saga archived twice is listed once
-				if keep(s) {
-					out = append(out, s)
-				}
+	take := func(b []byte) {
+		var s Summary
+		if json.Unmarshal(b, &s) == nil && !finished[s.ID] {
+			finished[s.ID] = true // a saga archived twice is listed once
+			if keep(s) {
+				out = append(out, s)
+				top.add(s.Created)
 			}
-			return true
-		})
-		if err != nil {
-			return nil, err
 		}
 	}
-	running, err := c.ix.All(ctx, keep)
+	switch {
+	case f.Status != "" && !machine.Status(f.Status).Finished():
+		// Only sagas in flight: the archive has none.
+	case f.Since.IsZero() && f.Limit > 0:
+		// The newest few: read the archive backwards, and stop once what
+		// is left was archived before the Limit-th newest saga found so
+		// far was created (a saga is archived after it is created).
+		err = c.log.ArchivedNewestFirst(ctx, func(b []byte, archived time.Time) bool {
+			if top.full() && archived.Before(top.last()) {
+				return false
+			}
+			take(b)
+			return true
+		})
+	default:
+		err = c.log.ArchivedSummaries(ctx, f.Since, func(b []byte) bool { take(b); return true })
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -189,3 +208,24 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 	}
 	return out, nil
 }
+
+// newest keeps the n newest times seen (all of them for n 0), newest
+// first.
+type newest struct {
+	n     int
+	times []time.Time
+}
+
+func (t *newest) add(at time.Time) {
+	i, _ := slices.BinarySearchFunc(t.times, at, func(a, b time.Time) int { return b.Compare(a) })
+	if t.n > 0 && i >= t.n {
+		return
+	}
+	t.times = slices.Insert(t.times, i, at)
+	if t.n > 0 && len(t.times) > t.n {
+		t.times = t.times[:t.n]
+	}
+}
+
+func (t *newest) full() bool      { return t.n > 0 && len(t.times) >= t.n }
+func (t *newest) last() time.Time { return t.times[len(t.times)-1] }

@@ -202,3 +202,67 @@ func (l *Log) ArchivedSummaries(ctx context.Context, since time.Time, each func(
 		}
 	}
 }
+
+// archivePage is how many archive messages ArchivedNewestFirst reads at a
+// time.
+const archivePage = 256
+
+// ArchivedNewestFirst hands each archived saga's summary (JSON) and the
+// time it was archived to each, newest first, until each returns false or
+// the archive is exhausted. It reads the archive backwards a page at a
+// time, so listing the newest sagas costs pages, not the whole history.
+func (l *Log) ArchivedNewestFirst(ctx context.Context, each func(summary []byte, archived time.Time) bool) error {
+	s, err := l.js.Stream(ctx, ArchiveStream)
+	if err != nil {
+		return fmt.Errorf("streams: list the archive: %w", err)
+	}
+	st := s.CachedInfo().State
+	sub, err := l.replies.open()
+	if err != nil {
+		return fmt.Errorf("streams: list the archive: %w", err)
+	}
+	defer sub.close()
+	for hi := st.LastSeq; hi >= max(st.FirstSeq, 1) && hi > 0; {
+		lo := max(st.FirstSeq, 1)
+		if hi >= archivePage && hi-archivePage+1 > lo {
+			lo = hi - archivePage + 1
+		}
+		var page []*nats.Msg
+		req := directGetRequest{Seq: lo, NextFor: archiveSubjects, Batch: int(hi - lo + 1), MaxBytes: readMaxBytes}
+		for {
+			var last uint64
+			more, err := l.directGet(ctx, sub, ArchiveStream, req, func(m *nats.Msg) error {
+				seq, err := strconv.ParseUint(m.Header.Get(headerSequence), 10, 64)
+				if err != nil {
+					return fmt.Errorf("direct get: bad %s header: %w", headerSequence, err)
+				}
+				if last = seq; seq <= hi {
+					page = append(page, m)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("streams: list the archive: %w", err)
+			}
+			if !more || last == 0 || last >= hi {
+				break // a page larger than the byte bound comes in parts
+			}
+			req = directGetRequest{Seq: last + 1, NextFor: archiveSubjects, Batch: int(hi - last), MaxBytes: readMaxBytes}
+		}
+		for i := len(page) - 1; i >= 0; i-- {
+			m := page[i]
+			ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(headerTimeStamp))
+			if err != nil {
+				return fmt.Errorf("streams: list the archive: bad %s header: %w", headerTimeStamp, err)
+			}
+			if !each([]byte(m.Header.Get(HeaderSummary)), ts) {
+				return nil
+			}
+		}
+		if lo <= max(st.FirstSeq, 1) {
+			return nil
+		}
+		hi = lo - 1
+	}
+	return nil
+}
