@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/jetsaga/jetsaga/internal/machine"
 	"github.com/jetsaga/jetsaga/internal/natstest"
 	"github.com/jetsaga/jetsaga/saga"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 func TestStart(t *testing.T) {
@@ -552,5 +555,48 @@ func TestCompareStates(t *testing.T) {
 	}
 	if err := v.err(); err == nil || !strings.Contains(err.Error(), "coordinator c9's state differs from the log's fold: status: unwinding") {
 		t.Fatalf("err: %v", err)
+	}
+}
+
+// A finished saga reads the same once it has left the log for the
+// archive: show, replay, export and list.
+func TestArchivedSagaReadsTheSame(t *testing.T) {
+	t.Parallel()
+	e := setupWith(t, coordinator.Config{DedupeWindow: time.Second})
+	id := e.start("ok.yaml", "--params", `{"who":"ada"}`)
+	if code, out, errs := e.run("watch", id); code != 0 || !strings.Contains(out, "succeeded") {
+		t.Fatalf("watch: code %d\n%s\n%s", code, out, errs)
+	}
+	commands := [][]string{{"show", id}, {"show", "--json", id}, {"replay", id}, {"replay", "--json", id}, {"export", id}}
+	live := map[int]string{}
+	for i, c := range commands {
+		code, out, errs := e.run(c...)
+		if code != 0 {
+			t.Fatalf("%v: code %d %s", c, code, errs)
+		}
+		live[i] = out
+	}
+	log := streams.NewLog(e.js)
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if _, err := log.Read(context.Background(), id, 0); !errors.Is(err, streams.ErrNotFound) {
+			return fmt.Errorf("still on the log: %v", err)
+		}
+		return nil
+	})
+	// The same, but "seq": the sequence of the message holding the
+	// events, in JETSAGA_LOG while the saga is there, in JETSAGA_ARCHIVE
+	// after ("message" numbers the decisions either way).
+	seq := regexp.MustCompile(`"seq": \d+`)
+	for i, c := range commands {
+		code, out, errs := e.run(c...)
+		if code != 0 || seq.ReplaceAllString(out, "") != seq.ReplaceAllString(live[i], "") {
+			t.Errorf("%v from the archive: code %d %s\n--- live\n%s\n--- archived\n%s", c, code, errs, live[i], out)
+		}
+	}
+	if code, out, _ := e.run("list"); code != 0 || !strings.Contains(out, id[:8]) && !strings.Contains(out, id) {
+		t.Errorf("list does not show the archived saga: code %d\n%s", code, out)
+	}
+	if code, out, _ := e.run("watch", id); code != 0 || !strings.Contains(out, "saga "+id+": succeeded") {
+		t.Errorf("watch of the archived saga: code %d\n%s", code, out)
 	}
 }

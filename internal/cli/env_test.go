@@ -94,11 +94,19 @@ nodes:
 
 func setup(t *testing.T) *testEnv {
 	t.Helper()
+	return setupWith(t, coordinator.Config{})
+}
+
+// setupWith is setup with a coordinator configured as cfg (its name and
+// topology are the env's).
+func setupWith(t *testing.T, cfg coordinator.Config) *testEnv {
+	t.Helper()
 	srv := natstest.RunServer(t)
 	e := &testEnv{t: t, url: srv.ClientURL(), dir: t.TempDir()}
 	_, e.js = natstest.Connect(t, e.url)
 	_, cjs := natstest.Connect(t, e.url)
-	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: streams.Config{Partitions: testPartitions}})
+	cfg.Name, cfg.Topology = "c1", streams.Config{Partitions: testPartitions}
+	c, err := coordinator.New(cjs, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
