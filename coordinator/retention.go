@@ -37,6 +37,8 @@ func (p *partition) finished(r *run) {
 		p.c.logger.Error("cannot archive the finished saga", "saga_id", id, "error", err)
 		return
 	}
+	// Tried even while the partition is being handed off: the next
+	// owner's first recovery pass may have run already.
 	p.archive(&archiving{id: id, rollup: rollup, summary: sum})
 }
 
@@ -51,7 +53,7 @@ type archiving struct {
 const maxArchiveWait = 10 * time.Second
 
 func (p *partition) archive(a *archiving) {
-	if p.stopping {
+	if p.stopping && a.attempt > 0 {
 		return // the partition's next owner recovers the saga
 	}
 	log, ix, pid := p.env.log, p.env.index, p.id
