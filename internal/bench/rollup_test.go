@@ -19,31 +19,48 @@ import (
 // with the default sync and with fsync before every acknowledgement. Run:
 // go test -run XXX -bench LastAppend ./internal/bench/
 func BenchmarkLastAppend(b *testing.B) {
+	small, big := make([]byte, 200), make([]byte, 1100)
+	for i := range small {
+		small[i] = 'x'
+	}
+	for i := range big {
+		big[i] = 'x'
+	}
+	rollup := nats.Header{jetstream.MsgRollup: []string{jetstream.MsgRollupSubject}}
+	ttl := nats.Header{jetstream.MsgTTLHeader: []string{"1h"}}
+	both := nats.Header{jetstream.MsgRollup: []string{jetstream.MsgRollupSubject}, jetstream.MsgTTLHeader: []string{"1h"}}
+	lasts := []struct {
+		name string
+		msg  nats.Msg
+	}{
+		{"plain-200B", nats.Msg{Data: small}},
+		{"plain-1100B", nats.Msg{Data: big}},
+		{"ttl-1100B", nats.Msg{Data: big, Header: ttl}},
+		{"rollup-1100B", nats.Msg{Data: big, Header: rollup}},
+		{"rollup-ttl-1100B", nats.Msg{Data: big, Header: both}},
+	}
 	for _, sync := range []bool{false, true} {
-		name := "page-cache"
+		mode := "page-cache"
 		if sync {
-			name = "sync-always"
+			mode = "sync-always"
 		}
-		b.Run(name, func(b *testing.B) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			srv, err := embedded.Start(ctx, embedded.Config{Dir: b.TempDir(), Port: -1, ServerName: "rollup", SyncAlways: sync})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(srv.Shutdown)
-			_, js := natstest.Connect(b, srv.ClientURL())
-			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, AllowRollup: true, AllowMsgTTL: true}); err != nil {
-				b.Fatal(err)
-			}
-			small, big := make([]byte, 200), make([]byte, 1100)
-			for i := range small {
-				small[i] = 'x'
-			}
-			for i := range big {
-				big[i] = 'x'
-			}
-			log := func(b *testing.B, last *nats.Msg) {
+		for _, last := range lasts {
+			// A server each, so no variant runs on a stream the others
+			// filled.
+			b.Run(mode+"/"+last.name, func(b *testing.B) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				defer cancel()
+				srv, err := embedded.Start(ctx, embedded.Config{Dir: b.TempDir(), Port: -1, ServerName: "rollup", SyncAlways: sync})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer srv.Shutdown()
+				nc, js := natstest.Connect(b, srv.ClientURL())
+				defer nc.Close()
+				if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, AllowRollup: true, AllowMsgTTL: true}); err != nil {
+					b.Fatal(err)
+				}
+				m := last.msg
 				for b.Loop() {
 					subj := "r." + uuid.NewString()
 					for range 3 {
@@ -51,21 +68,13 @@ func BenchmarkLastAppend(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
-					last.Subject = subj
-					if _, err := js.PublishMsg(ctx, last); err != nil {
+					m.Subject = subj
+					if _, err := js.PublishMsg(ctx, &m); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logs/s")
-			}
-			b.Run("plain-200B", func(b *testing.B) { log(b, &nats.Msg{Data: small}) })
-			b.Run("plain-1100B", func(b *testing.B) { log(b, &nats.Msg{Data: big}) })
-			b.Run("rollup-1100B", func(b *testing.B) {
-				log(b, &nats.Msg{Data: big, Header: nats.Header{jetstream.MsgRollup: []string{jetstream.MsgRollupSubject}}})
 			})
-			b.Run("rollup-ttl-1100B", func(b *testing.B) {
-				log(b, &nats.Msg{Data: big, Header: nats.Header{jetstream.MsgRollup: []string{jetstream.MsgRollupSubject}, jetstream.MsgTTLHeader: []string{"1h"}}})
-			})
-		})
+		}
 	}
 }
