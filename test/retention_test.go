@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/natstest"
 	"github.com/jetsaga/jetsaga/saga"
 	"github.com/jetsaga/jetsaga/streams"
@@ -177,5 +179,74 @@ func TestCoordinatorAdoptsDeployedPartitions(t *testing.T) {
 	t.Cleanup(func() { _ = c.Stop(context.Background()) })
 	if n, err := streams.DeployedPartitions(ctxT(t), js); err != nil || n != testPartitions {
 		t.Fatalf("deployed partitions %d, %v", n, err)
+	}
+}
+
+// A marker that outlived its saga's log (its removal failed, and no
+// recovery pass came before the dedupe window ended) is cleared once the
+// archive is seen to hold the saga; a marker whose saga is in neither
+// the log nor the archive (a start on its way) is left alone.
+func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	_, cjs := natstest.Connect(t, srv.ClientURL())
+	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t),
+		DedupeWindow: time.Second, RecoveryInterval: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	cl, err := client.New(ctxT(t), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRaw(t, js, succeedAll)
+	ctx := ctxT(t)
+	done, err := cl.Start(ctx, saga.New("short").Then(saga.Action("a", "mark.ok")).MustBuild(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := (&env{t: t, cl: cl}).wait(done); s.Status != client.StatusSucceeded {
+		t.Fatalf("saga %s", s.Status)
+	}
+	log := streams.NewLog(js)
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if _, err := log.Read(ctx, done, 0); !errors.Is(err, streams.ErrNotFound) {
+			return fmt.Errorf("still on the log: %v", err)
+		}
+		return nil
+	})
+	ix, err := index.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := streams.Partition(done, testPartitions)
+	unknown := uuid.Must(uuid.NewV7()).String()
+	for _, id := range []string{done, unknown} {
+		if err := ix.MarkInFlight(ctx, index.Summary{ID: id, Partition: streams.Partition(id, testPartitions), Status: "running"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if _, err := ix.Get(ctx, p, done); !errors.Is(err, index.ErrNotFound) {
+			return fmt.Errorf("the archived saga's marker is still there (%v)", err)
+		}
+		return nil
+	})
+	// The other one's partition has been passed over since, and its
+	// marker stays.
+	marked := time.Now()
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if st := c.Status(); !st.LastRecovery.After(marked.Add(time.Second)) {
+			return fmt.Errorf("no recovery pass since the markers were written (last %s)", st.LastRecovery)
+		}
+		return nil
+	})
+	if _, err := ix.Get(ctx, streams.Partition(unknown, testPartitions), unknown); err != nil {
+		t.Fatalf("the marker of a saga in neither the log nor the archive went: %v", err)
 	}
 }
