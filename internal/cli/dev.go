@@ -123,7 +123,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	st := coord.Status()
 	fmt.Fprintf(e.stdout, "jetsaga dev: NATS with JetStream at %s (data in %s)\n", srv.ClientURL(), *dir)
 	fmt.Fprintf(e.stdout, "  coordinator %q drives %d partitions and resumes any unfinished sagas\n", st.Name, len(st.Partitions))
-	fmt.Fprintf(e.stdout, "  streams: %s %s %s — try: nats --server %s stream view %s\n", streams.LogStream, streams.WorkStream, streams.TimerStream, srv.ClientURL(), streams.LogStream)
+	fmt.Fprintf(e.stdout, "  streams: %s %s %s %s — try: nats --server %s stream view %s\n", streams.LogStream, streams.ArchiveStream, streams.WorkStream, streams.TimerStream, srv.ClientURL(), streams.LogStream)
 	if *demo {
 		cl, err := client.New(ctx, js)
 		if err != nil {
