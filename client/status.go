@@ -166,11 +166,14 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 	for _, s := range running {
 		top.add(s.Created)
 	}
+	// A saga is its id and creation time: an id reused after its dedupe
+	// window names another saga.
+	key := func(s Summary) string { return s.ID + "@" + s.Created.UTC().Format(time.RFC3339Nano) }
 	finished := map[string]bool{}
 	take := func(b []byte) {
 		var s Summary
-		if json.Unmarshal(b, &s) == nil && !finished[s.ID] {
-			finished[s.ID] = true // a saga archived twice is listed once
+		if json.Unmarshal(b, &s) == nil && !finished[key(s)] {
+			finished[key(s)] = true // a saga archived twice is listed once
 			if keep(s) {
 				out = append(out, s)
 				top.add(s.Created)
@@ -183,9 +186,10 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 	case f.Since.IsZero() && f.Limit > 0:
 		// The newest few: read the archive backwards, and stop once what
 		// is left was archived before the Limit-th newest saga found so
-		// far was created (a saga is archived after it is created).
+		// far was created (a saga is archived after it is created; a
+		// margin for the server's and coordinators' clocks).
 		err = c.log.ArchivedNewestFirst(ctx, func(b []byte, archived time.Time) bool {
-			if top.full() && archived.Before(top.last()) {
+			if top.full() && archived.Before(top.last().Add(-clockMargin)) {
 				return false
 			}
 			take(b)
@@ -198,7 +202,7 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 		return nil, err
 	}
 	for _, s := range running {
-		if !finished[s.ID] { // archived, its marker not yet cleared
+		if !finished[key(s)] { // archived, its marker not yet cleared
 			out = append(out, s)
 		}
 	}
@@ -208,6 +212,10 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 	}
 	return out, nil
 }
+
+// clockMargin is how far the server's clock (archive times) and the
+// coordinators' (creation times) may disagree.
+const clockMargin = time.Minute
 
 // newest keeps the n newest times seen (all of them for n 0), newest
 // first.

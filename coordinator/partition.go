@@ -418,6 +418,7 @@ func (p *partition) step(t task) {
 		}
 		// Decoded here, with the definition read, so the partition
 		// only applies.
+		entries = sagalog.FromLastRollup(entries)
 		msgs, err := sagalog.DecodeAll(ctx, store, id, entries)
 		raw := make([][]byte, len(entries))
 		for i, e := range entries {
@@ -556,7 +557,9 @@ func (p *partition) absent(id string, waiting []task) {
 			// after it was archived and before its marker went (the
 			// owner died in between and none came back within the
 			// dedupe window). The archive tells; its marker then goes.
-			p.unmarkArchived(id)
+			if in.listed != nil {
+				p.unmarkArchived(*in.listed)
+			}
 		default:
 			p.c.stats.rejected.Add(1)
 			p.c.metrics.reject(rejectUnknownSaga)
@@ -695,8 +698,17 @@ func (p *partition) decide(r *run, t task, fresh bool) {
 		// The last decision restates the whole log: the stream keeps
 		// only it, for the dedupe window, and the archive keeps it for
 		// the retention.
-		l.rollup = true
-		b, err = events.EncodeRollup(append(slices.Clone(r.raw), b))
+		var rb []byte
+		switch rb, err = events.EncodeRollup(append(slices.Clone(r.raw), b)); {
+		case err != nil:
+		case c.tooBig(rb):
+			// One message cannot hold it: the saga stays on its log,
+			// where readers find it, and is not archived (finished).
+			p.logger(t).Warn("the finished saga's log is larger than a message may be; it stays on the log, unarchived, until purged",
+				"bytes", len(rb))
+		default:
+			l.rollup, b = true, rb
+		}
 	}
 	if err != nil {
 		fail("cannot encode decision", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/streams"
 
 	"github.com/jetsaga/jetsaga/internal/machine"
@@ -29,6 +30,12 @@ const timerExpire machine.TimerKind = "expire"
 func (p *partition) finished(r *run) {
 	id := r.state.SagaID
 	rollup, err := r.rollup()
+	if err == nil && p.c.tooBig(rollup) {
+		// Left on its log (decide): only its marker goes.
+		ix, pid := p.env.index, p.id
+		p.run(func(ctx context.Context) input { return finishDone{id: id, err: ix.ClearInFlight(ctx, pid, id)} })
+		return
+	}
 	var sum []byte
 	if err == nil {
 		sum, err = json.Marshal(summaryOf(p.id, r.state))
@@ -80,20 +87,46 @@ func (p *partition) archived(in finishDone) {
 	p.after(wait, archiveAgainInput{a: in.a})
 }
 
-// unmarkArchived clears the in-flight marker of saga id, which has no log,
-// if the archive has it.
-func (p *partition) unmarkArchived(id string) {
-	log, ix, pid := p.env.log, p.env.index, p.id
+// unmarkArchived clears the in-flight marker of a saga that has no log
+// if the archive has that very saga: its summary there was created when
+// the marker's was (an id reused after the dedupe window names another
+// saga, whose marker may be written just before its first append lands).
+func (p *partition) unmarkArchived(marker index.Summary) {
+	log, ix, pid, id := p.env.log, p.env.index, p.id, marker.ID
 	p.run(func(ctx context.Context) input {
-		_, err := log.Archived(ctx, id)
+		e, err := log.Archived(ctx, id)
 		switch {
 		case errors.Is(err, streams.ErrNotFound):
 			return finishDone{id: id} // not finished: a start on its way
 		case err != nil:
 			return finishDone{id: id, err: fmt.Errorf("look in the archive: %w", err)}
 		}
+		var archived index.Summary
+		if json.Unmarshal(e.Summary, &archived) != nil || marker.Created.IsZero() || !archived.Created.Equal(marker.Created) {
+			return finishDone{id: id} // another saga of the same id, or nothing to tell them apart
+		}
 		return finishDone{id: id, err: ix.ClearInFlight(ctx, pid, id)}
 	})
+}
+
+// rollupMargin is room left in a message beside a rollup: the archive
+// message's headers (the summary) and the server's own.
+const rollupMargin = 64 << 10
+
+// tooBig reports whether rollup cannot be one message (the stream's and
+// the server's limits, less rollupMargin). A coordinator without a
+// connection (the simulation) has no limit.
+func (c *Coordinator) tooBig(rollup []byte) bool {
+	if c.nc == nil {
+		return false
+	}
+	limit := int64(c.nc.MaxPayload())
+	if m := int64(c.cfg.Topology.MaxMsgSize); m > 0 && m < limit {
+		limit = m
+	} else if m == 0 && streams.DefaultMaxMsgSize < limit {
+		limit = streams.DefaultMaxMsgSize
+	}
+	return int64(len(rollup)) > limit-rollupMargin
 }
 
 // rollup is the saga's log as one rollup: the message its last decision

@@ -200,7 +200,7 @@ type simLease struct {
 // simulate runs one seed and returns the first invariant broken.
 func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	w := &world{rng: rand.New(rand.NewPCG(seed, 0x6a657473616761)), now: simEpoch, trace: trace, knobs: knobs,
-		partitions: simPartitions, logs: map[string][]streams.Entry{}, history: map[string][]streams.Entry{}, archive: map[string][]byte{},
+		partitions: simPartitions, logs: map[string][]streams.Entry{}, history: map[string][]streams.Entry{}, archive: map[string][]byte{}, archivedSummaries: map[string][]byte{},
 		msgIDs: map[string]bool{}, schedules: map[string]*simSchedule{}, effects: map[string]*simEffect{},
 		inflight: map[int]map[string]index.Summary{}, leases: make([]simLease, simPartitions), folds: map[string]*simFold{}, docs: map[string]*events.SagaCreated{},
 		expired: map[string]bool{}}

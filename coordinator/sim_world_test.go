@@ -91,19 +91,21 @@ type world struct {
 	// history is every message ever appended to a saga's log, the
 	// messages a rollup restated included (for the checks).
 	history map[string][]streams.Entry
-	// archive holds finished sagas' rollups.
-	archive   map[string][]byte
-	work      []*simQueue // JETSAGA_WORK, per partition
-	fired     []*simQueue // fired timers, per partition
-	requests  *simQueue   // action and undo requests, to the participants
-	msgIDs    map[string]bool
-	schedules map[string]*simSchedule
-	leases    []simLease
-	coords    []*simCoord
-	sagas     []*simSaga
-	effects   map[string]*simEffect          // by saga/node
-	folds     map[string]*simFold            // by saga
-	docs      map[string]*events.SagaCreated // stored definitions and defaults, by reference
+	// archive holds finished sagas' rollups, and archivedSummaries their
+	// summaries.
+	archive           map[string][]byte
+	archivedSummaries map[string][]byte
+	work              []*simQueue // JETSAGA_WORK, per partition
+	fired             []*simQueue // fired timers, per partition
+	requests          *simQueue   // action and undo requests, to the participants
+	msgIDs            map[string]bool
+	schedules         map[string]*simSchedule
+	leases            []simLease
+	coords            []*simCoord
+	sagas             []*simSaga
+	effects           map[string]*simEffect          // by saga/node
+	folds             map[string]*simFold            // by saga
+	docs              map[string]*events.SagaCreated // stored definitions and defaults, by reference
 	// expired are the sagas whose rollup left their log subject.
 	expired map[string]bool
 	// window is the coordinators' Config.DedupeWindow.
@@ -311,7 +313,7 @@ func (w *world) rolledUp(id string, e streams.Entry, ttl time.Duration) {
 	}
 }
 
-func (l simLog) Archive(_ context.Context, id string, rollup, _ []byte) error {
+func (l simLog) Archive(_ context.Context, id string, rollup, summary []byte) error {
 	w := l.w
 	return simIndex(l).write("archive "+short(id), func() {
 		if had, ok := w.archive[id]; ok && string(had) != string(rollup) {
@@ -319,6 +321,7 @@ func (l simLog) Archive(_ context.Context, id string, rollup, _ []byte) error {
 		}
 		if _, ok := w.archive[id]; !ok {
 			w.archive[id] = slices.Clone(rollup)
+			w.archivedSummaries[id] = slices.Clone(summary)
 		}
 	})
 }
@@ -331,7 +334,7 @@ func (l simLog) Archived(_ context.Context, id string) (*streams.Entry, error) {
 	if !ok {
 		return nil, &streams.NotFoundError{SagaID: id}
 	}
-	return &streams.Entry{Data: b}, nil
+	return &streams.Entry{Data: b, Summary: l.w.archivedSummaries[id]}, nil
 }
 
 // marked reports whether saga id has an in-flight marker.

@@ -56,7 +56,7 @@ func ArchiveSubject(sagaID string) string {
 // ArchiveMsg is the archive message of a finished saga: its rollup
 // (events.EncodeRollup) and summary. A saga archived twice (its finish
 // handled again after a lost answer) has two identical copies; readers
-// take the first. It carries no Nats-Msg-Id: the server would keep an
+// take either. It carries no Nats-Msg-Id: the server would keep an
 // entry per archived saga for the whole duplicate window (measured: 1M
 // sagas archived within it, +119 MB of server heap), for copies that
 // are rare and harmless.
@@ -83,10 +83,30 @@ func (l *Log) Archive(ctx context.Context, sagaID string, rollup, summary []byte
 
 // Archived returns the archive message of sagaID (its rollup), or a
 // *NotFoundError if the archive does not hold it.
+//
+// For a UUID version 7 id (clients make them) it looks from the id's time
+// (a minute earlier, for clocks that disagree) and takes the first copy;
+// if that finds nothing (a client clock far ahead), the whole bucket. For
+// any other id it reads the whole bucket and takes the newest copy: an id
+// derived from an idempotency key may name a second saga once the first
+// left its dedupe window, and the newest is the one a reader means.
 func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 	if err := ValidateSagaID(sagaID); err != nil {
 		return nil, err
 	}
+	if at, ok := idTime(sagaID); ok {
+		from := at.Add(-clockSkew)
+		e, err := l.scanArchive(ctx, sagaID, &from, true)
+		if !errors.Is(err, ErrNotFound) {
+			return e, err
+		}
+	}
+	return l.scanArchive(ctx, sagaID, nil, false)
+}
+
+// scanArchive reads sagaID's bucket from from (nil: its beginning) and
+// returns its first copy (first) or its newest.
+func (l *Log) scanArchive(ctx context.Context, sagaID string, from *time.Time, first bool) (*Entry, error) {
 	subject := ArchiveSubject(sagaID)
 	sub, err := l.replies.open()
 	if err != nil {
@@ -94,9 +114,8 @@ func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 	}
 	defer sub.close()
 	req := directGetRequest{Seq: 1, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}
-	if at, ok := idTime(sagaID); ok {
-		from := at.Add(-clockSkew)
-		req.Seq, req.StartTime = 0, &from
+	if from != nil {
+		req.Seq, req.StartTime = 0, from
 	}
 	var found *Entry
 	for {
@@ -107,7 +126,7 @@ func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 				return err
 			}
 			last = e.Seq
-			if found == nil && m.Header.Get(HeaderSaga) == sagaID {
+			if m.Header.Get(HeaderSaga) == sagaID && (found == nil || !first) {
 				e.Summary = []byte(m.Header.Get(HeaderSummary))
 				found = &e
 			}
@@ -116,10 +135,13 @@ func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("streams: look for saga %s in the archive: %w", sagaID, err)
 		}
-		if found != nil {
+		if found != nil && first {
 			return found, nil
 		}
 		if !more || last == 0 {
+			if found != nil {
+				return found, nil
+			}
 			return nil, &NotFoundError{SagaID: sagaID}
 		}
 		req = directGetRequest{Seq: last + 1, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}

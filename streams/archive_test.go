@@ -94,7 +94,7 @@ func TestArchiveFindsSagas(t *testing.T) {
 		if err := log.Archive(ctx, id, []byte(`[3,[2,"`+id+`"]]`), []byte(`{"id":"`+id+`"}`)); err != nil {
 			t.Fatal(err)
 		}
-		// A second copy (a finish handled twice): readers take the first.
+		// A second copy (a finish handled twice): the same bytes.
 		if err := log.Archive(ctx, id, []byte(`[3,[2,"`+id+`"]]`), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -108,6 +108,30 @@ func TestArchiveFindsSagas(t *testing.T) {
 		if err != nil || len(entries) != 1 || entries[0].Seq != e.Seq {
 			t.Fatalf("load %s: %+v, %v", id, entries, err)
 		}
+	}
+	// An id derived from a key names a second saga once the first left
+	// its dedupe window: the newest copy is the one returned.
+	key := uuid.NewSHA1(uuid.NameSpaceURL, []byte("key again")).String()
+	for _, run := range []string{"first", "second"} {
+		if err := log.Archive(ctx, key, []byte(`[3,[2,"`+run+`"]]`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e, err := log.Archived(ctx, key); err != nil || string(e.Data) != `[3,[2,"second"]]` {
+		t.Fatalf("a reused id: %+v, %v", e, err)
+	}
+	// A version 7 id made by a client whose clock is an hour ahead: not
+	// where its time says, found in the whole bucket.
+	ahead := uuid.Must(uuid.NewV7()) // then its 48-bit millisecond time, an hour on
+	ms := uint64(time.Now().Add(time.Hour).UnixMilli())
+	for i := range 6 {
+		ahead[i] = byte(ms >> (40 - 8*i))
+	}
+	if err := log.Archive(ctx, ahead.String(), []byte(`[3,[2,"ahead"]]`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := log.Archived(ctx, ahead.String()); err != nil || string(e.Data) != `[3,[2,"ahead"]]` {
+		t.Fatalf("a saga whose id's clock was ahead: %+v, %v", e, err)
 	}
 	missing := v7()
 	if _, err := log.Archived(ctx, missing); !errors.Is(err, streams.ErrNotFound) {
@@ -139,5 +163,26 @@ func TestApplyTurnsOnRollupsOnAnEarlierLogStream(t *testing.T) {
 	c := s.CachedInfo().Config
 	if !c.AllowRollup || !c.AllowMsgTTL || c.MaxAge != time.Hour {
 		t.Fatalf("after Apply: rollup %v, TTL %v, MaxAge %s", c.AllowRollup, c.AllowMsgTTL, c.MaxAge)
+	}
+}
+
+// Logs made and dropped on one connection share one subscription for
+// their reads' answers.
+func TestLogsShareTheirConnectionsReplies(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	nc, js := natstest.Connect(t, srv.ClientURL())
+	ctx := testCtx(t)
+	if err := streams.Apply(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	before := nc.NumSubscriptions()
+	for range 50 {
+		if _, err := streams.NewLog(js).Load(ctx, uuid.NewString()); !errors.Is(err, streams.ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+	if n := nc.NumSubscriptions() - before; n != 1 {
+		t.Fatalf("50 Logs left %d subscriptions, want 1", n)
 	}
 }

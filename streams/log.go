@@ -67,7 +67,7 @@ type Log struct {
 	nc      *nats.Conn
 	api     string        // JetStream API prefix, ending in "."
 	timeout time.Duration // bound for calls whose ctx has no deadline
-	replies *replies      // the answers to direct gets
+	replies *replies      // the answers to direct gets, per connection
 }
 
 // NewLog returns a Log using js (and its connection). The topology must
@@ -88,7 +88,7 @@ func NewLog(js jetstream.JetStream) *Log {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout, replies: &replies{nc: js.Conn()}}
+	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout, replies: repliesFor(js.Conn())}
 }
 
 // Derive returns a JetStream context on js's connection, domain and API

@@ -2,21 +2,26 @@ package streams
 
 import (
 	"context"
+	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"weak"
 
 	"github.com/nats-io/nats.go"
 )
 
-// replies takes the answers to a Log's batched direct gets on one
-// subscription for the Log's life (<inbox>.*, each read its own token),
-// rather than a subscription per read: nats.go gives every synchronous
-// subscription a channel of 65,536 messages (512 KB zeroed), which was
-// three quarters of a recovering coordinator's CPU, and every
-// subscription costs the server a SUB and an UNSUB.
+// replies takes the answers to the batched direct gets made on one
+// connection on one subscription for the connection's life (<inbox>.*,
+// each read its own token), rather than a subscription per read: nats.go
+// gives every synchronous subscription a channel of 65,536 messages
+// (512 KB zeroed), which was three quarters of a recovering coordinator's
+// CPU, and every subscription costs the server a SUB and an UNSUB. It is
+// per connection, not per Log, so Logs (and clients) made and dropped on
+// a long-lived connection do not each leave a subscription behind.
 type replies struct {
-	nc *nats.Conn
+	conn weak.Pointer[nats.Conn]
 
 	once   sync.Once
 	err    error
@@ -25,6 +30,23 @@ type replies struct {
 	mu      sync.Mutex
 	next    uint64
 	waiting map[string]chan *nats.Msg
+}
+
+// muxes are the connections' replies, by connection; an entry goes when
+// its connection is collected (the entry holds it weakly).
+var muxes sync.Map // weak.Pointer[nats.Conn] → *replies
+
+// repliesFor returns nc's replies.
+func repliesFor(nc *nats.Conn) *replies {
+	key := weak.Make(nc)
+	if r, ok := muxes.Load(key); ok {
+		return r.(*replies)
+	}
+	r, loaded := muxes.LoadOrStore(key, &replies{conn: key})
+	if !loaded {
+		runtime.AddCleanup(nc, func(k weak.Pointer[nats.Conn]) { muxes.Delete(k) }, key)
+	}
+	return r.(*replies)
 }
 
 // slot is one read's reply subject and the channel its answers come on.
@@ -38,9 +60,14 @@ type slot struct {
 // messages and the end-of-batch status).
 func (r *replies) open() (*slot, error) {
 	r.once.Do(func() {
-		r.prefix = r.nc.NewInbox() + "."
+		nc := r.conn.Value()
+		if nc == nil {
+			r.err = errors.New("streams: the connection is gone")
+			return
+		}
+		r.prefix = nc.NewInbox() + "."
 		r.waiting = map[string]chan *nats.Msg{}
-		_, r.err = r.nc.Subscribe(r.prefix+"*", r.dispatch)
+		_, r.err = nc.Subscribe(r.prefix+"*", r.dispatch)
 	})
 	if r.err != nil {
 		return nil, r.err

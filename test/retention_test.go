@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,8 +227,14 @@ func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
 	}
 	p := streams.Partition(done, testPartitions)
 	unknown := uuid.Must(uuid.NewV7()).String()
+	st, err := cl.Status(ctx, done) // from the archive
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, id := range []string{done, unknown} {
-		if err := ix.MarkInFlight(ctx, index.Summary{ID: id, Partition: streams.Partition(id, testPartitions), Status: "running"}); err != nil {
+		// As the marker of the saga's start was (its creation time tells
+		// it from another saga of the same id).
+		if err := ix.MarkInFlight(ctx, index.Summary{ID: id, Partition: streams.Partition(id, testPartitions), Status: "running", Created: st.Created}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -237,8 +244,12 @@ func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
 		}
 		return nil
 	})
-	// The other one's partition has been passed over since, and its
-	// marker stays.
+	// A marker of another saga of the same id (its id reused after the
+	// window, its first append not landed yet) is not the archived one's.
+	if err := ix.MarkInFlight(ctx, index.Summary{ID: done, Partition: p, Status: "running", Created: st.Created.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	// The other markers' partitions are passed over since, and they stay.
 	marked := time.Now()
 	natstest.Eventually(t, 20*time.Second, func() error {
 		if st := c.Status(); !st.LastRecovery.After(marked.Add(time.Second)) {
@@ -248,5 +259,65 @@ func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
 	})
 	if _, err := ix.Get(ctx, streams.Partition(unknown, testPartitions), unknown); err != nil {
 		t.Fatalf("the marker of a saga in neither the log nor the archive went: %v", err)
+	}
+	if _, err := ix.Get(ctx, p, done); err != nil {
+		t.Fatalf("the marker of another saga of the archived one's id went: %v", err)
+	}
+}
+
+// A saga whose whole log is larger than a message may be finishes all the
+// same: its last decision is appended as any other, and it stays on its
+// log, readable, unarchived, its marker gone.
+func TestASagaTooBigForARollupFinishesOnItsLog(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	_, cjs := natstest.Connect(t, srv.ClientURL())
+	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t), DedupeWindow: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	cl, err := client.New(ctxT(t), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 300<<10)
+	startRaw(t, js, func(req events.ActionRequest) (any, *events.Error, bool) {
+		return map[string]string{"pad": big}, nil, true
+	})
+	ctx := ctxT(t)
+	def := saga.New("big").Then(saga.Action("a", "big.a")).Then(saga.Action("b", "big.b")).Then(saga.Action("c", "big.c")).Then(saga.Action("d", "big.d")).MustBuild()
+	id, err := cl.Start(ctx, def, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := (&env{t: t, cl: cl}).wait(id); s.Status != client.StatusSucceeded {
+		t.Fatalf("saga %s", s.Status)
+	}
+	ix, err := index.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if _, err := ix.Get(ctx, streams.Partition(id, testPartitions), id); !errors.Is(err, index.ErrNotFound) {
+			return fmt.Errorf("still marked in flight (%v)", err)
+		}
+		return nil
+	})
+	entries, err := streams.NewLog(js).Read(ctx, id, 0)
+	if err != nil || len(entries) < 2 {
+		t.Fatalf("the log: %d messages, %v", len(entries), err)
+	}
+	for _, e := range entries {
+		if events.IsRollup(e.Data) {
+			t.Fatal("a rollup was appended")
+		}
+	}
+	if s, err := cl.Status(ctx, id); err != nil || s.Status != client.StatusSucceeded {
+		t.Fatalf("read back: %v", err)
 	}
 }

@@ -67,6 +67,18 @@ func Messages(id string, e streams.Entry, n int) ([]Message, error) {
 	return out, nil
 }
 
+// FromLastRollup returns entries from the last rollup among them on: a
+// read that spans pages can return messages and then the rollup that
+// restates them (the saga's last decision landed between two pages).
+func FromLastRollup(entries []streams.Entry) []streams.Entry {
+	for i := len(entries) - 1; i > 0; i-- {
+		if events.IsRollup(entries[i].Data) {
+			return entries[i:]
+		}
+	}
+	return entries
+}
+
 // Resolver fills a saga.created's definition and defaults from the
 // documents its references name: *defs.Store.
 type Resolver interface {
@@ -77,6 +89,7 @@ type Resolver interface {
 // and reads the definition and defaults its saga.created refers to
 // through r.
 func DecodeAll(ctx context.Context, r Resolver, id string, entries []streams.Entry) ([]Message, error) {
+	entries = FromLastRollup(entries)
 	out := make([]Message, 0, len(entries))
 	var trace string
 	for _, e := range entries {
@@ -162,11 +175,12 @@ func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, r Resolver, id
 	applied := 0 // messages
 	for {
 		entries, err := log.Read(ctx, id, last)
+		archived := false
 		if errors.Is(err, streams.ErrNotFound) && last == 0 {
 			// Finished and gone from its subject: the archive has it.
 			var e *streams.Entry
 			if e, err = log.Archived(ctx, id); err == nil {
-				entries = []streams.Entry{*e}
+				entries, archived = []streams.Entry{*e}, true
 			}
 		}
 		switch {
@@ -212,6 +226,11 @@ func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, r Resolver, id
 		}
 		if last > 0 && done(st) {
 			return st, nil
+		}
+		if archived {
+			// Its sequence is the archive's, not the log's, and nothing
+			// will be appended to a finished saga.
+			return st, fmt.Errorf("saga %s: finished (read from the archive), and it will not change", id)
 		}
 		select {
 		case <-ctx.Done():

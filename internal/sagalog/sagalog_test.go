@@ -120,3 +120,18 @@ func TestFollowWaitsForTheLogThenFolds(t *testing.T) {
 		t.Fatalf("followed state %v, messages %v (appended %d)", st, seen, seq)
 	}
 }
+
+// A read that spans pages may return the messages of a log and then the
+// rollup that restates them: they are read once.
+func TestDecodeAllTakesTheLastRollup(t *testing.T) {
+	t.Parallel()
+	b, c := created(t)
+	rollup, err := events.EncodeRollup([][]byte{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := sagalog.DecodeAll(context.Background(), docs{c}, id, []streams.Entry{{Seq: 1, Data: b}, {Seq: 2, Data: rollup}})
+	if err != nil || len(msgs) != 1 || msgs[0].Seq != 2 || msgs[0].N != 1 {
+		t.Fatalf("%v, %+v", err, msgs)
+	}
+}
