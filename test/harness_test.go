@@ -37,10 +37,18 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, coordinator.Config{})
+}
+
+// newEnvWith is newEnv with its coordinator configured as cfg (its name,
+// topology and logger are the env's).
+func newEnvWith(t *testing.T, cfg coordinator.Config) *env {
+	t.Helper()
 	srv := natstest.RunServer(t)
 	e := &env{t: t, url: srv.ClientURL(), topo: testTopo()}
 	e.nc, e.js = natstest.Connect(t, e.url)
-	e.startCoordinator("c1")
+	cfg.Name, cfg.Topology, cfg.Logger = "c1", e.topo, testLogger(t)
+	e.coord = startCoordinatorWith(t, e.url, cfg)
 	cl, err := client.New(context.Background(), e.js)
 	if err != nil {
 		t.Fatal(err)
@@ -61,8 +69,13 @@ func (e *env) startCoordinatorB(b *testing.B, name string) {
 
 func startCoordinator(t testing.TB, url, name string, topo streams.Config, logger *slog.Logger) *coordinator.Coordinator {
 	t.Helper()
+	return startCoordinatorWith(t, url, coordinator.Config{Name: name, Topology: topo, Logger: logger})
+}
+
+func startCoordinatorWith(t testing.TB, url string, cfg coordinator.Config) *coordinator.Coordinator {
+	t.Helper()
 	_, js := natstest.Connect(t, url)
-	c, err := coordinator.New(js, coordinator.Config{Name: name, Topology: topo, Logger: logger})
+	c, err := coordinator.New(js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,29 +189,15 @@ func TestCoordinatorAdoptsDeployedPartitions(t *testing.T) {
 // the log nor the archive (a start on its way) is left alone.
 func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
-	_, cjs := natstest.Connect(t, srv.ClientURL())
-	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t),
-		DedupeWindow: time.Second, RecoveryInterval: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
-	cl, err := client.New(ctxT(t), js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEnvWith(t, coordinator.Config{DedupeWindow: time.Second, RecoveryInterval: 300 * time.Millisecond})
+	js, c, cl := e.js, e.coord, e.cl
 	startRaw(t, js, succeedAll)
 	ctx := ctxT(t)
 	done, err := cl.Start(ctx, saga.New("short").Then(saga.Action("a", "mark.ok")).MustBuild(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := (&env{t: t, cl: cl}).wait(done); s.Status != client.StatusSucceeded {
+	if s := e.wait(done); s.Status != client.StatusSucceeded {
 		t.Fatalf("saga %s", s.Status)
 	}
 	log := streams.NewLog(js)
@@ -270,21 +256,8 @@ func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
 // log, readable, unarchived, its marker gone.
 func TestASagaTooBigForARollupFinishesOnItsLog(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
-	_, cjs := natstest.Connect(t, srv.ClientURL())
-	c, err := coordinator.New(cjs, coordinator.Config{Name: "c1", Topology: testTopo(), Logger: testLogger(t), DedupeWindow: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
-	cl, err := client.New(ctxT(t), js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEnvWith(t, coordinator.Config{DedupeWindow: time.Second})
+	js, cl := e.js, e.cl
 	big := strings.Repeat("x", 300<<10)
 	startRaw(t, js, func(req events.ActionRequest) (any, *events.Error, bool) {
 		return map[string]string{"pad": big}, nil, true
@@ -295,7 +268,7 @@ func TestASagaTooBigForARollupFinishesOnItsLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := (&env{t: t, cl: cl}).wait(id); s.Status != client.StatusSucceeded {
+	if s := e.wait(id); s.Status != client.StatusSucceeded {
 		t.Fatalf("saga %s", s.Status)
 	}
 	ix, err := index.Open(ctx, js)
