@@ -9,9 +9,8 @@ import (
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
-	"github.com/jetsaga/jetsaga/streams"
-
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // timerExpire is the kind of the expiry timer releases before the archive
