@@ -813,9 +813,14 @@ func (p *partition) land(in appendDone) {
 	r, t := l.run, l.t
 	id := t.in.saga()
 	r.busy = false
-	// The reservation ends with the answer: apply counts what the
-	// decision really put in flight.
-	c.release(l.reserved)
+	// The reservation ends with the answer: a failed decision gives it
+	// back; apply turns it into what the decision really put in flight,
+	// in one step (given back first, a partition deciding meanwhile
+	// could take the places and overshoot the bound).
+	if l.err != nil || l.markErr != nil {
+		c.release(l.reserved)
+		l.reserved = 0
+	}
 	if l.err != nil {
 		p.evict(id)
 		switch {
@@ -868,11 +873,13 @@ func (p *partition) apply(l *landing) {
 	r.state = d.State
 	c.metrics.decided(r.state, d.Events, r.sent)
 	c.tracer.decided(r, d.Events)
-	if delta := d.State.InFlight() - l.before; delta > 0 {
-		c.inflight.Add(int64(delta))
+	// The decision's reservation becomes what it put in flight.
+	if net := d.State.InFlight() - l.before - l.reserved; net > 0 {
+		c.inflight.Add(int64(net))
 	} else {
-		c.release(-delta)
+		c.release(-net)
 	}
+	l.reserved = 0
 	if l.prev == machine.StatusNew && len(d.Events) > 0 {
 		c.stats.started.Add(1)
 	}
