@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -48,17 +49,12 @@ func TestAppendRollupReplacesTheLogThenExpires(t *testing.T) {
 	if _, err := log.Append(ctx, id, 0, []byte(`[2,"again"]`)); !errors.Is(err, streams.ErrConflict) {
 		t.Fatalf("a second start within the window: %v", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err := log.Read(ctx, id, 0)
-		if errors.Is(err, streams.ErrNotFound) {
-			break
+	natstest.Eventually(t, 15*time.Second, func() error {
+		if _, err := log.Read(ctx, id, 0); !errors.Is(err, streams.ErrNotFound) {
+			return fmt.Errorf("the rollup did not expire: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rollup did not expire: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	s, err := js.Stream(ctx, streams.LogStream)
 	if err != nil {
 		t.Fatal(err)
