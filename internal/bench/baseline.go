@@ -86,6 +86,9 @@ type PipelineResult struct {
 	// MsgsPerSaga is JetStream messages written per pipeline (all three
 	// streams, from their last sequences).
 	MsgsPerSaga float64 `json:"msgs_per_saga"`
+	// CPUSeconds is this process's CPU time while the pipeline ran (the
+	// server and the pipeline's own clients), measured as the saga run's.
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // PublishRate measures raw JetStream async publish throughput on a stream

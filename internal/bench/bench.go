@@ -266,10 +266,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		cpu0 := procstat.CPUSeconds()
 		pipe, err := Pipeline(ctx, djs, bcfg)
 		if err != nil {
 			return nil, err
 		}
+		pipe.CPUSeconds = procstat.CPUSeconds() - cpu0
 		rep.Publish, rep.Pipeline = &pub, &pipe
 		if pipe.SagasPerSec > 0 {
 			rep.Ratio = rep.SagasPerSec / pipe.SagasPerSec

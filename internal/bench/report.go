@@ -33,6 +33,9 @@ func (r *Report) Print(w io.Writer) {
 	if p := r.Pipeline; p != nil {
 		fmt.Fprintf(w, "baseline   hand-written 3-step pipeline, %d in flight: %.0f pipelines/s, latency p50 %s  p99 %s, %.1f messages each, errors %d\n",
 			r.Concurrency, p.SagasPerSec, ms(p.P50), ms(p.P99), p.MsgsPerSaga, p.Errors)
+		if p.Sagas > 0 {
+			fmt.Fprintf(w, "           process CPU %.1f s (%.2f ms per pipeline)\n", p.CPUSeconds, p.CPUSeconds/float64(p.Sagas)*1000)
+		}
 		fmt.Fprintf(w, "ratio      jetsaga / pipeline = %.2f\n", r.Ratio)
 	}
 }
