@@ -57,6 +57,34 @@ func Subsaga(name string, def *Definition, params string) NodeSpec {
 	return s
 }
 
+// Await is a node that waits for a signal naming it (jetsaga signal SAGA
+// NODE); event names what it waits for ("order.approved"). The signal's
+// data is its output; a rejection fails it.
+func Await(name, event string) NodeSpec {
+	return NodeSpec{node: Node{Name: name, Kind: KindAwait, Event: event}}
+}
+
+// When sets the node's condition, a CEL expression over params and the
+// outputs of its ancestors (CompileWhen); false skips the node.
+func (s NodeSpec) When(expr string) NodeSpec { s.node.When = expr; return s }
+
+// Pivot marks the node as the saga's pivot: once it has succeeded the
+// saga goes only forward.
+func (s NodeSpec) Pivot() NodeSpec { s.node.Pivot = true; return s }
+
+// OnFailure sets what a failure for good of the node does.
+func (s NodeSpec) OnFailure(p FailurePolicy) NodeSpec { s.node.OnFailure = p; return s }
+
+// OnFailure sets the failure policy of the nodes that set none.
+func (b *Builder) OnFailure(p FailurePolicy) *Builder { b.def.OnFailure = p; return b }
+
+// Deadline bounds the saga's run from its start; on says what happens
+// when it passes (Unwind or Pause).
+func (b *Builder) Deadline(d time.Duration, on FailurePolicy) *Builder {
+	b.def.Deadline, b.def.OnDeadline = Duration(d), on
+	return b
+}
+
 // Undo sets the action that undoes this node's action.
 func (s NodeSpec) Undo(action string) NodeSpec { s.node.Undo = action; return s }
 
@@ -66,7 +94,8 @@ func (s NodeSpec) Retry(p RetryPolicy) NodeSpec { s.node.Retry = &p; return s }
 // UndoRetry sets the undo's retry policy.
 func (s NodeSpec) UndoRetry(p RetryPolicy) NodeSpec { s.node.UndoRetry = &p; return s }
 
-// Timeout bounds each attempt of the action and of its undo.
+// Timeout bounds each attempt of the action and of its undo; on an await
+// node, the wait.
 func (s NodeSpec) Timeout(d time.Duration) NodeSpec { s.node.Timeout = Duration(d); return s }
 
 // After makes the node depend on exactly the named nodes, instead of on the
@@ -117,7 +146,7 @@ func (b *Builder) Output(node string) *Builder { b.def.Output = node; return b }
 // *ValidationError listing every problem.
 func (b *Builder) Build() (*Definition, error) {
 	def := b.def.Clone()
-	probs := append(slices.Clone(b.errs), validate(def, "", 0)...)
+	probs := append(slices.Clone(b.errs), problems(def)...)
 	if len(probs) > 0 {
 		return nil, &ValidationError{Saga: def.Name, Problems: probs}
 	}

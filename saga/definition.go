@@ -20,6 +20,22 @@ const (
 	KindConstant Kind = "constant"
 	// KindSubsaga inlines another definition.
 	KindSubsaga Kind = "subsaga"
+	// KindAwait waits for a named external event (a signal) for the saga;
+	// the signal's data is its output. Its undo, if any, is an action run
+	// when the saga unwinds past it.
+	KindAwait Kind = "await"
+)
+
+// FailurePolicy says what a saga does when a node fails for good (on_failure)
+// or when its deadline passes (on_deadline).
+type FailurePolicy string
+
+const (
+	// Unwind undoes what the saga did (the default).
+	Unwind FailurePolicy = "unwind"
+	// Pause keeps the saga as it is and waits for an operator: retry the
+	// node, skip it with an output, or abort (unwind).
+	Pause FailurePolicy = "pause"
 )
 
 // Definition is a saga's DAG, as stored in the saga's first log event and as
@@ -34,6 +50,14 @@ type Definition struct {
 	Output string `json:"output,omitempty"`
 	// Nodes in declaration order.
 	Nodes []Node `json:"nodes"`
+	// OnFailure is the failure policy of the nodes that set none; empty
+	// means the enclosing definition's, and Unwind at the top.
+	OnFailure FailurePolicy `json:"on_failure,omitempty"`
+	// Deadline, at the top level only, bounds the saga's run from its
+	// start; when it passes before the saga has finished, OnDeadline
+	// applies (empty means Unwind).
+	Deadline   Duration      `json:"deadline,omitempty"`
+	OnDeadline FailurePolicy `json:"on_deadline,omitempty"`
 }
 
 // Node is one step of a definition.
@@ -60,8 +84,24 @@ type Node struct {
 	UndoRetry *RetryPolicy `json:"undo_retry,omitempty"`
 	// Timeout bounds each attempt of the action and of the undo; zero means
 	// the saga's default (DefaultTimeout unless the log records another).
-	// An attempt that times out has an unknown outcome.
+	// An attempt that times out has an unknown outcome. On a KindAwait
+	// node it bounds the wait (zero: no bound), and its undo's attempts
+	// take the saga's default.
 	Timeout Duration `json:"timeout,omitempty"`
+
+	// When, if set, is a condition (a CEL expression, see CompileWhen) over
+	// params and the outputs of ancestors: false skips the node, which then
+	// never runs and is never undone, and its dependents go on.
+	When string `json:"when,omitempty"`
+	// Pivot: once this node has succeeded the saga no longer unwinds past
+	// it; failures after it are retried and then wait for an operator.
+	Pivot bool `json:"pivot,omitempty"`
+	// OnFailure: what a failure for good of this node does; empty means
+	// the definition's.
+	OnFailure FailurePolicy `json:"on_failure,omitempty"`
+	// Event names the signal a KindAwait node waits for ("order.approved");
+	// it is documentation and a check: a signal may name it.
+	Event string `json:"event,omitempty"`
 
 	// Value is the output of a KindConstant node.
 	Value json.RawMessage `json:"value,omitempty"`

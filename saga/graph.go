@@ -3,6 +3,7 @@ package saga
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // KindSubsagaStart is the kind of the node Compile inserts at the start of
@@ -50,6 +51,16 @@ type GraphNode struct {
 	// OutputFrom, for a subsaga end, is the inner node whose output is the
 	// subsaga's output; -1 means null.
 	OutputFrom int
+	// OwnStart, for a subsaga end, is the index of its start; -1 otherwise.
+	OwnStart int
+	// When is the node's compiled condition, or nil; a subsaga's is on its
+	// start node.
+	When *Condition
+	// WhenInputs maps the names a condition may read to their nodes.
+	WhenInputs map[string]int
+	// OnFailure is the node's failure policy, resolved from the node, its
+	// definition and the enclosing ones: Unwind or Pause.
+	OnFailure FailurePolicy
 	// Visible maps the names this node may look up to the node whose output
 	// each resolves to: its ancestors in its own scope (a subsaga is seen as
 	// its end). With Spec.Reads set, only the declared names.
@@ -61,8 +72,13 @@ func Compile(d *Definition) (*Graph, error) {
 	if err := Validate(d); err != nil {
 		return nil, err
 	}
+	return build(d), nil
+}
+
+// build flattens a definition whose scopes are valid.
+func build(d *Definition) *Graph {
 	g := &Graph{Def: d, byPath: map[string]int{}}
-	_, local := g.compileScope(d, "", nil, -1)
+	_, local := g.compileScope(d, "", nil, -1, Unwind)
 	g.Output = outputOf(d, local)
 	for _, n := range g.Nodes {
 		for _, p := range n.Parents {
@@ -70,7 +86,7 @@ func Compile(d *Definition) (*Graph, error) {
 		}
 	}
 	g.computeVisible()
-	return g, nil
+	return g
 }
 
 func outputOf(d *Definition, local map[string]int) int {
@@ -102,8 +118,11 @@ func sinkNames(d *Definition) []string {
 
 // compileScope adds d's nodes to g. Roots of d depend on entry. It returns
 // the indexes of d's sinks and the local name → index map of the scope.
-func (g *Graph) compileScope(d *Definition, prefix string, entry []int, scopeStart int) ([]int, map[string]int) {
+func (g *Graph) compileScope(d *Definition, prefix string, entry []int, scopeStart int, policy FailurePolicy) ([]int, map[string]int) {
 	local := map[string]int{}
+	if d.OnFailure != "" {
+		policy = d.OnFailure
+	}
 	for _, i := range topoOrder(d) {
 		spec := &d.Nodes[i]
 		parents := slices.Clone(entry)
@@ -115,9 +134,19 @@ func (g *Graph) compileScope(d *Definition, prefix string, entry []int, scopeSta
 			slices.Sort(parents)
 		}
 		scope := trimSlash(prefix)
+		nodePolicy := policy
+		if spec.OnFailure != "" {
+			nodePolicy = spec.OnFailure
+		}
+		var when *Condition
+		if spec.When != "" {
+			// Validated: it compiles.
+			when, _ = CompileWhen(spec.When)
+		}
 		if spec.Kind != KindSubsaga {
 			local[spec.Name] = g.add(&GraphNode{Path: prefix + spec.Name, Name: spec.Name, Scope: scope, Kind: spec.Kind,
-				Spec: spec, Parents: parents, ScopeStart: scopeStart, ParamsFrom: -1, OutputFrom: -1})
+				Spec: spec, Parents: parents, ScopeStart: scopeStart, ParamsFrom: -1, OutputFrom: -1, OwnStart: -1,
+				When: when, OnFailure: nodePolicy})
 			continue
 		}
 		paramsFrom := scopeStart
@@ -125,11 +154,15 @@ func (g *Graph) compileScope(d *Definition, prefix string, entry []int, scopeSta
 			paramsFrom = local[spec.Params]
 		}
 		inner := prefix + spec.Name + "/"
+		// A subsaga's condition is its start's: false skips the whole
+		// subsaga.
 		start := g.add(&GraphNode{Path: inner + StartName, Name: StartName, Scope: trimSlash(inner), Kind: KindSubsagaStart,
-			Spec: spec, Parents: parents, ScopeStart: scopeStart, ParamsFrom: paramsFrom, OutputFrom: -1})
-		sinks, innerLocal := g.compileScope(spec.Saga, inner, []int{start}, start)
+			Spec: spec, Parents: parents, ScopeStart: scopeStart, ParamsFrom: paramsFrom, OutputFrom: -1, OwnStart: -1,
+			When: when, OnFailure: nodePolicy})
+		sinks, innerLocal := g.compileScope(spec.Saga, inner, []int{start}, start, nodePolicy)
 		local[spec.Name] = g.add(&GraphNode{Path: prefix + spec.Name, Name: spec.Name, Scope: scope, Kind: KindSubsaga,
-			Spec: spec, Parents: sinks, ScopeStart: scopeStart, ParamsFrom: -1, OutputFrom: outputOf(spec.Saga, innerLocal)})
+			Spec: spec, Parents: sinks, ScopeStart: scopeStart, ParamsFrom: -1, OutputFrom: outputOf(spec.Saga, innerLocal), OwnStart: start,
+			OnFailure: nodePolicy})
 	}
 	var sinks []int
 	for _, name := range sinkNames(d) {
@@ -181,6 +214,23 @@ func topoOrder(d *Definition) []int {
 
 func (g *Graph) computeVisible() {
 	for _, n := range g.Nodes {
+		if n.When != nil {
+			// A condition may read any ancestor of its scope; a
+			// subsaga's, those of the scope the subsaga is in.
+			scope := n.Scope
+			if n.Kind == KindSubsagaStart {
+				scope = ""
+				if k := strings.LastIndexByte(n.Scope, '/'); k >= 0 {
+					scope = n.Scope[:k]
+				}
+			}
+			n.WhenInputs = map[string]int{}
+			for a := range g.ancestors(n.Index) {
+				if an := g.Nodes[a]; an.Scope == scope && an.Kind != KindSubsagaStart {
+					n.WhenInputs[an.Name] = a
+				}
+			}
+		}
 		if n.Kind != KindAction {
 			continue
 		}

@@ -20,11 +20,24 @@ func Validate(d *Definition) error {
 	if d == nil {
 		return &ValidationError{Problems: []Problem{{Msg: "definition is nil"}}}
 	}
-	if probs := validate(d, "", 0); len(probs) > 0 {
+	if probs := problems(d); len(probs) > 0 {
 		return &ValidationError{Saga: d.Name, Problems: probs}
 	}
 	return nil
 }
+
+// problems lists what is wrong with a definition: each scope's problems,
+// then, once every scope is sound, those of the flattened graph.
+func problems(d *Definition) []Problem {
+	probs := validate(d, "", 0)
+	if len(probs) == 0 {
+		probs = build(d).pivotProblems()
+	}
+	return probs
+}
+
+// validPolicy reports whether p is a failure policy ("" is the default).
+func validPolicy(p FailurePolicy) bool { return p == "" || p == Unwind || p == Pause }
 
 // ValidActionName reports whether name can be an action name: dot-separated
 // tokens of letters, digits, '_' and '-', so it is a literal NATS subject.
@@ -60,6 +73,19 @@ func validate(d *Definition, prefix string, depth int) []Problem {
 	}
 	if d.Name == "" {
 		add("", "saga name is empty")
+	}
+	if !validPolicy(d.OnFailure) {
+		add("", "on_failure is %q, want unwind or pause", d.OnFailure)
+	}
+	switch {
+	case depth > 0 && (d.Deadline != 0 || d.OnDeadline != ""):
+		add("", "deadline and on_deadline apply to the whole saga: set them on the top-level definition, not a subsaga")
+	case d.Deadline < 0:
+		add("", "deadline %s is negative", d.Deadline.Std())
+	case !validPolicy(d.OnDeadline):
+		add("", "on_deadline is %q, want unwind or pause", d.OnDeadline)
+	case d.OnDeadline != "" && d.Deadline == 0:
+		add("", "on_deadline is set but deadline is not")
 	}
 	if len(d.Nodes) == 0 {
 		add("", "saga %q has no nodes", d.Name)
@@ -121,7 +147,47 @@ func validate(d *Definition, prefix string, depth int) []Problem {
 		if n.Timeout < 0 {
 			add(n.Name, "timeout %s is negative", n.Timeout.Std())
 		}
+		if !validPolicy(n.OnFailure) {
+			add(n.Name, "on_failure is %q, want unwind or pause", n.OnFailure)
+		}
+		if n.When != "" {
+			if c, err := CompileWhen(n.When); err != nil {
+				add(n.Name, "when %q: %v", n.When, err)
+			} else {
+				for _, r := range c.Refs {
+					if known, ok := isAncestor(i, r); !known {
+						add(n.Name, "when %q reads the output of unknown node %q", n.When, r)
+					} else if !ok {
+						add(n.Name, "when %q reads the output of %q, which is not an ancestor", n.When, r)
+					}
+				}
+			}
+		}
+		if n.Kind != KindAwait && n.Event != "" {
+			add(n.Name, "event is for await nodes; this is a %s node", n.Kind)
+		}
 		switch n.Kind {
+		case "":
+			add(n.Name, "kind is missing (want action, await, constant or subsaga)")
+		case KindAwait:
+			if n.Event == "" {
+				add(n.Name, "an await node needs the event it waits for (event: order.approved)")
+			} else if err := ValidActionName(n.Event); err != nil {
+				add(n.Name, "event name %v", err)
+			}
+			if n.Undo != "" {
+				if err := ValidActionName(n.Undo); err != nil {
+					add(n.Name, "undo name %v", err)
+				}
+			}
+			if n.UndoRetry != nil {
+				for _, msg := range n.UndoRetry.problems() {
+					add(n.Name, "undo_retry policy: %s", msg)
+				}
+			}
+			if n.Action != "" || n.Retry != nil || n.Value != nil || n.Saga != nil || n.Params != "" {
+				add(n.Name, "an await node has an event, and optionally a timeout and an undo; no action, retry, value, saga or params")
+			}
 		case KindAction:
 			if err := ValidActionName(n.Action); err != nil {
 				add(n.Name, "action name %v", err)
@@ -170,7 +236,7 @@ func validate(d *Definition, prefix string, depth int) []Problem {
 				add(n.Name, "a subsaga node has only a saga and params")
 			}
 		default:
-			add(n.Name, "unknown kind %q (want action, constant or subsaga)", n.Kind)
+			add(n.Name, "unknown kind %q (want action, await, constant or subsaga)", n.Kind)
 		}
 	}
 	if d.Output != "" {
