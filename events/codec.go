@@ -94,6 +94,16 @@ func NodeOf(e Event) string {
 		return d.Node
 	case *UndoRepeated:
 		return d.Node
+	case *NodeSkipped:
+		return d.Node
+	case *SignalReceived:
+		return d.Node
+	case *OperatorSkip:
+		return d.Node
+	case *SagaWaiting:
+		return d.Node
+	case *Signal:
+		return d.Node
 	}
 	return ""
 }

@@ -42,12 +42,21 @@ const (
 	TypeFaultInjected Type = "io.jetsaga.fault.injected.v1"
 	TypeNodeRepeated  Type = "io.jetsaga.node.repeated.v1"
 	TypeUndoRepeated  Type = "io.jetsaga.node.undo_repeated.v1"
+	// Waits, conditions, failure policies and deadlines.
+	TypeNodeSkipped    Type = "io.jetsaga.node.skipped.v1"
+	TypeSignalReceived Type = "io.jetsaga.signal.received.v1"
+	TypeOperatorSkip   Type = "io.jetsaga.operator.skip.v1"
+	TypeDeadlinePassed Type = "io.jetsaga.saga.deadline_passed.v1"
+	TypeSagaWaiting    Type = "io.jetsaga.saga.waiting.v1"
 )
 
 // Command types: what clients send coordinators on jetsaga.cmd.<partition>.
 const (
 	TypeCommandStart    Type = "io.jetsaga.command.start.v1"
 	TypeCommandOperator Type = "io.jetsaga.command.operator.v1"
+	// TypeCommandSignal is a signal for an await node; other languages
+	// send it too (docs/protocol.md).
+	TypeCommandSignal Type = "io.jetsaga.command.signal.v1"
 )
 
 // Participant message types.
@@ -117,6 +126,18 @@ func newData(t Type) (Data, bool) {
 		return &NodeRepeated{}, true
 	case TypeUndoRepeated:
 		return &UndoRepeated{}, true
+	case TypeNodeSkipped:
+		return &NodeSkipped{}, true
+	case TypeSignalReceived:
+		return &SignalReceived{}, true
+	case TypeOperatorSkip:
+		return &OperatorSkip{}, true
+	case TypeDeadlinePassed:
+		return &DeadlinePassed{}, true
+	case TypeSagaWaiting:
+		return &SagaWaiting{}, true
+	case TypeCommandSignal:
+		return &Signal{}, true
 	case TypeCommandStart:
 		return &StartSaga{}, true
 	case TypeCommandOperator:
@@ -150,6 +171,11 @@ const (
 	// ErrorInjected: a fault injected into the saga (Fault) failed the
 	// action or undo without running it.
 	ErrorInjected ErrorKind = "injected"
+	// ErrorCondition: the node's `when` could not be evaluated (the
+	// message has the expression and CEL's error); the node did not run.
+	ErrorCondition ErrorKind = "condition"
+	// ErrorRejected: an await node's signal rejected it.
+	ErrorRejected ErrorKind = "rejected"
 )
 
 // Error is an error recorded in the log or sent in a reply.
@@ -394,6 +420,8 @@ type UnwindReason string
 const (
 	UnwindNodeFailed UnwindReason = "node_failed"
 	UnwindAborted    UnwindReason = "aborted"
+	// UnwindDeadline: the saga's deadline passed (on_deadline unwind).
+	UnwindDeadline UnwindReason = "deadline"
 )
 
 // SagaUnwinding: the saga starts no new forward nodes and undoes what it did.
@@ -450,11 +478,73 @@ type OperatorAbort struct {
 	Reason   string `json:"reason"`
 }
 
-// OperatorRetry: an operator asked for a failed undo to be tried again.
+// OperatorRetry: an operator asked for a failed undo to be tried again,
+// or, in a saga waiting for an operator, a failed action.
 type OperatorRetry struct {
 	Node     string `json:"node"`
 	Operator string `json:"operator,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Params, for an action, replace the params of the node's requests
+	// from this retry on.
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// OperatorSkip: in a saga waiting for an operator, an operator declared a
+// failed node succeeded, with Output as its output.
+type OperatorSkip struct {
+	Node     string          `json:"node"`
+	Output   json.RawMessage `json:"output"`
+	Operator string          `json:"operator,omitempty"`
+	Reason   string          `json:"reason"`
+}
+
+// NodeSkipped: the node's condition was false (or its subsaga was
+// skipped): it never runs and is never undone; its dependents go on.
+type NodeSkipped struct {
+	Node string `json:"node"`
+	// When is the condition that was false; empty when the node's subsaga
+	// was skipped.
+	When string `json:"when,omitempty"`
+}
+
+// SignalReceived: a signal for an await node was taken. A node that has
+// not started yet keeps it until it does; a waiting node succeeds with Data
+// as its output, or fails if the signal rejects it.
+type SignalReceived struct {
+	Node string `json:"node"`
+	// ID is the signal's id: a signal with an id already taken is a
+	// duplicate.
+	ID   string          `json:"id"`
+	Data json.RawMessage `json:"data,omitempty"`
+	// Reject, when set, is why the signal rejects the node.
+	Reject string `json:"reject,omitempty"`
+	Sender string `json:"sender,omitempty"`
+}
+
+// SagaWaiting: a node failed for good and its failure policy (on_failure:
+// pause, or a pivot before it) keeps the saga as it is, waiting for an
+// operator to retry the node, skip it, or abort the saga.
+type SagaWaiting struct {
+	Node  string `json:"node"`
+	Error Error  `json:"error"`
+}
+
+// DeadlinePassed: the saga's deadline passed before it finished. Then is
+// what follows: unwind (a saga.unwinding follows), or pause (the saga is
+// paused; past a pivot, a deadline pauses whatever on_deadline says).
+type DeadlinePassed struct {
+	Deadline time.Time          `json:"deadline"`
+	Then     saga.FailurePolicy `json:"then"`
+}
+
+// Signal is a command: a signal for an await node of a saga (the event's
+// subject). The event's id is the signal's id, which deduplicates it.
+type Signal struct {
+	Node string          `json:"node"`
+	Data json.RawMessage `json:"data,omitempty"`
+	// Reject, when set, fails the node with this reason instead.
+	Reject string `json:"reject,omitempty"`
+	Sender string `json:"sender,omitempty"`
 }
 
 // OperatorResolve: an operator declared a failed undo done by other means.
@@ -611,6 +701,9 @@ const (
 	// ActionPause holds a saga's new nodes back; ActionResume lets them go.
 	ActionPause  OperatorAction = "pause"
 	ActionResume OperatorAction = "resume"
+	// ActionSkip declares a failed node of a saga waiting for an operator
+	// succeeded with Output.
+	ActionSkip OperatorAction = "skip"
 )
 
 // OperatorCommand asks a coordinator to act on a saga for an operator.
@@ -622,6 +715,10 @@ type OperatorCommand struct {
 	Reason   string `json:"reason,omitempty"`
 	// Fault is the fault to inject, for ActionFault.
 	Fault *Fault `json:"fault,omitempty"`
+	// Params, for ActionRetry of a failed action, replace its params.
+	Params json.RawMessage `json:"params,omitempty"`
+	// Output, for ActionSkip, is the skipped node's output.
+	Output json.RawMessage `json:"output,omitempty"`
 }
 
 // Op is what a request asks of a participant.
@@ -650,6 +747,9 @@ type ActionRequest struct {
 	Params json.RawMessage `json:"params"`
 	// Outputs are the outputs of the ancestors the node may look up.
 	Outputs map[string]json.RawMessage `json:"outputs,omitempty"`
+	// Skipped names the ancestors the node may look up that were skipped
+	// (their condition was false): they have no output.
+	Skipped []string `json:"skipped,omitempty"`
 	// Deadline is when the coordinator stops waiting for this attempt.
 	Deadline time.Time `json:"deadline,omitzero"`
 	// Output is, for OpUndo, the output of the action being undone (null when
@@ -699,6 +799,12 @@ func (*FaultInjected) EventType() Type     { return TypeFaultInjected }
 func (*NodeRepeated) EventType() Type      { return TypeNodeRepeated }
 func (*UndoRepeated) EventType() Type      { return TypeUndoRepeated }
 func (*StartSaga) EventType() Type         { return TypeCommandStart }
+func (*NodeSkipped) EventType() Type       { return TypeNodeSkipped }
+func (*SignalReceived) EventType() Type    { return TypeSignalReceived }
+func (*OperatorSkip) EventType() Type      { return TypeOperatorSkip }
+func (*DeadlinePassed) EventType() Type    { return TypeDeadlinePassed }
+func (*SagaWaiting) EventType() Type       { return TypeSagaWaiting }
+func (*Signal) EventType() Type            { return TypeCommandSignal }
 func (*OperatorCommand) EventType() Type   { return TypeCommandOperator }
 func (*ActionRequest) EventType() Type     { return TypeActionRequest }
 func (*ActionReply) EventType() Type       { return TypeActionReply }
@@ -749,7 +855,58 @@ func (d *NodeFailed) check() (string, string) {
 	if f, r := checkNode(d.Node, d.Attempt); f != "" {
 		return f, r
 	}
-	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted, ErrorOutcomeUnknown, ErrorCanceled, ErrorInjected)
+	return checkError(d.Error, ErrorPermanent, ErrorRetriesExhausted, ErrorOutcomeUnknown, ErrorCanceled, ErrorInjected, ErrorCondition, ErrorRejected, ErrorTimeout)
+}
+func (d *NodeSkipped) check() (string, string) {
+	if d.Node == "" {
+		return "data.node", "is empty"
+	}
+	return "", ""
+}
+func (d *SignalReceived) check() (string, string) {
+	switch {
+	case d.Node == "":
+		return "data.node", "is empty"
+	case d.ID == "":
+		return "data.id", "is empty"
+	case len(d.Data) > 0 && !json.Valid(d.Data):
+		return "data.data", "is not JSON"
+	}
+	return "", ""
+}
+func (d *OperatorSkip) check() (string, string) {
+	switch {
+	case d.Node == "":
+		return "data.node", "is empty"
+	case d.Reason == "":
+		return "data.reason", "is empty: say why the node may be treated as succeeded"
+	case len(d.Output) == 0 || !json.Valid(d.Output):
+		return "data.output", "is missing or not JSON"
+	}
+	return "", ""
+}
+func (d *DeadlinePassed) check() (string, string) {
+	if d.Then != saga.Unwind && d.Then != saga.Pause {
+		return "data.then", fmt.Sprintf("is %q, want unwind or pause", d.Then)
+	}
+	return "", ""
+}
+func (d *SagaWaiting) check() (string, string) {
+	if d.Node == "" {
+		return "data.node", "is empty"
+	}
+	return "", ""
+}
+func (d *Signal) check() (string, string) {
+	switch {
+	case d.Node == "":
+		return "data.node", "is empty: name the await node the signal is for"
+	case len(d.Data) > 0 && !json.Valid(d.Data):
+		return "data.data", "is not JSON"
+	case len(d.Data) > 0 && d.Reject != "":
+		return "data.reject", "is set with data: a signal either gives the node its output or rejects it"
+	}
+	return "", ""
 }
 func (d *UndoStarted) check() (string, string)  { return checkNode(d.Node, d.Attempt) }
 func (d *UndoFinished) check() (string, string) { return checkNode(d.Node, d.Attempt) }
@@ -771,9 +928,9 @@ func (d *SagaUnwinding) check() (string, string) {
 		if d.Node == "" {
 			return "data.node", "is empty"
 		}
-	case UnwindAborted:
+	case UnwindAborted, UnwindDeadline:
 	default:
-		return "data.reason", fmt.Sprintf("is %q, want node_failed or aborted", d.Reason)
+		return "data.reason", fmt.Sprintf("is %q, want node_failed, aborted or deadline", d.Reason)
 	}
 	return "", ""
 }
@@ -853,13 +1010,25 @@ func (d *OperatorCommand) check() (string, string) {
 		return d.Fault.check("data.fault.")
 	case ActionRetry, ActionResolve:
 		if d.Node == "" {
-			return "data.node", fmt.Sprintf("is empty: %s needs the node whose undo failed", d.Action)
+			return "data.node", fmt.Sprintf("is empty: %s needs the node whose undo (or action) failed", d.Action)
 		}
 		if d.Action == ActionResolve && d.Reason == "" {
 			return "data.reason", "is empty: say why the node may be treated as undone"
 		}
+		if len(d.Params) > 0 && !json.Valid(d.Params) {
+			return "data.params", "is not JSON"
+		}
+	case ActionSkip:
+		switch {
+		case d.Node == "":
+			return "data.node", "is empty: skip needs the failed node"
+		case d.Reason == "":
+			return "data.reason", "is empty: say why the node may be treated as succeeded"
+		case len(d.Output) == 0 || !json.Valid(d.Output):
+			return "data.output", "is missing or not JSON: skip gives the node its output"
+		}
 	default:
-		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve, abandon, fault, pause or resume", d.Action)
+		return "data.action", fmt.Sprintf("is %q, want abort, retry, resolve, abandon, fault, pause, resume or skip", d.Action)
 	}
 	return "", ""
 }

@@ -120,7 +120,7 @@ func TestBuilderForWaitsAndPivots(t *testing.T) {
 	t.Parallel()
 	def, err := saga.New("order").OnFailure(saga.Pause).Deadline(time.Hour, saga.Unwind).
 		Then(saga.Action("reserve", "inv.reserve").Undo("inv.release")).
-		Then(saga.Await("approval", "order.approved").Timeout(24*time.Hour)).
+		Then(saga.Await("approval", "order.approved").Timeout(24 * time.Hour)).
 		Then(saga.Action("capture", "pay.capture").Pivot().When(`outputs.approval.ok`)).
 		Then(saga.Action("ship", "ship.send").OnFailure(saga.Pause)).
 		Build()

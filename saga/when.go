@@ -48,9 +48,26 @@ var whenEnv = sync.OnceValues(func() (*cel.Env, error) {
 	)
 })
 
+// compiled caches conditions by expression: a definition is compiled for
+// every saga read afresh, and the same expression then shares one program
+// (and compares equal in a replay check).
+var compiled sync.Map // string -> *Condition
+
 // CompileWhen parses and type-checks a condition and lists the outputs it
 // reads. It does not check that those are ancestors: Validate does.
 func CompileWhen(expr string) (*Condition, error) {
+	if c, ok := compiled.Load(expr); ok {
+		return c.(*Condition), nil
+	}
+	c, err := compileWhen(expr)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := compiled.LoadOrStore(expr, c)
+	return actual.(*Condition), nil
+}
+
+func compileWhen(expr string) (*Condition, error) {
 	env, err := whenEnv()
 	if err != nil {
 		return nil, fmt.Errorf("condition environment: %w", err)

@@ -322,7 +322,7 @@ func TestOperatorCommands(t *testing.T) {
 			t.Fatalf("saga %s, want stuck", s.Status)
 		}
 		code, _, errs := e.run("retry", id, "pay")
-		if code != 1 || !strings.Contains(errs, `only a failed undo can be retried (failed undos: a)`) {
+		if code != 1 || !strings.Contains(errs, `can be retried; the node is failed (failed undos: a)`) {
 			t.Fatalf("retry of the wrong node: code %d %s", code, errs)
 		}
 		code, out, errs := e.run("retry", id, "a", "--reason", "fixed the hotel API", "--wait")

@@ -89,6 +89,9 @@ func (s *State) apply(e events.Event) error {
 		c.Defaults, c.DefaultsRef = s.graphs.shareDefaults(created.Defaults, created.DefaultsRef)
 		created = &c
 		s.Created, s.CreatedAt, s.Graph, s.Status, s.TraceParent = created, e.Time, g, StatusRunning, e.TraceParent
+		if d := g.Def.Deadline; d > 0 {
+			s.Deadline = e.Time.Add(d.Std())
+		}
 		s.Nodes = make([]Node, len(g.Nodes))
 		for i := range s.Nodes {
 			s.Nodes[i].State = NodePending
@@ -127,19 +130,25 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if s.Status != StatusRunning {
+		if !s.Status.forward() {
 			return illegal(d.Node, "no node starts while the saga is %s", s.Status)
 		}
 		switch {
 		case n.State == NodePending && d.Attempt == 1:
+			if s.Status != StatusRunning {
+				return illegal(d.Node, "no new node starts while the saga is %s", s.Status)
+			}
 			if !s.parentsSucceeded(g.Index) {
-				return illegal(d.Node, "a node starts only after all its parents succeeded")
+				return illegal(d.Node, "a node starts only after all its parents succeeded or were skipped")
 			}
 			n.Repeats = 0
 		case n.State == NodeStarted && !n.Waiting && d.Attempt == n.Attempt+1:
 			if tries, most := n.actionTries(d.Attempt), s.actionPolicy(g.Spec).MaxAttempts; tries > most {
 				return illegal(d.Node, "attempt %d (try %d) exceeds the retry policy's %d", d.Attempt, tries, most)
 			}
+		case n.State == NodeFailed && n.ActionRetryAuthorized && d.Attempt == n.Attempt+1:
+			// An operator's retry starts a new round of attempts.
+			n.ActionBase, n.Repeats, n.ActionRetryAuthorized, n.OutcomeUnknown, n.Signal = n.Attempt, 0, false, false, nil
 		default:
 			return illegal(d.Node, "attempt %d cannot start after attempt %d (waiting for a reply: %v)", d.Attempt, n.Attempt, n.Waiting)
 		}
@@ -164,7 +173,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if s.Status != StatusRunning {
+		if !s.Status.forward() {
 			return illegal(d.Node, "no retry is scheduled while the saga is %s", s.Status)
 		}
 		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
@@ -177,15 +186,21 @@ func (s *State) apply(e events.Event) error {
 		n.TimedOut = n.TimedOut || d.Error.Kind == events.ErrorTimeout
 
 	case *events.NodeFailed:
-		_, n, err := node(d.Node)
+		g, n, err := node(d.Node)
 		if err != nil {
 			return err
 		}
 		if n.State != NodeStarted || d.Attempt != n.Attempt {
 			return illegal(d.Node, "only a started node's latest attempt (%d) can fail", n.Attempt)
 		}
-		if d.Error.Kind == events.ErrorCanceled && s.Status == StatusRunning {
+		if d.Error.Kind == events.ErrorCanceled && s.Status.forward() {
 			return illegal(d.Node, "a node is canceled only when the saga unwinds")
+		}
+		if d.Error.Kind == events.ErrorCondition && g.When == nil {
+			return illegal(d.Node, "a node without a condition cannot fail on one")
+		}
+		if (d.Error.Kind == events.ErrorRejected || d.Error.Kind == events.ErrorTimeout) && g.Kind != saga.KindAwait {
+			return illegal(d.Node, "only an await node fails with %s", d.Error.Kind)
 		}
 		if d.Error.Kind == events.ErrorInjected && !n.failAction() {
 			return illegal(d.Node, "an injected failure needs a fault that fails the action")
@@ -197,17 +212,90 @@ func (s *State) apply(e events.Event) error {
 		n.OutcomeUnknown = d.Error.Kind == events.ErrorOutcomeUnknown
 
 	case *events.SagaUnwinding:
-		if s.Status != StatusRunning {
-			return illegal("", "only a running saga starts unwinding")
+		if !s.Status.forward() {
+			return illegal("", "only a running (or waiting) saga starts unwinding")
 		}
-		if d.Reason == events.UnwindNodeFailed {
+		if p := s.PastPivot(); p != "" {
+			return illegal("", "the saga is past pivot %q: it cannot unwind", p)
+		}
+		switch d.Reason {
+		case events.UnwindNodeFailed:
 			if _, n, err := node(d.Node); err != nil {
 				return err
 			} else if n.State != NodeFailed {
 				return illegal(d.Node, "unwinding because of node %q, which has not failed", d.Node)
 			}
+		case events.UnwindDeadline:
+			if !s.DeadlinePassed {
+				return illegal("", "unwinding for a deadline that has not passed")
+			}
+		}
+		for i := range s.Nodes {
+			s.Nodes[i].Held = false
 		}
 		s.Status, s.Unwinding = StatusUnwinding, d
+
+	case *events.SagaWaiting:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if !s.Status.forward() || n.State != NodeFailed || n.Held {
+			return illegal(d.Node, "a saga waits for an operator only on a node that has just failed, while it runs")
+		}
+		if !s.pauses(g) {
+			return illegal(d.Node, "the node's failure policy is unwind and no pivot has succeeded: the saga must unwind")
+		}
+		n.Held, s.Status = true, StatusWaiting
+
+	case *events.NodeSkipped:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if s.Status != StatusRunning || n.State != NodePending || !s.parentsSucceeded(g.Index) {
+			return illegal(d.Node, "only a node ready to start in a running saga can be skipped")
+		}
+		if d.When == "" && !s.scopeSkipped(g.Index) {
+			return illegal(d.Node, "a node is skipped by its condition, or with its subsaga")
+		}
+		n.State, n.When = NodeSkipped, d.When
+
+	case *events.SignalReceived:
+		g, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if g.Kind != saga.KindAwait {
+			return illegal(d.Node, "signals are for await nodes; this is a %s node", g.Kind)
+		}
+		if !s.Status.forward() || n.Signal != nil || !(n.State == NodePending || n.State == NodeStarted && n.Waiting) {
+			return illegal(d.Node, "the node takes no signal now")
+		}
+		n.Signal = d
+
+	case *events.OperatorSkip:
+		_, n, err := node(d.Node)
+		if err != nil {
+			return err
+		}
+		if !n.Held {
+			return illegal(d.Node, "only a failed node holding a waiting saga can be skipped")
+		}
+		n.State, n.Output, n.SkippedBy, n.Held = NodeSucceeded, d.Output, d.Reason, false
+		s.rewait()
+
+	case *events.DeadlinePassed:
+		if s.Deadline.IsZero() || s.DeadlinePassed || !s.Status.forward() {
+			return illegal("", "the saga has no deadline to pass now")
+		}
+		if p := s.PastPivot(); p != "" && d.Then != saga.Pause {
+			return illegal("", "the saga is past pivot %q: a deadline pauses it", p)
+		}
+		s.DeadlinePassed = true
+		if d.Then == saga.Pause {
+			s.Paused = true
+		}
 
 	case *events.UndoStarted:
 		g, n, err := node(d.Node)
@@ -301,8 +389,11 @@ func (s *State) apply(e events.Event) error {
 		s.Status = StatusStuck
 
 	case *events.OperatorAbort:
-		if s.Status != StatusRunning {
-			return illegal("", "only a running saga can be aborted")
+		if !s.Status.forward() {
+			return illegal("", "only a running (or waiting) saga can be aborted")
+		}
+		if p := s.PastPivot(); p != "" {
+			return illegal("", "the saga is past pivot %q: it cannot be aborted", p)
 		}
 
 	case *events.OperatorRetry:
@@ -310,11 +401,19 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if n.State != NodeUndoFailed {
-			return illegal(d.Node, "only a failed undo can be retried")
+		switch {
+		case n.State == NodeUndoFailed:
+			n.RetryAuthorized = true
+			s.unstick()
+		case n.Held:
+			n.Held, n.ActionRetryAuthorized = false, true
+			if d.Params != nil {
+				n.Params = d.Params
+			}
+			s.rewait()
+		default:
+			return illegal(d.Node, "only a failed undo, or a failed node holding a waiting saga, can be retried")
 		}
-		n.RetryAuthorized = true
-		s.unstick()
 
 	case *events.OperatorResolve:
 		_, n, err := node(d.Node)
@@ -365,7 +464,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if s.Status != StatusRunning {
+		if !s.Status.forward() {
 			return illegal(d.Node, "an action is repeated only while the saga runs")
 		}
 		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
@@ -396,8 +495,8 @@ func (s *State) apply(e events.Event) error {
 				return illegal("", "a saga that unwinds cannot succeed")
 			}
 			for i := range s.Nodes {
-				if s.Nodes[i].State != NodeSucceeded {
-					return illegal("", "node %q has not succeeded", s.Graph.Nodes[i].Path)
+				if !s.Nodes[i].done() {
+					return illegal("", "node %q has not succeeded (or been skipped)", s.Graph.Nodes[i].Path)
 				}
 			}
 			s.Status, s.Output = StatusSucceeded, d.Output
@@ -423,6 +522,13 @@ func (s *State) apply(e events.Event) error {
 		return illegal("", "%s is not a saga log event", e.Type())
 	}
 	return nil
+}
+
+// rewait returns a waiting saga to running once no failed node holds it.
+func (s *State) rewait() {
+	if s.Status == StatusWaiting && len(s.Held()) == 0 {
+		s.Status = StatusRunning
+	}
 }
 
 // unstick returns a stuck saga to unwinding: an operator retried or

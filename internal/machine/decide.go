@@ -51,10 +51,29 @@ type Abort struct {
 	Operator, Reason string
 }
 
-// RetryUndo asks for a failed undo to run again.
+// RetryUndo asks for a failed undo to run again, or, in a saga waiting
+// for an operator, a failed node's action (with Params, if set, replacing
+// its params).
 type RetryUndo struct {
 	Now                    time.Time
 	Node, Operator, Reason string
+	Params                 json.RawMessage
+}
+
+// Skip declares a failed node of a waiting saga succeeded with Output.
+type Skip struct {
+	Now                    time.Time
+	Node, Operator, Reason string
+	Output                 json.RawMessage
+}
+
+// Signal is a signal for an await node. ID deduplicates it.
+type Signal struct {
+	Now              time.Time
+	Node, ID, Sender string
+	Data             json.RawMessage
+	// Reject, when set, fails the node with this reason.
+	Reject string
 }
 
 // Resolve declares a failed undo done by other means.
@@ -95,7 +114,9 @@ func OperatorInput(now time.Time, cmd events.OperatorCommand) (Input, error) {
 	case events.ActionAbort:
 		return Abort{Now: now, Operator: cmd.Operator, Reason: cmd.Reason}, nil
 	case events.ActionRetry:
-		return RetryUndo{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}, nil
+		return RetryUndo{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason, Params: cmd.Params}, nil
+	case events.ActionSkip:
+		return Skip{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason, Output: cmd.Output}, nil
 	case events.ActionResolve:
 		return Resolve{Now: now, Node: cmd.Node, Operator: cmd.Operator, Reason: cmd.Reason}, nil
 	case events.ActionAbandon:
@@ -133,6 +154,8 @@ func (i InjectFault) now() time.Time { return i.Now }
 func (i Pause) now() time.Time       { return i.Now }
 func (i Resume) now() time.Time      { return i.Now }
 func (i Advance) now() time.Time     { return i.Now }
+func (i Skip) now() time.Time        { return i.Now }
+func (i Signal) now() time.Time      { return i.Now }
 
 // TimerKind says what a timer is for.
 type TimerKind string
@@ -142,6 +165,8 @@ const (
 	TimerTimeout TimerKind = "timeout"
 	// TimerRetry: the end of the wait before the next attempt.
 	TimerRetry TimerKind = "retry"
+	// TimerDeadline: the saga's deadline (no node, op or attempt).
+	TimerDeadline TimerKind = "deadline"
 )
 
 // Timer identifies one timer of a saga.
@@ -153,7 +178,12 @@ type Timer struct {
 }
 
 // ID is the timer's deterministic id within its saga.
-func (t Timer) ID() string { return fmt.Sprintf("%s:%s:%s:%d", t.Node, t.Op, t.Kind, t.Attempt) }
+func (t Timer) ID() string {
+	if t.Kind == TimerDeadline {
+		return "saga:deadline"
+	}
+	return fmt.Sprintf("%s:%s:%s:%d", t.Node, t.Op, t.Kind, t.Attempt)
+}
 
 // Command is something to do once a decision's events are durable.
 type Command interface{ isCommand() }
@@ -283,6 +313,9 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 				err = d.emit(&events.FaultInjected{Fault: f})
 			}
 		}
+		if err == nil && !d.s.Deadline.IsZero() {
+			d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerDeadline}, At: d.s.Deadline})
+		}
 	case Reply:
 		if reason, node := d.reply(in.Reply); reason != "" {
 			return reject(node, "%s", reason)
@@ -292,19 +325,53 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 			return reject(in.Timer.Node, "timer %s: %s", in.Timer.ID(), reason)
 		}
 	case Abort:
-		if s.Status != StatusRunning {
-			return reject("", "only a running saga can be aborted; it is %s", s.Status)
+		if !s.Status.forward() {
+			return reject("", "only a running (or waiting) saga can be aborted; it is %s", s.Status)
+		}
+		if p := s.PastPivot(); p != "" {
+			return reject("", "the saga is past pivot %q and can only go forward: retry or skip the failed node instead", p)
 		}
 		d.must(&events.OperatorAbort{Operator: in.Operator, Reason: in.Reason})
 		d.must(&events.SagaUnwinding{Reason: events.UnwindAborted})
 	case RetryUndo:
 		_, n, ok := s.Node(in.Node)
-		if !ok || n.State != NodeUndoFailed {
-			return reject(in.Node, "only a failed undo can be retried")
+		switch {
+		case !ok:
+			return reject(in.Node, "the saga has no node %q", in.Node)
+		case n.State == NodeUndoFailed:
+			if in.Params != nil {
+				return reject(in.Node, "params replace an action's; an undo is retried with its own")
+			}
+			d.must(&events.OperatorRetry{Node: in.Node, Operator: in.Operator, Reason: in.Reason})
+			g, n, _ := d.s.Node(in.Node)
+			d.startUndo(g, n.UndoAttempt+1)
+		case n.Held:
+			if in.Params != nil && !json.Valid(in.Params) {
+				return reject(in.Node, "params are not JSON")
+			}
+			d.must(&events.OperatorRetry{Node: in.Node, Operator: in.Operator, Reason: in.Reason, Params: in.Params})
+			g, n, _ := d.s.Node(in.Node)
+			d.restart(g, n.Attempt+1)
+		default:
+			return reject(in.Node, "only a failed undo, or the failed node of a saga waiting for an operator, can be retried; the node is %s", n.State)
 		}
-		d.must(&events.OperatorRetry{Node: in.Node, Operator: in.Operator, Reason: in.Reason})
-		g, n, _ := d.s.Node(in.Node)
-		d.startUndo(g, n.UndoAttempt+1)
+	case Skip:
+		_, n, ok := s.Node(in.Node)
+		switch {
+		case !ok:
+			return reject(in.Node, "the saga has no node %q", in.Node)
+		case !n.Held:
+			return reject(in.Node, "only the failed node of a saga waiting for an operator can be skipped; the node is %s", n.State)
+		case in.Reason == "":
+			return reject(in.Node, "skipping needs a reason")
+		case len(in.Output) == 0 || !json.Valid(in.Output):
+			return reject(in.Node, "skipping needs the node's output, as JSON")
+		}
+		d.must(&events.OperatorSkip{Node: in.Node, Output: in.Output, Operator: in.Operator, Reason: in.Reason})
+	case Signal:
+		if reason, node, err := d.signal(in); reason != "" {
+			return Decision{}, &RejectedError{SagaID: s.SagaID, Node: node, Reason: reason, Err: err}
+		}
 	case Resolve:
 		_, n, ok := s.Node(in.Node)
 		if !ok || n.State != NodeUndoFailed {
@@ -451,7 +518,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	attempt := n.Attempt
 	unknown := n.mayHaveRun() || e.Kind == events.ErrorTimeout
 	p := d.s.actionPolicy(g.Spec)
-	if d.s.Status == StatusRunning && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
+	if d.s.Status.forward() && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt, n.actionTries(attempt)), retryAfter))
 		d.must(&events.NodeAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: at})
@@ -462,14 +529,107 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	case unknown:
 		final = events.Error{Kind: events.ErrorOutcomeUnknown, Message: e.Message}
 	case e.Kind == events.ErrorPermanent:
-	case d.s.Status != StatusRunning:
+	case !d.s.Status.forward():
 		final = events.Error{Kind: events.ErrorCanceled, Message: "the saga is unwinding: " + e.Message}
 	default:
 		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d attempts failed; last: %s", n.actionTries(attempt), e.Message)}
 	}
 	d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: final})
-	if d.s.Status == StatusRunning {
+	d.failed(g, final)
+}
+
+// failed follows a node's failure for good: the saga unwinds, or, if the
+// node's policy says pause or a pivot has succeeded, waits for an
+// operator. An unwinding saga goes on unwinding.
+func (d *decider) failed(g *saga.GraphNode, e events.Error) {
+	switch {
+	case !d.s.Status.forward():
+	case d.s.pauses(g):
+		d.must(&events.SagaWaiting{Node: g.Path, Error: e})
+	default:
 		d.must(&events.SagaUnwinding{Reason: events.UnwindNodeFailed, Node: g.Path})
+	}
+}
+
+// signal handles a signal for an await node; it returns a reason (and a
+// sentinel) if it is refused.
+func (d *decider) signal(in Signal) (reason, node string, sentinel error) {
+	g, n, ok := d.s.Node(in.Node)
+	switch {
+	case !ok:
+		return fmt.Sprintf("the saga has no node %q", in.Node), "", nil
+	case g.Kind != saga.KindAwait:
+		return fmt.Sprintf("node %q is a %s node; signals are for await nodes", in.Node, g.Kind), in.Node, nil
+	case in.ID == "":
+		return "a signal needs an id", in.Node, nil
+	case in.Reject == "" && len(in.Data) > 0 && !json.Valid(in.Data):
+		return "the signal's data is not JSON", in.Node, nil
+	case in.Reject != "" && len(in.Data) > 0:
+		return "a signal either gives the node its output (data) or rejects it, not both", in.Node, nil
+	case n.Signal != nil && n.Signal.ID == in.ID:
+		return fmt.Sprintf("signal %s was taken already", in.ID), in.Node, ErrDuplicateSignal
+	case n.Signal != nil:
+		return fmt.Sprintf("node %q has taken signal %s already; it takes one", in.Node, n.Signal.ID), in.Node, nil
+	case !d.s.Status.forward():
+		return fmt.Sprintf("the saga is %s: no await node takes a signal now", d.s.Status), in.Node, nil
+	case n.State == NodeSkipped:
+		return fmt.Sprintf("node %q was skipped (its condition was false)", in.Node), in.Node, nil
+	case n.State != NodePending && !(n.State == NodeStarted && n.Waiting):
+		return fmt.Sprintf("node %q is %s; it no longer waits for a signal", in.Node, n.State), in.Node, nil
+	}
+	data := in.Data
+	if in.Reject == "" && len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	d.must(&events.SignalReceived{Node: in.Node, ID: in.ID, Data: data, Reject: in.Reject, Sender: in.Sender})
+	if n.State == NodeStarted {
+		d.takeSignal(g)
+	}
+	return "", "", nil
+}
+
+// takeSignal ends a waiting await node with the signal it took.
+func (d *decider) takeSignal(g *saga.GraphNode) {
+	n := &d.s.Nodes[g.Index]
+	sig := n.Signal
+	if sig.Reject != "" {
+		e := events.Error{Kind: events.ErrorRejected, Message: fmt.Sprintf("signal %s rejected it: %s", sig.ID, sig.Reject)}
+		d.must(&events.NodeFailed{Node: g.Path, Attempt: n.Attempt, Error: e})
+		d.failed(g, e)
+		return
+	}
+	d.must(&events.NodeSucceeded{Node: g.Path, Attempt: n.Attempt, Output: sig.Data})
+}
+
+// startAwait starts an await node's wait: at once over if it took its
+// signal early, else with a timer for its timeout, if it has one.
+func (d *decider) startAwait(g *saga.GraphNode, attempt int) {
+	var deadline time.Time
+	if g.Spec.Timeout > 0 {
+		deadline = d.now.Add(g.Spec.Timeout.Std())
+	}
+	d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt, Deadline: deadline})
+	if d.s.Nodes[g.Index].Signal != nil {
+		d.takeSignal(g)
+		return
+	}
+	if !deadline.IsZero() {
+		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: deadline})
+	}
+}
+
+// restart runs a held node again, at an operator's request.
+func (d *decider) restart(g *saga.GraphNode, attempt int) {
+	switch {
+	case g.Kind == saga.KindAwait:
+		d.startAwait(g, attempt)
+	case hasParticipant(g):
+		d.startAction(g, attempt)
+	default:
+		// A node the machine runs failed on its condition: evaluate it
+		// again, with the params the operator may have given.
+		d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt})
+		d.runInternal(g)
 	}
 }
 
@@ -496,18 +656,28 @@ func (d *decider) undoFailed(g *saga.GraphNode, n *Node, e events.Error, retryAf
 // enough to tell a stale one, and rejecting one that fires a little early
 // (clock skew between the server and this process) would lose it.
 func (d *decider) timer(t Timer) string {
+	if t.Kind == TimerDeadline {
+		return d.deadline()
+	}
 	g, n, ok := d.s.Node(t.Node)
 	if !ok {
 		return "unknown node"
 	}
 	switch {
+	case t.Op == events.OpDo && t.Kind == TimerTimeout && g.Kind == saga.KindAwait:
+		if n.State != NodeStarted || !n.Waiting || n.Attempt != t.Attempt {
+			return "the node no longer waits"
+		}
+		e := events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no signal within %s", g.Spec.Timeout.Std())}
+		d.must(&events.NodeFailed{Node: g.Path, Attempt: n.Attempt, Error: e})
+		d.failed(g, e)
 	case t.Op == events.OpDo && t.Kind == TimerTimeout:
 		if n.State != NodeStarted || !n.Waiting || n.Attempt != t.Attempt {
 			return "the attempt is no longer outstanding"
 		}
 		d.actionFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to attempt %d within %s", t.Attempt, d.s.timeout(g.Spec))}, 0)
 	case t.Op == events.OpDo && t.Kind == TimerRetry:
-		if n.State != NodeStarted || n.Waiting || n.Attempt != t.Attempt || d.s.Status != StatusRunning {
+		if n.State != NodeStarted || n.Waiting || n.Attempt != t.Attempt || !d.s.Status.forward() {
 			return "no retry is due"
 		}
 		d.startAction(g, t.Attempt+1)
@@ -527,11 +697,41 @@ func (d *decider) timer(t Timer) string {
 	return ""
 }
 
+// deadline handles the saga's deadline coming due.
+func (d *decider) deadline() string {
+	s := d.s
+	switch {
+	case s.Deadline.IsZero() || s.DeadlinePassed:
+		return "no deadline is due"
+	case !s.Status.forward():
+		return fmt.Sprintf("the saga is %s already", s.Status)
+	}
+	then := s.Graph.Def.OnDeadline
+	switch {
+	case s.PastPivot() != "":
+		then = saga.Pause // past a pivot the saga cannot unwind
+	case then == "":
+		then = saga.Unwind
+	}
+	d.must(&events.DeadlinePassed{Deadline: s.Deadline, Then: then})
+	if then == saga.Unwind {
+		d.must(&events.SagaUnwinding{Reason: events.UnwindDeadline})
+	}
+	return ""
+}
+
 // recover re-issues the requests and timers that the log says are pending.
 func (d *decider) recover() {
+	if s := d.s; !s.Deadline.IsZero() && !s.DeadlinePassed && s.Status.forward() {
+		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerDeadline}, At: s.Deadline})
+	}
 	for i, g := range d.s.Graph.Nodes {
 		n := &d.s.Nodes[i]
 		switch {
+		case n.State == NodeStarted && n.Waiting && g.Kind == saga.KindAwait:
+			if !n.Deadline.IsZero() {
+				d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpDo, Node: g.Path, Attempt: n.Attempt}, At: n.Deadline})
+			}
 		case n.State == NodeStarted && n.Waiting:
 			d.sendAction(g, n.Attempt, n.Deadline, n.NotBefore)
 		case n.State == NodeStarted:
@@ -557,37 +757,70 @@ func (d *decider) advance() {
 			if s.Nodes[i].State != NodePending || !s.parentsSucceeded(i) {
 				continue
 			}
-			if hasParticipant(g) {
+			if s.scopeSkipped(i) {
+				d.must(&events.NodeSkipped{Node: g.Path})
+				continue
+			}
+			if g.When != nil {
+				run, err := g.When.Eval(s.params(i), d.whenInputs(g))
+				if err != nil {
+					e := events.Error{Kind: events.ErrorCondition, Message: fmt.Sprintf("when %q: %v", g.When.Expr, err)}
+					d.must(&events.NodeStarted{Node: g.Path, Attempt: 1})
+					d.must(&events.NodeFailed{Node: g.Path, Attempt: 1, Error: e})
+					d.failed(g, e)
+					if s.Status != StatusRunning {
+						break
+					}
+					continue
+				}
+				if !run {
+					d.must(&events.NodeSkipped{Node: g.Path, When: g.When.Expr})
+					continue
+				}
+			}
+			switch {
+			case hasParticipant(g):
 				if !s.Nodes[i].failAction() && !d.admit() {
 					continue
 				}
 				d.startAction(g, 1)
-				if s.Status != StatusRunning {
-					break // an injected failure: unwind
-				}
-				continue
+			case g.Kind == saga.KindAwait:
+				d.startAwait(g, 1)
+			default:
+				d.must(&events.NodeStarted{Node: g.Path, Attempt: 1})
+				d.runInternal(g)
 			}
-			d.must(&events.NodeStarted{Node: g.Path, Attempt: 1})
-			d.must(&events.NodeSucceeded{Node: g.Path, Attempt: 1, Output: d.internalOutput(g)})
+			if s.Status != StatusRunning {
+				break // a failure: unwind, or wait for an operator
+			}
 		}
 	}
 	if s.Status == StatusRunning {
 		for i := range s.Nodes {
-			if s.Nodes[i].State != NodeSucceeded {
+			if !s.Nodes[i].done() {
 				return
 			}
 		}
 		out := json.RawMessage("null")
 		if s.Graph.Output >= 0 {
-			out = s.Nodes[s.Graph.Output].Output
+			out = s.Nodes[s.Graph.Output].output()
 		}
 		d.must(&events.SagaFinished{Outcome: events.OutcomeSucceeded, Output: out})
 		return
 	}
+	if s.Status == StatusWaiting {
+		return // nodes in flight finish; nothing starts until an operator acts
+	}
 
-	// Unwinding or stuck: nodes waiting to retry will not be retried.
+	// Unwinding or stuck: nodes waiting to retry will not be retried, and
+	// await nodes will not take their signal.
 	for i, g := range s.Graph.Nodes {
 		n := &s.Nodes[i]
+		if n.State == NodeStarted && n.Waiting && g.Kind == saga.KindAwait {
+			d.must(&events.NodeFailed{Node: g.Path, Attempt: n.Attempt,
+				Error: events.Error{Kind: events.ErrorCanceled, Message: "the saga began unwinding while the node waited for its signal"}})
+			continue
+		}
 		if n.State == NodeStarted && !n.Waiting {
 			e := events.Error{Kind: events.ErrorCanceled, Message: "the saga began unwinding while the node waited to retry"}
 			if n.mayHaveRun() {
@@ -642,18 +875,38 @@ func (d *decider) admit() bool {
 	return true
 }
 
+// whenInputs are the outputs a node's condition reads: every ancestor of
+// its scope, nil for a skipped one.
+func (d *decider) whenInputs(g *saga.GraphNode) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(g.WhenInputs))
+	for name, i := range g.WhenInputs {
+		if n := &d.s.Nodes[i]; n.State == NodeSucceeded {
+			out[name] = n.Output
+		} else {
+			out[name] = nil
+		}
+	}
+	return out
+}
+
+// runInternal finishes a started node the machine runs itself.
+func (d *decider) runInternal(g *saga.GraphNode) {
+	n := &d.s.Nodes[g.Index]
+	d.must(&events.NodeSucceeded{Node: g.Path, Attempt: n.Attempt, Output: d.internalOutput(g)})
+}
+
 func (d *decider) internalOutput(g *saga.GraphNode) json.RawMessage {
 	switch g.Kind {
 	case saga.KindConstant:
 		return g.Spec.Value
 	case saga.KindSubsagaStart:
 		if g.ParamsFrom >= 0 {
-			return d.s.Nodes[g.ParamsFrom].Output
+			return d.s.Nodes[g.ParamsFrom].output()
 		}
 		return d.s.Created.Params
 	case saga.KindSubsaga:
 		if g.OutputFrom >= 0 {
-			return d.s.Nodes[g.OutputFrom].Output
+			return d.s.Nodes[g.OutputFrom].output()
 		}
 	}
 	return json.RawMessage("null")
@@ -671,9 +924,7 @@ func (d *decider) startAction(g *saga.GraphNode, attempt int) {
 		}
 		d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt})
 		d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: e})
-		if d.s.Status == StatusRunning {
-			d.must(&events.SagaUnwinding{Reason: events.UnwindNodeFailed, Node: g.Path})
-		}
+		d.failed(g, e)
 		return
 	}
 	var notBefore time.Time
@@ -709,7 +960,11 @@ func (d *decider) sendAction(g *saga.GraphNode, attempt int, deadline, notBefore
 	req := d.request(g, events.OpDo, attempt, deadline)
 	req.Outputs = make(map[string]json.RawMessage, len(g.Visible))
 	for _, name := range slices.Sorted(maps.Keys(g.Visible)) {
-		req.Outputs[name] = d.s.Nodes[g.Visible[name]].Output
+		if n := &d.s.Nodes[g.Visible[name]]; n.State == NodeSkipped {
+			req.Skipped = append(req.Skipped, name)
+		} else {
+			req.Outputs[name] = n.Output
+		}
 	}
 	d.cmds = append(d.cmds,
 		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpDo, attempt), Request: req, NotBefore: notBefore, TraceParent: d.s.TraceParent},
@@ -723,12 +978,12 @@ func (d *decider) sendUndo(g *saga.GraphNode, attempt int, deadline time.Time) {
 		req.Output = json.RawMessage("null") // the action's outcome is unknown
 	}
 	d.cmds = append(d.cmds,
-		SendRequest{Action: g.Spec.Action, ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req, TraceParent: d.s.TraceParent},
+		SendRequest{Action: requestSubject(g), ID: events.RequestID(d.s.SagaID, g.Path, events.OpUndo, attempt), Request: req, TraceParent: d.s.TraceParent},
 		ArmTimer{Timer: Timer{Kind: TimerTimeout, Op: events.OpUndo, Node: g.Path, Attempt: attempt}, At: deadline})
 }
 
 func (d *decider) request(g *saga.GraphNode, op events.Op, attempt int, deadline time.Time) events.ActionRequest {
-	return events.ActionRequest{Op: op, Node: g.Path, Action: g.Spec.Action, Undo: g.Spec.Undo, Attempt: attempt,
+	return events.ActionRequest{Op: op, Node: g.Path, Action: requestSubject(g), Undo: g.Spec.Undo, Attempt: attempt,
 		IdempotencyKey: d.s.SagaID + ":" + g.Path, Params: d.s.params(g.Index), Deadline: deadline}
 }
 

@@ -15,6 +15,10 @@ var (
 	// ErrIdempotencyConflict is matched by the *RejectedError of a start of
 	// a saga that exists with another definition or params.
 	ErrIdempotencyConflict = errors.New("machine: idempotency conflict")
+	// ErrDuplicateSignal is matched by the *RejectedError of a signal
+	// whose id the node has taken already: a repeat, to be answered as
+	// done.
+	ErrDuplicateSignal = errors.New("machine: duplicate signal")
 )
 
 // IllegalEventError says why an event cannot be applied to a saga's state.

@@ -18,11 +18,19 @@ const (
 	StatusRunning   Status = "running"
 	StatusUnwinding Status = "unwinding"
 	// StatusStuck: an undo failed for good; the saga waits for an operator.
-	StatusStuck     Status = "stuck"
+	StatusStuck Status = "stuck"
+	// StatusWaiting: a node failed for good and its failure policy (or a
+	// pivot before it) holds the saga for an operator: retry the node, skip
+	// it, or abort. Nodes in flight finish; no new node starts.
+	StatusWaiting   Status = "waiting"
 	StatusSucceeded Status = "succeeded"
 	StatusUnwound   Status = "unwound"
 	StatusAbandoned Status = "abandoned"
 )
+
+// forward reports whether the saga moves forward (no unwinding): running,
+// or waiting for an operator after a failure.
+func (s Status) forward() bool { return s == StatusRunning || s == StatusWaiting }
 
 // Finished reports whether the saga has ended.
 func (s Status) Finished() bool {
@@ -40,6 +48,9 @@ const (
 	NodeUndoStarted  NodeState = "undo_started"
 	NodeUndoFinished NodeState = "undo_finished"
 	NodeUndoFailed   NodeState = "undo_failed"
+	// NodeSkipped: the node's condition was false (or its subsaga was
+	// skipped); it never runs and is never undone.
+	NodeSkipped NodeState = "skipped"
 )
 
 // Node is the state of one node of a saga.
@@ -75,6 +86,26 @@ type Node struct {
 	// Resolved is the operator's reason when a failed undo was resolved.
 	Resolved string `json:"resolved,omitempty"`
 
+	// ActionBase is the last attempt of the action before an operator's
+	// retry started the current round (cf. UndoBase).
+	ActionBase int `json:"action_base,omitempty"`
+	// Held: the node failed for good and holds the saga for an operator
+	// (StatusWaiting) until it is retried or skipped.
+	Held bool `json:"held,omitempty"`
+	// ActionRetryAuthorized: an operator asked for the failed action to
+	// run again.
+	ActionRetryAuthorized bool `json:"action_retry_authorized,omitempty"`
+	// Params, when an operator's retry replaced them, are the params of
+	// the node's requests.
+	Params json.RawMessage `json:"params,omitempty"`
+	// SkippedBy is the operator's reason when a failed node was skipped
+	// (it then counts as succeeded with the operator's output).
+	SkippedBy string `json:"skipped_by,omitempty"`
+	// When is the condition that skipped the node.
+	When string `json:"when,omitempty"`
+	// Signal is the signal an await node took (early: before it started).
+	Signal *events.SignalReceived `json:"signal,omitempty"`
+
 	// Fault is the fault injected into the node, if any.
 	Fault *events.Fault `json:"fault,omitempty"`
 	// NotBefore is when the request of Attempt is sent (an injected delay).
@@ -106,7 +137,7 @@ func (n *Node) failUndo() bool   { return n.Fault != nil && n.Fault.FailUndo }
 
 // actionTries is the number of attempts of the action that count against
 // its retry policy; undoTries, of the undo in the current round.
-func (n *Node) actionTries(attempt int) int { return attempt - n.Repeats }
+func (n *Node) actionTries(attempt int) int { return attempt - n.ActionBase - n.Repeats }
 func (n *Node) undoTries(attempt int) int   { return attempt - n.UndoBase - n.UndoRepeats }
 
 // State is a saga's state: what folding its log gives.
@@ -126,8 +157,13 @@ type State struct {
 	Unwinding *events.SagaUnwinding
 	// Abandoning is set by an operator's abandon, just before the end.
 	Abandoning bool
-	// Paused: an operator paused the saga; no node starts until resumed.
+	// Paused: an operator (or a passed deadline) paused the saga; no node
+	// starts until resumed.
 	Paused bool
+	// Deadline is when the saga's deadline passes (zero: none);
+	// DeadlinePassed once it has.
+	Deadline       time.Time
+	DeadlinePassed bool
 	// legacyStuck: the saga was made stuck by a saga.stuck.v1 event of a
 	// release before stuck meant "at rest" (events.SagaStuckV1); the rules
 	// of that release apply until an operator unsticks it.
@@ -169,16 +205,50 @@ func (s *State) Node(path string) (*saga.GraphNode, *Node, bool) {
 	return g, &s.Nodes[g.Index], true
 }
 
-// InFlight counts the nodes with an action or undo awaiting a reply or a
-// retry.
+// InFlight counts the nodes with an action or undo request awaiting a
+// reply or a retry (an await waiting for its signal is not one).
 func (s *State) InFlight() int {
 	k := 0
 	for i := range s.Nodes {
-		if st := s.Nodes[i].State; st == NodeStarted || st == NodeUndoStarted {
+		switch s.Nodes[i].State {
+		case NodeStarted:
+			if hasParticipant(s.Graph.Nodes[i]) {
+				k++
+			}
+		case NodeUndoStarted:
 			k++
 		}
 	}
 	return k
+}
+
+// PastPivot returns the path of a pivot node that has succeeded, or "":
+// past it, the saga no longer unwinds.
+func (s *State) PastPivot() string {
+	for i, g := range s.Graph.Nodes {
+		if g.Spec.Pivot && g.Kind != saga.KindSubsagaStart && s.Nodes[i].State == NodeSucceeded {
+			return g.Path
+		}
+	}
+	return ""
+}
+
+// Held lists the failed nodes that hold the saga for an operator, in graph
+// order.
+func (s *State) Held() []string {
+	var out []string
+	for i := range s.Nodes {
+		if s.Nodes[i].Held {
+			out = append(out, s.Graph.Nodes[i].Path)
+		}
+	}
+	return out
+}
+
+// pauses reports whether a failure for good of node g holds the saga for
+// an operator instead of unwinding it.
+func (s *State) pauses(g *saga.GraphNode) bool {
+	return g.OnFailure == saga.Pause || s.PastPivot() != ""
 }
 
 // atRest reports whether nothing more can happen in an unwinding saga
@@ -222,11 +292,11 @@ func (n *Node) needsUndo() bool {
 }
 
 // settled reports whether, for unwinding, the node is done: it never ran,
-// failed without effect, or was undone. A parent's undo waits for all its
-// children to be settled.
+// was skipped, failed without effect, or was undone. A parent's undo waits
+// for all its children to be settled.
 func (n *Node) settled() bool {
 	switch n.State {
-	case NodePending, NodeUndoFinished:
+	case NodePending, NodeUndoFinished, NodeSkipped:
 		return true
 	case NodeFailed:
 		return !n.OutcomeUnknown
@@ -244,20 +314,47 @@ func (s *State) childrenSettled(i int) bool {
 	return true
 }
 
-// parentsSucceeded reports whether every parent of node i has succeeded.
+// parentsSucceeded reports whether every parent of node i has succeeded
+// or was skipped (a skipped node satisfies its dependents).
 func (s *State) parentsSucceeded(i int) bool {
 	for _, p := range s.Graph.Nodes[i].Parents {
-		if s.Nodes[p].State != NodeSucceeded {
+		if !s.Nodes[p].done() {
 			return false
 		}
 	}
 	return true
 }
 
-// params returns the params of node i's scope.
+// done reports whether a node is done going forward: succeeded or skipped.
+func (n *Node) done() bool { return n.State == NodeSucceeded || n.State == NodeSkipped }
+
+// output is the node's output as its dependents see it: null when it was
+// skipped.
+func (n *Node) output() json.RawMessage {
+	if n.Output == nil {
+		return json.RawMessage("null")
+	}
+	return n.Output
+}
+
+// scopeSkipped reports whether node i is in (or ends) a subsaga that was
+// skipped.
+func (s *State) scopeSkipped(i int) bool {
+	g := s.Graph.Nodes[i]
+	if g.ScopeStart >= 0 && s.Nodes[g.ScopeStart].State == NodeSkipped {
+		return true
+	}
+	return g.OwnStart >= 0 && s.Nodes[g.OwnStart].State == NodeSkipped
+}
+
+// params returns the params of node i's scope (or those an operator's
+// retry gave the node).
 func (s *State) params(i int) json.RawMessage {
+	if p := s.Nodes[i].Params; p != nil {
+		return p
+	}
 	if st := s.Graph.Nodes[i].ScopeStart; st >= 0 {
-		return s.Nodes[st].Output
+		return s.Nodes[st].output()
 	}
 	return s.Created.Params
 }
@@ -305,4 +402,15 @@ func (s *State) timeout(n *saga.Node) time.Duration {
 // (and undo, when it has one); other nodes are carried out by the machine.
 func hasParticipant(g *saga.GraphNode) bool { return g.Kind == saga.KindAction }
 
-func hasUndoRequest(g *saga.GraphNode) bool { return g.Kind == saga.KindAction && g.Spec.Undo != "" }
+func hasUndoRequest(g *saga.GraphNode) bool {
+	return (g.Kind == saga.KindAction || g.Kind == saga.KindAwait) && g.Spec.Undo != ""
+}
+
+// requestSubject is the action whose subject a node's requests go to: its
+// action's, or for an await node (which has none) its undo's.
+func requestSubject(g *saga.GraphNode) string {
+	if g.Kind == saga.KindAwait {
+		return g.Spec.Undo
+	}
+	return g.Spec.Action
+}
