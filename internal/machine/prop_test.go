@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,11 +38,18 @@ func TestPropertyRandomSagas(t *testing.T) {
 	})
 	t.Logf("outcomes %v; %d runs went stuck, %d crashes, %d subsagas, %d injected repeats, %d injected failures (%d after a timeout), %d faults injected mid-run, %d early timeouts, %d pauses",
 		stats.outcomes, stats.stuck, stats.crashes, stats.subsagas, stats.repeats, stats.injected, stats.injectedAfterTimeout, stats.midRunFaults, stats.earlyTimeouts, stats.pauses)
+	t.Logf("skipped nodes %d, condition errors %d, signals taken %d (early %d, rejecting %d, duplicates refused %d), await timeouts %d, waits %d (retried %d, skipped %d, aborted %d), pivots passed %d, deadlines passed %d",
+		stats.skipped, stats.conditionErrors, stats.signals, stats.earlySignals, stats.rejections, stats.duplicates, stats.awaitTimeouts,
+		stats.waits, stats.opRetries, stats.opSkips, stats.opAborts, stats.pivots, stats.deadlines)
 	// The generator must reach every interesting path, or the test proves
 	// less than it claims.
 	if stats.outcomes[machine.StatusSucceeded] == 0 || stats.outcomes[machine.StatusUnwound] == 0 || stats.stuck == 0 || stats.crashes == 0 || stats.subsagas == 0 ||
 		stats.repeats == 0 || stats.injected == 0 || stats.pauses == 0 || stats.injectedAfterTimeout == 0 || stats.midRunFaults == 0 || stats.earlyTimeouts == 0 {
 		t.Errorf("the generator missed a path: %+v", stats)
+	}
+	if stats.skipped == 0 || stats.conditionErrors == 0 || stats.signals == 0 || stats.earlySignals == 0 || stats.rejections == 0 || stats.duplicates == 0 ||
+		stats.awaitTimeouts == 0 || stats.waits == 0 || stats.opRetries == 0 || stats.opSkips == 0 || stats.opAborts == 0 || stats.pivots == 0 || stats.deadlines == 0 {
+		t.Errorf("the generator missed a path of waits, conditions, pivots or deadlines: %+v", stats)
 	}
 }
 
@@ -55,7 +63,20 @@ var stats = struct {
 	midRunFaults         int // faults injected while the saga ran
 	earlyTimeouts        int // attempts timed out while their reply was on its way
 	pauses               int
+	// waits, conditions, pivots and deadlines
+	skipped, conditionErrors                                int
+	signals, earlySignals, rejections, duplicates           int
+	awaitTimeouts, waits, opRetries, opSkips, opAborts      int
+	pivots, deadlines                                       int
 }{outcomes: map[machine.Status]int{}}
+
+// Conditions the generator puts on nodes: with params {"p":1}, one is
+// true, one false, one fails to evaluate.
+const (
+	whenTrue  = `params.p == 1`
+	whenFalse = `params.p == 2`
+	whenError = `params.q > 0`
+)
 
 func setDefaultChecks(n int) {
 	if _, ok := os.LookupEnv("RAPID_CHECKS"); ok {
@@ -80,6 +101,11 @@ const (
 )
 
 type plan struct {
+	// await: the node waits for a signal; reject says the world's signal
+	// rejects it.
+	await, reject bool
+	// retried: an operator retried the node; every later attempt succeeds.
+	retried  bool
 	attempts []outcome // per attempt of the action, 1-based at [0]
 	undoFail int       // undo attempts that fail transiently first
 	undoPerm bool      // the undo fails permanently (until an operator retries)
@@ -106,6 +132,9 @@ type world struct {
 	retried  map[string]bool // an operator retried the node's undo
 	crashes  int
 	finished bool
+	// signalled: the round of the latest signal sent per await node (an
+	// operator's retry starts a new round).
+	signalled map[string]int
 }
 
 func genDef(t *rapid.T, name string, depth int, budget *int) *saga.Definition {
@@ -124,6 +153,14 @@ func genDef(t *rapid.T, name string, depth int, budget *int) *saga.Definition {
 				spec = saga.Constant(n, len(names))
 			case kind == 1 && depth < 2 && *budget > 2:
 				spec = saga.Subsaga(n, genDef(t, "sub", depth+1, budget), "")
+			case kind == 2:
+				spec = saga.Await(n, "ev")
+				if rapid.IntRange(0, 2).Draw(t, "awaitundo") > 0 {
+					spec = spec.Undo("svc.undo")
+				}
+				if rapid.IntRange(0, 3).Draw(t, "awaittimeout") == 0 {
+					spec = spec.Timeout(time.Minute)
+				}
 			default:
 				spec = saga.Action(n, "svc.act").
 					Retry(saga.RetryPolicy{MaxAttempts: rapid.IntRange(1, 3).Draw(t, "max"), InitialDelay: saga.Duration(time.Second)}).
@@ -131,6 +168,12 @@ func genDef(t *rapid.T, name string, depth int, budget *int) *saga.Definition {
 				if rapid.IntRange(0, 5).Draw(t, "undo") > 0 {
 					spec = spec.Undo("svc.undo")
 				}
+				if rapid.IntRange(0, 5).Draw(t, "pausenode") == 0 {
+					spec = spec.OnFailure(saga.Pause)
+				}
+			}
+			if rapid.IntRange(0, 5).Draw(t, "when") == 0 {
+				spec = spec.When(rapid.SampledFrom([]string{whenTrue, whenTrue, whenFalse, whenFalse, whenError}).Draw(t, "expr"))
 			}
 			if len(names) > 0 && rapid.IntRange(0, 4).Draw(t, "explicit") == 0 {
 				var deps []string
@@ -148,7 +191,74 @@ func genDef(t *rapid.T, name string, depth int, budget *int) *saga.Definition {
 			b.Parallel(specs...)
 		}
 	}
-	return b.MustBuild()
+	if depth == 0 {
+		if rapid.IntRange(0, 7).Draw(t, "pausesaga") == 0 {
+			b.OnFailure(saga.Pause)
+		}
+		if rapid.IntRange(0, 5).Draw(t, "deadline") == 0 {
+			b.Deadline(time.Hour, rapid.SampledFrom([]saga.FailurePolicy{saga.Unwind, saga.Pause}).Draw(t, "ondeadline"))
+		}
+	}
+	def := b.MustBuild()
+	if depth == 0 && rapid.IntRange(0, 3).Draw(t, "pivot") == 0 {
+		makePivot(t, def)
+	}
+	return def
+}
+
+// makePivot marks a random top-level action node as the saga's pivot if
+// the definition allows it once the undos after it are taken off.
+func makePivot(t *rapid.T, def *saga.Definition) {
+	var actions []int
+	for i, n := range def.Nodes {
+		if n.Kind == saga.KindAction {
+			actions = append(actions, i)
+		}
+	}
+	if len(actions) == 0 {
+		return
+	}
+	i := rapid.SampledFrom(actions).Draw(t, "pivotnode")
+	try := def.Clone()
+	try.Nodes[i].Pivot = true
+	g, err := saga.Compile(def) // for the descendants
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := g.Node(def.Nodes[i].Name)
+	for _, n := range g.Nodes {
+		if n.Index != p.Index && descends(g, n.Index, p.Index) {
+			clearUndo(try, n.Path)
+		}
+	}
+	if saga.Validate(try) == nil {
+		*def = *try
+	}
+}
+
+// descends reports whether node i depends, directly or not, on node a.
+func descends(g *saga.Graph, i, a int) bool {
+	for _, p := range g.Nodes[i].Parents {
+		if p == a || descends(g, p, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clearUndo takes the undo off the node at path in def.
+func clearUndo(def *saga.Definition, path string) {
+	name, rest, nested := strings.Cut(path, "/")
+	for k := range def.Nodes {
+		if def.Nodes[k].Name != name {
+			continue
+		}
+		if nested && def.Nodes[k].Saga != nil {
+			clearUndo(def.Nodes[k].Saga, rest)
+		} else if !nested {
+			def.Nodes[k].Undo = ""
+		}
+	}
 }
 
 func newWorld(t *rapid.T) *world {
@@ -159,7 +269,7 @@ func newWorld(t *rapid.T) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, def: def, graph: g, plans: map[string]*plan{},
-		done: map[string]json.RawMessage{}, undone: map[string]bool{}, ledger: map[string]bool{}, retried: map[string]bool{}}
+		done: map[string]json.RawMessage{}, undone: map[string]bool{}, ledger: map[string]bool{}, retried: map[string]bool{}, signalled: map[string]int{}}
 	for _, n := range g.Nodes {
 		if n.Kind == saga.KindSubsagaStart {
 			stats.subsagas++
@@ -167,6 +277,10 @@ func newWorld(t *rapid.T) *world {
 	}
 	failRate := rapid.IntRange(0, 30).Draw(t, "failrate") // percent
 	for _, n := range g.Nodes {
+		if n.Kind == saga.KindAwait {
+			w.plans[n.Path] = &plan{await: true, hasUndo: n.Spec.Undo != "", reject: rapid.IntRange(0, 99).Draw(t, "reject") < failRate}
+			continue
+		}
 		if n.Kind != saga.KindAction {
 			continue
 		}
@@ -248,7 +362,11 @@ func (w *world) participant(r machine.SendRequest) (events.ActionReply, bool) {
 			reply.OK, reply.Output = true, out
 			return reply, true
 		}
-		switch p.attempts[q.Attempt-1] {
+		o := ok
+		if !p.retried && q.Attempt <= len(p.attempts) {
+			o = p.attempts[q.Attempt-1]
+		}
+		switch o {
 		case ok:
 			w.effect(q.Node)
 			reply.OK, reply.Output = true, w.done[q.Node]
@@ -283,6 +401,56 @@ func (w *world) participant(r machine.SendRequest) (events.ActionReply, bool) {
 	delete(w.ledger, q.Node)
 	reply.OK = true
 	return reply, true
+}
+
+// signalMoves are the signals the world may send now: each await node's
+// signal of its current round (early, before the node starts, too), and
+// (dups) duplicates of signals sent, while the saga goes forward.
+func (w *world) signalMoves() (out, dups []func()) {
+	for i, g := range w.graph.Nodes {
+		if g.Kind != saga.KindAwait {
+			continue
+		}
+		n := &w.m.s.Nodes[i]
+		round := n.Attempt
+		if n.State == machine.NodePending {
+			round = 1
+		}
+		waiting := n.State == machine.NodeStarted && n.Waiting
+		if w.signalled[g.Path] >= round || !(waiting || n.State == machine.NodePending) {
+			if w.signalled[g.Path] > 0 && w.m.s.Status.Finished() == false && w.m.s.Status != machine.StatusUnwinding && w.m.s.Status != machine.StatusStuck {
+				path, sent := g.Path, w.signalled[g.Path]
+				dups = append(dups, func() {
+					_, err := machine.Decide(w.m.s, w.signalIn(path, sent), machine.Options{})
+					if errors.Is(err, machine.ErrDuplicateSignal) {
+						stats.duplicates++
+					}
+				})
+			}
+			continue
+		}
+		path := g.Path
+		out = append(out, func() {
+			if !waiting {
+				stats.earlySignals++
+			}
+			w.signalled[path] = round
+			w.apply(w.signalIn(path, round))
+		})
+	}
+	return out, dups
+}
+
+// signalIn is the world's signal of an await node's round: the first
+// round's rejects the node if its plan says so; later rounds' never do.
+func (w *world) signalIn(node string, round int) machine.Signal {
+	in := machine.Signal{Now: w.m.now, Node: node, ID: fmt.Sprintf("sig-%s-%d", node, round), Sender: "prop"}
+	if round == 1 && w.plans[node].reject {
+		in.Reject = "no"
+	} else {
+		in.Data = json.RawMessage(fmt.Sprintf(`{"signal":%q}`, in.ID))
+	}
+	return in
 }
 
 func (w *world) effect(node string) {
@@ -347,6 +515,18 @@ func (w *world) run() {
 				}
 				w.apply(machine.TimerFired{Now: w.m.now, Timer: tm.Timer})
 			}})
+		}
+		signals, dups := w.signalMoves()
+		for k, sig := range signals {
+			moves = append(moves, move{fmt.Sprintf("signal%d", k), sig})
+		}
+		if w.m.s.Status == machine.StatusWaiting && (len(moves) == 0 || rapid.IntRange(0, 5).Draw(w.t, "waitop") == 0) {
+			moves = append(moves, move{"waiting", w.waitingOperator})
+		}
+		if len(moves) > 0 {
+			for k, sig := range dups {
+				moves = append(moves, move{fmt.Sprintf("dup%d", k), sig})
+			}
 		}
 		if w.m.s.Paused {
 			moves = append(moves, move{"resume", func() { w.apply(machine.Resume{Now: w.m.now}) }})
@@ -445,6 +625,40 @@ func (w *world) crash() {
 	}
 }
 
+// waitingOperator acts on a saga waiting for an operator: retry the held
+// node (clearing an injected fault first), skip it, or abort.
+func (w *world) waitingOperator() {
+	held := w.m.s.Held()
+	node := held[0]
+	g, n, _ := w.m.s.Node(node)
+	choice := rapid.IntRange(0, 2).Draw(w.t, "waitchoice")
+	if choice == 2 && w.m.s.PastPivot() != "" {
+		choice = 0
+	}
+	switch choice {
+	case 0:
+		stats.opRetries++
+		if n.Fault != nil && n.Fault.FailAction {
+			w.apply(machine.InjectFault{Now: w.m.now, Fault: events.Fault{Node: node}, Operator: "prop"})
+		}
+		if p := w.plans[node]; p != nil {
+			p.retried = true
+		}
+		w.apply(machine.RetryUndo{Now: w.m.now, Node: node, Operator: "prop", Reason: "fixed"})
+	case 1:
+		stats.opSkips++
+		if g.Kind == saga.KindAction {
+			// The operator did it by hand: the participant has it on
+			// record, so an undo undoes it.
+			w.effect(node)
+		}
+		w.apply(machine.Skip{Now: w.m.now, Node: node, Operator: "prop", Reason: "done by hand", Output: json.RawMessage(`{"skipped":true}`)})
+	default:
+		stats.opAborts++
+		w.apply(machine.Abort{Now: w.m.now, Operator: "prop", Reason: "give up"})
+	}
+}
+
 func (w *world) operator() {
 	stats.stuck++
 	for i, g := range w.graph.Nodes {
@@ -483,6 +697,12 @@ func (p *plan) fate() fate {
 	if p.unsure {
 		return either
 	}
+	if p.await {
+		if p.reject {
+			return fails
+		}
+		return succeeds // a timeout is accounted for by the caller
+	}
 	if p.fault.FailAction {
 		return fails
 	}
@@ -517,18 +737,59 @@ func (w *world) check() {
 		w.t.Fatalf("replay differs from live state (err %v)", err)
 	}
 
-	// Reference outcome: any node that must fail makes the saga unwind;
-	// with every node sure to succeed, it succeeds.
-	mustFail, allSucceed := false, true
-	for _, p := range w.plans {
-		mustFail = mustFail || p.fate() == fails
-		allSucceed = allSucceed && p.fate() == succeeds
+	// Reference outcome. Conditions are fixed by the params, so which nodes
+	// are skipped and which fail to evaluate is known; a node fails for sure
+	// by its plan, its condition, or a rejecting signal. One that must fail,
+	// unwinds on failure (its policy, and no pivot before it) and is not
+	// skipped makes the saga unwind; with every node that is not skipped
+	// sure to succeed and no deadline, it succeeds.
+	skip := w.expectedSkips()
+	pivot := -1
+	for _, g := range w.graph.Nodes {
+		if g.Spec.Pivot && g.Kind == saga.KindAction {
+			pivot = g.Index
+		}
+	}
+	mustFail, allSucceed := false, w.def.Deadline == 0
+	for _, g := range w.graph.Nodes {
+		if skip[g.Index] {
+			continue
+		}
+		f := succeeds
+		if p := w.plans[g.Path]; p != nil {
+			f = p.fate()
+			if p.await && g.Spec.Timeout > 0 && f == succeeds {
+				f = either
+			}
+		}
+		if g.When != nil && g.When.Expr == whenError {
+			f = fails
+		}
+		afterPivot := pivot >= 0 && descends(w.graph, g.Index, pivot)
+		mustFail = mustFail || (f == fails && g.OnFailure == saga.Unwind && !afterPivot)
+		allSucceed = allSucceed && f == succeeds
 	}
 	stats.outcomes[s.Status]++
 	switch {
 	case mustFail && s.Status != machine.StatusUnwound,
 		allSucceed && s.Status != machine.StatusSucceeded:
 		w.t.Fatalf("outcome %s; reference model: must fail %v, all succeed %v\n%v", s.Status, mustFail, allSucceed, w.m.types())
+	case pivot >= 0 && s.Nodes[pivot].State == machine.NodeSucceeded && s.Status != machine.StatusSucceeded:
+		w.t.Fatalf("the pivot succeeded, yet the saga ended %s\n%v", s.Status, w.m.types())
+	}
+	for i, g := range w.graph.Nodes {
+		n := &s.Nodes[i]
+		switch {
+		case skip[i] && n.State != machine.NodeSkipped && n.State != machine.NodePending:
+			w.t.Fatalf("%s should have been skipped (when %q) but is %s", g.Path, g.Spec.When, n.State)
+		case !skip[i] && n.State == machine.NodeSkipped:
+			w.t.Fatalf("%s was skipped, but its condition holds", g.Path)
+		case n.State == machine.NodeSkipped:
+			stats.skipped++
+		}
+		if g.Kind == saga.KindAwait && n.Signal != nil && n.State == machine.NodeSucceeded && n.SkippedBy == "" && string(n.Output) != string(n.Signal.Data) {
+			w.t.Fatalf("await %s has output %s, its signal %s", g.Path, n.Output, n.Signal.Data)
+		}
 	}
 
 	// Order of events, and undo bookkeeping, from the log alone.
@@ -539,7 +800,9 @@ func (w *world) check() {
 	timedOut := map[string]bool{}         // some attempt of the node timed out
 	startedNoRequest := map[string]bool{} // its latest start sent no request (injected failure)
 	undoneAt := map[string]int{}
+	skippedAt := map[string]bool{}
 	finishedCount, unwinding := 0, 0
+	held, pastPivot := map[string]bool{}, false
 	for i, e := range log {
 		if i > 0 {
 			if _, ok := log[i-1].Data.(*events.SagaStuck); ok {
@@ -556,19 +819,56 @@ func (w *world) check() {
 		case *events.NodeStarted:
 			g, _ := w.graph.Node(d.Node)
 			for _, p := range g.Parents {
-				if !succeeded[w.graph.Nodes[p].Path] {
-					w.t.Fatalf("event %d: %s started before its parent %s succeeded", i, d.Node, w.graph.Nodes[p].Path)
+				if pp := w.graph.Nodes[p].Path; !succeeded[pp] && !skippedAt[pp] {
+					w.t.Fatalf("event %d: %s started before its parent %s succeeded", i, d.Node, pp)
 				}
 			}
+			if d.Attempt == 1 && len(held) > 0 {
+				w.t.Fatalf("event %d: %s started while the saga waited for an operator on %v", i, d.Node, held)
+			}
 			started[d.Node] = true
+			failed[d.Node] = false
 			startedNoRequest[d.Node] = d.Deadline.IsZero()
 		case *events.NodeAttemptFailed:
 			timedOut[d.Node] = timedOut[d.Node] || d.Error.Kind == events.ErrorTimeout
 		case *events.NodeSucceeded:
 			succeeded[d.Node] = true
+			if g, _ := w.graph.Node(d.Node); g.Spec.Pivot && g.Kind == saga.KindAction {
+				pastPivot = true
+				stats.pivots++
+			}
+		case *events.NodeSkipped:
+			skippedAt[d.Node] = true
+		case *events.SignalReceived:
+			stats.signals++
+			if d.Reject != "" {
+				stats.rejections++
+			}
+		case *events.SagaWaiting:
+			stats.waits++
+			g, _ := w.graph.Node(d.Node)
+			if g.OnFailure != saga.Pause && !pastPivot {
+				w.t.Fatalf("event %d: the saga waits on %s, whose policy is %s, with no pivot passed", i, d.Node, g.OnFailure)
+			}
+			held[d.Node] = true
+		case *events.OperatorSkip:
+			delete(held, d.Node)
+			succeeded[d.Node], failed[d.Node] = true, false
+		case *events.OperatorRetry:
+			delete(held, d.Node)
+		case *events.DeadlinePassed:
+			stats.deadlines++
+			if e.Time.Before(d.Deadline) {
+				w.t.Fatalf("event %d: the deadline %s passed at %s", i, d.Deadline, e.Time)
+			}
 		case *events.NodeFailed:
-			if d.Error.Kind == events.ErrorInjected {
+			switch d.Error.Kind {
+			case events.ErrorInjected:
 				stats.injected++
+			case events.ErrorCondition:
+				stats.conditionErrors++
+			case events.ErrorTimeout:
+				stats.awaitTimeouts++
 			}
 			if timedOut[d.Node] {
 				if startedNoRequest[d.Node] {
@@ -600,6 +900,10 @@ func (w *world) check() {
 			undoneAt[d.Node]++
 		case *events.SagaUnwinding:
 			unwinding++
+			held = map[string]bool{}
+			if pastPivot {
+				w.t.Fatalf("event %d: the saga unwinds past its pivot", i)
+			}
 		case *events.NodeRepeated:
 			stats.repeats++
 			timedOut[d.Node] = true
@@ -622,7 +926,7 @@ func (w *world) check() {
 			w.t.Fatalf("%s did something but was undone %d times", g.Path, undoneAt[g.Path])
 		case !needs && undoneAt[g.Path] != 0:
 			w.t.Fatalf("%s did nothing but was undone", g.Path)
-		case s.Status == machine.StatusSucceeded && !succeeded[g.Path]:
+		case s.Status == machine.StatusSucceeded && !succeeded[g.Path] && !skippedAt[g.Path]:
 			w.t.Fatalf("saga succeeded without %s", g.Path)
 		}
 	}
@@ -630,6 +934,9 @@ func (w *world) check() {
 	// The participants' ledger: a succeeded saga did every action once; an
 	// unwound one left no trace (but of actions that have no undo).
 	for path, p := range w.plans {
+		if _, n, _ := s.Node(path); p.await || n.State == machine.NodeSkipped {
+			continue
+		}
 		switch {
 		case s.Status == machine.StatusSucceeded && !w.ledger[path]:
 			w.t.Fatalf("saga succeeded but %s left no effect", path)
@@ -637,4 +944,21 @@ func (w *world) check() {
 			w.t.Fatalf("saga unwound but the effect of %s remains", path)
 		}
 	}
+}
+
+// expectedSkips says which nodes the params make skipped: a false
+// condition, or a skipped subsaga around them.
+func (w *world) expectedSkips() []bool {
+	skip := make([]bool, len(w.graph.Nodes))
+	for i, g := range w.graph.Nodes {
+		switch {
+		case g.When != nil && g.When.Expr == whenFalse:
+			skip[i] = true
+		case g.ScopeStart >= 0 && skip[g.ScopeStart]:
+			skip[i] = true
+		case g.OwnStart >= 0 && skip[g.OwnStart]:
+			skip[i] = true
+		}
+	}
+	return skip
 }
