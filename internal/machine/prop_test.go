@@ -64,10 +64,10 @@ var stats = struct {
 	earlyTimeouts        int // attempts timed out while their reply was on its way
 	pauses               int
 	// waits, conditions, pivots and deadlines
-	skipped, conditionErrors                                int
-	signals, earlySignals, rejections, duplicates           int
-	awaitTimeouts, waits, opRetries, opSkips, opAborts      int
-	pivots, deadlines                                       int
+	skipped, conditionErrors                           int
+	signals, earlySignals, rejections, duplicates      int
+	awaitTimeouts, waits, opRetries, opSkips, opAborts int
+	pivots, deadlines                                  int
 }{outcomes: map[machine.Status]int{}}
 
 // Conditions the generator puts on nodes: with params {"p":1}, one is
