@@ -397,6 +397,30 @@ func (c *Client) Resolve(ctx context.Context, id, node, reason string) error {
 	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionResolve, Node: node, Reason: reason})
 }
 
+// Retry asks a saga waiting for an operator to run its failed node again
+// (or, in a stuck saga, a failed undo, as RetryUndo). params, if not nil,
+// replace the node's params from this retry on.
+func (c *Client) Retry(ctx context.Context, id, node, reason string, params json.RawMessage) error {
+	if params != nil && !json.Valid(params) {
+		return fmt.Errorf("client: retry of saga %s node %q: params are not JSON", id, node)
+	}
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionRetry, Node: node, Reason: reason, Params: params})
+}
+
+// Skip declares the failed node of a saga waiting for an operator
+// succeeded, with output (marshalled to JSON) as its output; reason is
+// recorded in the log.
+func (c *Client) Skip(ctx context.Context, id, node string, output any, reason string) error {
+	if reason == "" {
+		return errors.New("client: skip needs a reason")
+	}
+	b, err := json.Marshal(output)
+	if err != nil {
+		return fmt.Errorf("client: skip output: %w", err)
+	}
+	return c.operatorCommand(ctx, id, events.OperatorCommand{Action: events.ActionSkip, Node: node, Reason: reason, Output: b})
+}
+
 // Pause holds a saga's new nodes back (actions and undos); requests
 // already sent finish. Recorded in the saga's log.
 func (c *Client) Pause(ctx context.Context, id, reason string) error {
@@ -504,12 +528,15 @@ func fold(id string, evs []LogEvent) (*Saga, error) {
 	return view(s, evs), nil
 }
 
-// Wait returns the saga's status once it has finished or is stuck, or
+// Wait returns the saga's status once it has finished, is stuck, or is
+// waiting for an operator after a failure (StatusWaiting), or
 // ctx's error. A stuck saga is at rest: every undo that could run has
 // settled, its failed undos are all in the status, and nothing changes
 // until an operator retries or resolves one, or abandons the saga.
 func (c *Client) Wait(ctx context.Context, id string) (*Saga, error) {
-	return c.WaitFor(ctx, id, func(s *Saga) bool { return s.Finished() || s.Status == StatusStuck })
+	return c.WaitFor(ctx, id, func(s *Saga) bool {
+		return s.Finished() || s.Status == StatusStuck || s.Status == StatusWaiting
+	})
 }
 
 // WaitFor returns the saga's status once done reports true for it. It

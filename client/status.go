@@ -19,6 +19,9 @@ const (
 	StatusRunning   = string(machine.StatusRunning)
 	StatusUnwinding = string(machine.StatusUnwinding)
 	StatusStuck     = string(machine.StatusStuck)
+	// StatusWaiting: a node failed and its failure policy holds the saga
+	// for an operator (Retry, Skip or Abort).
+	StatusWaiting   = string(machine.StatusWaiting)
 	StatusSucceeded = string(machine.StatusSucceeded)
 	StatusUnwound   = string(machine.StatusUnwound)
 	StatusAbandoned = string(machine.StatusAbandoned)
@@ -29,9 +32,19 @@ type Saga struct {
 	ID     string `json:"id"`
 	Name   string `json:"name"`
 	Status string `json:"status"`
-	// Paused: an operator paused the saga; no node starts until resumed.
-	Paused bool            `json:"paused,omitempty"`
-	Params json.RawMessage `json:"params"`
+	// Paused: an operator (or a passed deadline) paused the saga; no node
+	// starts until resumed.
+	Paused bool `json:"paused,omitempty"`
+	// Held lists the failed nodes a waiting saga waits on an operator for.
+	Held []string `json:"held,omitempty"`
+	// Pivot is the pivot node the saga has passed, if any: it no longer
+	// unwinds.
+	Pivot string `json:"pivot,omitempty"`
+	// Deadline is when the saga's deadline passes (zero: none), and
+	// DeadlinePassed whether it has.
+	Deadline       time.Time       `json:"deadline,omitzero"`
+	DeadlinePassed bool            `json:"deadline_passed,omitempty"`
+	Params         json.RawMessage `json:"params"`
 	// Output is the saga's output once it has succeeded.
 	Output         json.RawMessage   `json:"output,omitempty"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
@@ -78,6 +91,18 @@ type Node struct {
 	Resolved string `json:"resolved,omitempty"`
 	// Fault is the fault injected into the node, if any.
 	Fault *events.Fault `json:"fault,omitempty"`
+	// Event is what an await node waits for; Signal the signal it took.
+	Event  string                 `json:"event,omitempty"`
+	Signal *events.SignalReceived `json:"signal,omitempty"`
+	// When is the node's condition; a skipped node's state is "skipped".
+	When  string `json:"when,omitempty"`
+	Pivot bool   `json:"pivot,omitempty"`
+	// OnFailure is the node's failure policy (unwind or pause).
+	OnFailure string `json:"on_failure,omitempty"`
+	// Held: the node failed and holds the saga for an operator.
+	Held bool `json:"held,omitempty"`
+	// SkippedBy is the operator's reason when a failed node was skipped.
+	SkippedBy string `json:"skipped_by,omitempty"`
 }
 
 // Entry is one event of the timeline.
@@ -94,7 +119,8 @@ type Entry struct {
 }
 
 func view(s *machine.State, evs []LogEvent) *Saga {
-	v := &Saga{ID: s.SagaID, Status: string(s.Status), Paused: s.Paused, Output: s.Output, Updated: s.Updated}
+	v := &Saga{ID: s.SagaID, Status: string(s.Status), Paused: s.Paused, Output: s.Output, Updated: s.Updated,
+		Deadline: s.Deadline, DeadlinePassed: s.DeadlinePassed}
 	if s.Created != nil {
 		v.Name, v.Params, v.Definition = s.Created.Definition.Name, s.Created.Params, s.Created.Definition
 		v.IdempotencyKey, v.Metadata = s.Created.IdempotencyKey, s.Created.Metadata
@@ -103,12 +129,20 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 		v.UnwindReason, v.FailedNode = string(s.Unwinding.Reason), s.Unwinding.Node
 	}
 	if s.Graph != nil {
+		v.Held, v.Pivot = s.Held(), s.PastPivot()
 		for i, g := range s.Graph.Nodes {
 			n := s.Nodes[i]
 			node := Node{Path: g.Path, Kind: string(g.Kind), State: string(n.State), Attempt: n.Attempt, UndoAttempt: n.UndoAttempt,
-				Output: n.Output, Error: n.Error, Resolved: n.Resolved, Fault: n.Fault}
-			if g.Kind == saga.KindAction {
+				Output: n.Output, Error: n.Error, Resolved: n.Resolved, Fault: n.Fault, Signal: n.Signal, Held: n.Held, SkippedBy: n.SkippedBy,
+				Pivot: g.Spec.Pivot && g.Kind != saga.KindSubsagaStart, OnFailure: string(g.OnFailure)}
+			if g.When != nil {
+				node.When = g.When.Expr
+			}
+			switch g.Kind {
+			case saga.KindAction:
 				node.Action, node.Undo = g.Spec.Action, g.Spec.Undo
+			case saga.KindAwait:
+				node.Event, node.Undo = g.Spec.Event, g.Spec.Undo
 			}
 			for _, p := range g.Parents {
 				node.Parents = append(node.Parents, s.Graph.Nodes[p].Path)

@@ -64,6 +64,22 @@ type operatorInput struct {
 	cmd events.OperatorCommand
 }
 
+// signalInput is a signal for an await node; sigID is its event's id.
+type signalInput struct {
+	msg   delivery
+	id    string
+	sigID string
+	sig   events.Signal
+}
+
+func (i signalInput) saga() string      { return i.id }
+func (i signalInput) message() delivery { return i.msg }
+func (i signalInput) describe() string  { return "signal for " + i.sig.Node }
+func (signalInput) isInput()            {}
+func (i signalInput) decision(now time.Time) machine.Input {
+	return machine.Signal{Now: now, Node: i.sig.Node, ID: i.sigID, Data: i.sig.Data, Reject: i.sig.Reject, Sender: i.sig.Sender}
+}
+
 // timerInput is a fired retry or attempt timer: from JETSAGA_TIMERS (msg
 // set) or armed in memory (msg nil).
 type timerInput struct {
@@ -286,6 +302,8 @@ func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 			return nil, &rejection{kind: rejectMalformed, sagaID: ev.SagaID, reason: "an operator command jetsaga does not know", err: err}
 		}
 		return operatorInput{msg: m, id: ev.SagaID, cmd: *d}, nil
+	case *events.Signal:
+		return signalInput{msg: m, id: ev.SagaID, sigID: ev.ID, sig: *d}, nil
 	}
 	return nil, &rejection{kind: rejectMisrouted, sagaID: ev.SagaID, reason: fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject())}
 }

@@ -19,6 +19,8 @@ const (
 	rejectStale          = "stale"           // the machine refused it: stale, duplicate or not allowed now
 	// a start of a saga that exists with another definition or params
 	rejectIdempotencyConflict = "idempotency_conflict"
+	// a signal the await node has taken already (answered as done)
+	rejectDuplicate = "duplicate_signal"
 )
 
 // metrics are the coordinator's Prometheus metrics (Config.Registerer).

@@ -46,7 +46,7 @@ type partition struct {
 	throttled map[string]bool // held back by MaxInFlight
 	loaded    atomic.Int64    // len(sagas), for Status
 	consumers []jetstream.ConsumeContext
-	direct    *nats.Subscription // direct starts (direct.go)
+	direct    []*nats.Subscription // direct starts and signals (direct.go)
 	// ops counts I/O operations in flight; past maxOps the partition takes
 	// no new work until some come back.
 	ops int
@@ -162,17 +162,21 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 		}
 		p.consumers = append(p.consumers, cc)
 	}
-	if p.direct, err = c.serveDirectStarts(p); err != nil {
-		p.stop(ctx)
-		return nil, fmt.Errorf("coordinator: partition %d direct starts: %w", id, err)
+	for _, serve := range []func(*partition) (*nats.Subscription, error){c.serveDirectStarts, c.serveDirectSignals} {
+		sub, err := serve(p)
+		if err != nil {
+			p.stop(ctx)
+			return nil, fmt.Errorf("coordinator: partition %d direct starts and signals: %w", id, err)
+		}
+		p.direct = append(p.direct, sub)
 	}
 	return p, nil
 }
 
 // stop stops consuming and lets the goroutine finish what it has taken.
 func (p *partition) stop(ctx context.Context) {
-	if p.direct != nil {
-		_ = p.direct.Unsubscribe() // their clients fall back to commands
+	for _, sub := range p.direct {
+		_ = sub.Unsubscribe() // their clients fall back to commands
 	}
 	for _, cc := range p.consumers {
 		cc.Drain()
@@ -273,6 +277,8 @@ func (p *partition) handle(in input) {
 	case startInput:
 		p.step(task{in: in})
 	case operatorInput:
+		p.step(task{in: in})
+	case signalInput:
 		p.step(task{in: in})
 	case timerInput:
 		p.step(task{in: in})
@@ -778,6 +784,10 @@ func (p *partition) rejected(r *run, t task, fresh bool, err error) {
 			// duplicate window (client.Start refuses it within).
 			reason = rejectIdempotencyConflict
 			p.logger(t).Warn("input rejected", "reason", err)
+		case errors.Is(err, machine.ErrDuplicateSignal):
+			// Sent again (a client's retry): done already.
+			reason = rejectDuplicate
+			p.logger(t).Debug("signal taken already", "reason", err)
 		case errors.Is(err, machine.ErrRejected):
 			p.logger(t).Info("input rejected", "reason", err)
 		default:
@@ -785,8 +795,9 @@ func (p *partition) rejected(r *run, t task, fresh bool, err error) {
 		}
 		c.stats.rejected.Add(1)
 		c.metrics.reject(reason)
-		if rf, ok := t.in.message().(refuser); ok && reason == rejectIdempotencyConflict {
-			_ = rf.refuse(err.Error()) // a direct start's client learns why
+		_, signal := t.in.(signalInput)
+		if rf, ok := t.in.message().(refuser); ok && (reason == rejectIdempotencyConflict || signal && reason != rejectDuplicate) {
+			_ = rf.refuse(err.Error()) // a direct start's or signal's client learns why
 		} else {
 			p.ack(t)
 		}

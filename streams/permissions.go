@@ -50,7 +50,7 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 			Publish: []string{api + ">", "$JS.ACK." + WorkStream + ".>", "$JS.ACK." + TimerStream + ".>",
 				"$KV." + LeaseBucket + ".>", "$KV." + SagaBucket + ".>", "$KV." + DefinitionBucket + ".>",
 				"jetsaga.log.>", archivePrefix + ">", "jetsaga.req.>", "jetsaga.timer.>", in},
-			Subscribe:      []string{in, "jetsaga.coordinator.>", startPrefix + "*"},
+			Subscribe:      []string{in, "jetsaga.coordinator.>", startPrefix + "*", signalPrefix + "*"},
 			AllowResponses: true, // status, saga state and drain requests
 		}, nil
 	case RoleParticipant:
@@ -87,7 +87,7 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 		if role == RoleClient {
 			// Commands, and reading back an earlier start command that a
 			// duplicate one was deduplicated against (client.Start).
-			p.Publish = append(p.Publish, "jetsaga.cmd.*", startPrefix+"*", api+"STREAM.MSG.GET."+WorkStream)
+			p.Publish = append(p.Publish, "jetsaga.cmd.*", startPrefix+"*", signalPrefix+"*", api+"STREAM.MSG.GET."+WorkStream)
 		}
 		slices.Sort(p.Publish)
 		return p, nil

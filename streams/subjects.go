@@ -35,6 +35,7 @@ const (
 	replyPrefix     = "jetsaga.reply."
 	commandPrefix   = "jetsaga.cmd."
 	startPrefix     = "jetsaga.start."
+	signalPrefix    = "jetsaga.signal."
 	timerSchedPref  = "jetsaga.timer.sched."
 	timerFirePrefix = "jetsaga.timer.fire."
 
@@ -73,6 +74,16 @@ func StartSubject(partition int) string { return startPrefix + strconv.Itoa(part
 // StartQueue is the queue group coordinators subscribe to start subjects
 // in, so that while a partition changes hands one of them answers.
 const StartQueue = "jetsaga-start"
+
+// SignalSubject is where a client sends a signal for an await node of a
+// saga of partition to the coordinator that owns it, over core NATS:
+// jetsaga.signal.<partition>. The owner answers (StartAnswer) once the
+// signal is in the saga's log, or with why it was refused. With no
+// answer, the client sends the same signal as a command (CommandSubject).
+func SignalSubject(partition int) string { return signalPrefix + strconv.Itoa(partition) }
+
+// SignalQueue is the queue group of the signal subjects.
+const SignalQueue = "jetsaga-signal"
 
 // StartAnswer is a coordinator's answer to a direct start: exactly one
 // field is set.
