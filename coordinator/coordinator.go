@@ -632,6 +632,9 @@ func (c *Coordinator) wakeAll() {
 type stats struct {
 	recovered, expired, recoveryFailures, rejected, conflicts, started, finished atomic.Int64
 	skipped, observedFinished, acquired, lost, fenced                            atomic.Int64
+	// stuck and waiting count the sagas loaded here that wait for an
+	// operator: stuck on a failed undo, or waiting after a failure.
+	stuck, waiting atomic.Int64
 	mu                                                                           sync.Mutex
 	lastFailures                                                                 []string
 	lastRecovery                                                                 time.Time
@@ -690,6 +693,11 @@ type Status struct {
 	InFlightSagas int `json:"in_flight_sagas"`
 	// InFlightRequests are requests awaiting replies or retries.
 	InFlightRequests int64 `json:"in_flight_requests"`
+	// Stuck and Waiting count the sagas in flight here that wait for an
+	// operator: stuck on a failed undo, or waiting after a node failed
+	// (on_failure: pause, or past a pivot).
+	Stuck   int64 `json:"sagas_stuck"`
+	Waiting int64 `json:"sagas_waiting"`
 	Started          int64 `json:"sagas_started"`
 	Finished         int64 `json:"sagas_finished"`
 	Recovered        int64 `json:"sagas_recovered"`
@@ -724,6 +732,22 @@ type Status struct {
 	Process ProcessStats `json:"process"`
 }
 
+// countStatus moves a loaded saga from one status to another in the
+// counts of sagas waiting for an operator (old or new "" for none).
+func (c *Coordinator) countStatus(old, new machine.Status) {
+	for _, s := range []struct {
+		st machine.Status
+		d  int64
+	}{{old, -1}, {new, 1}} {
+		switch s.st {
+		case machine.StatusStuck:
+			c.stats.stuck.Add(s.d)
+		case machine.StatusWaiting:
+			c.stats.waiting.Add(s.d)
+		}
+	}
+}
+
 // PartitionStatus describes one partition the coordinator drives.
 type PartitionStatus struct {
 	ID int `json:"id"`
@@ -745,7 +769,8 @@ func (c *Coordinator) Status() Status {
 		Finished: c.stats.finished.Load(), Recovered: c.stats.recovered.Load(), Expired: c.stats.expired.Load(), RecoveryFailures: c.stats.recoveryFailures.Load(),
 		Rejected: c.stats.rejected.Load(), Conflicts: c.stats.conflicts.Load(), Skipped: c.stats.skipped.Load(),
 		ObservedFinished: c.stats.observedFinished.Load(), LeasesAcquired: c.stats.acquired.Load(), LeasesLost: c.stats.lost.Load(),
-		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil, Process: processStats()}
+		Fenced: c.stats.fenced.Load(), Pinned: c.cfg.Partitions != nil, Process: processStats(),
+		Stuck: c.stats.stuck.Load(), Waiting: c.stats.waiting.Load()}
 	if leases != nil {
 		st.Draining = leases.Draining()
 	}

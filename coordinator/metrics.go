@@ -30,6 +30,7 @@ type metrics struct {
 	sagasStarted  *prometheus.CounterVec   // saga
 	sagasFinished *prometheus.CounterVec   // saga, outcome
 	sagasStuck    *prometheus.CounterVec   // saga
+	sagasWaiting  *prometheus.CounterVec   // saga
 	latency       *prometheus.HistogramVec // action, op, result
 	retries       *prometheus.CounterVec   // action, op
 	rejected      *prometheus.CounterVec   // reason
@@ -47,18 +48,24 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			Help: "Sagas finished, by saga name and outcome (succeeded, unwound, abandoned)."}, []string{"saga", "outcome"}),
 		sagasStuck: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetsaga_sagas_stuck_total",
 			Help: "Times a saga got stuck on a failed undo, by saga name."}, []string{"saga"}),
+		sagasWaiting: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetsaga_sagas_waiting_total",
+			Help: "Times a node's failure held a saga for an operator instead of unwinding it, by saga name."}, []string{"saga"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "jetsaga_node_seconds",
 			Help:    "Time from a node's action (op do) or undo (op undo) request to its outcome, by action and result (ok, failed).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"action", "op", "result"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetsaga_node_retries_total",
 			Help: "Attempts that failed and will be retried, by action and op."}, []string{"action", "op"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetsaga_inputs_rejected_total",
-			Help: "Inputs rejected, by reason: malformed, wrong_partition, misrouted, forged, unknown_saga, stale."}, []string{"reason"}),
+			Help: "Inputs rejected, by reason: malformed, wrong_partition, misrouted, forged, unknown_saga, stale, idempotency_conflict, duplicate_signal."}, []string{"reason"}),
 	}
 	status := func(f func(Status) float64) func() float64 { return func() float64 { return f(c.Status()) } }
-	cs := []prometheus.Collector{m.sagasStarted, m.sagasFinished, m.sagasStuck, m.latency, m.retries, m.rejected,
+	cs := []prometheus.Collector{m.sagasStarted, m.sagasFinished, m.sagasStuck, m.sagasWaiting, m.latency, m.retries, m.rejected,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetsaga_sagas_in_flight", Help: "Sagas loaded and not finished."},
 			status(func(s Status) float64 { return float64(s.InFlightSagas) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetsaga_sagas_stuck", Help: "Sagas in flight here stuck on a failed undo, waiting for an operator."},
+			func() float64 { return float64(c.stats.stuck.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetsaga_sagas_waiting", Help: "Sagas in flight here waiting for an operator after a node failed (on_failure: pause, or past a pivot)."},
+			func() float64 { return float64(c.stats.waiting.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetsaga_requests_in_flight", Help: "Action and undo requests awaiting replies or retries."},
 			func() float64 { return float64(c.inflight.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jetsaga_timers_armed", Help: "Timers armed in memory (attempt deadlines, short retry waits, delays)."},
@@ -130,6 +137,8 @@ func (m *metrics) decided(s *machine.State, evs []events.Event, sent map[string]
 			m.sagasFinished.WithLabelValues(name, string(d.Outcome)).Inc()
 		case *events.SagaStuck:
 			m.sagasStuck.WithLabelValues(name).Inc()
+		case *events.SagaWaiting:
+			m.sagasWaiting.WithLabelValues(name).Inc()
 		case *events.NodeAttemptFailed:
 			m.retries.WithLabelValues(action(d.Node), string(events.OpDo)).Inc()
 		case *events.UndoAttemptFailed:

@@ -881,6 +881,7 @@ func (p *partition) apply(l *landing) {
 	c := p.c
 	r, t, d := l.run, l.t, l.d
 	id := t.in.saga()
+	c.countStatus(r.state.Status, d.State.Status)
 	r.state = d.State
 	c.metrics.decided(r.state, d.Events, r.sent)
 	c.tracer.decided(r, d.Events)
@@ -934,6 +935,10 @@ func (p *partition) next(r *run) {
 
 func (p *partition) keep(id string, r *run) *run {
 	r.timers = map[string]stopper{}
+	if old, ok := p.sagas[id]; ok {
+		p.c.countStatus(old.state.Status, "")
+	}
+	p.c.countStatus("", r.state.Status)
 	p.sagas[id] = r
 	p.loaded.Store(int64(len(p.sagas)))
 	return r
@@ -955,6 +960,7 @@ func (p *partition) evict(id string) {
 	if !r.state.Status.Finished() {
 		p.c.release(r.state.InFlight())
 	}
+	p.c.countStatus(r.state.Status, "")
 	delete(p.sagas, id)
 	delete(p.throttled, id)
 	p.loaded.Store(int64(len(p.sagas)))

@@ -81,6 +81,21 @@ nodes:
     timeout: 300ms
     retry: {max_attempts: 1000, initial_delay: 10ms, max_delay: 50ms}
 `,
+	// Waits for an approval, then charges when the amount is positive.
+	"approval.yaml": `name: expense
+nodes:
+  - {name: book, kind: action, action: svc.ok, undo: svc.ok}
+  - {name: approval, kind: await, event: expense.approved, after: [book]}
+  - {name: pay, kind: action, action: svc.ok, after: [approval], pivot: true, when: "params.amount > 0"}
+`,
+	// fix fails until an operator retries it with params {"fixed": true};
+	// the saga waits for an operator meanwhile.
+	"waiting.yaml": `name: waits
+on_failure: pause
+nodes:
+  - {name: a, kind: action, action: svc.ok, undo: svc.ok}
+  - {name: fix, kind: action, action: svc.fixable, after: [a], retry: {max_attempts: 1}}
+`,
 	// Like hold.yaml, but wait has no undo.
 	"noundo.yaml": `name: holding-no-undo
 nodes:
@@ -211,6 +226,8 @@ func answer(t *testing.T, js jetstream.JetStream, m jetstream.Msg) {
 		return // no reply: the attempt times out
 	case req.Action == "svc.fail":
 		rep.OK, rep.Error = false, &events.Error{Kind: events.ErrorPermanent, Message: "sold out"}
+	case req.Action == "svc.fixable" && !strings.Contains(string(req.Params), `"fixed":true`):
+		rep.OK, rep.Error = false, &events.Error{Kind: events.ErrorPermanent, Message: "broken"}
 	case req.Action == "svc.stuck" && req.Op == events.OpUndo && req.Attempt == 1:
 		rep.OK, rep.Error = false, &events.Error{Kind: events.ErrorPermanent, Message: "cannot cancel"}
 	case req.Action == "svc.slowstuck" && req.Op == events.OpUndo && req.Attempt == 1:

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,8 +29,11 @@ func init() {
 		operatorCmd
 		summary string
 	}{
-		{operatorCmd{action: events.ActionAbort, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "make a running saga unwind"},
-		{operatorCmd{action: events.ActionRetry, args: "[flags] SAGA_ID NODE [--reason R] [--wait]", node: true}, "run a failed undo of a stuck saga again"},
+		{operatorCmd{action: events.ActionAbort, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "make a running (or waiting) saga unwind"},
+		{operatorCmd{action: events.ActionRetry, args: "[flags] SAGA_ID NODE [--params JSON] [--reason R] [--wait]", node: true},
+			"run a failed undo of a stuck saga, or the failed node of a waiting saga, again"},
+		{operatorCmd{action: events.ActionSkip, args: "[flags] SAGA_ID NODE --output JSON --reason R [--wait]", node: true, needsReason: true},
+			"treat the failed node of a waiting saga as succeeded, with the given output"},
 		{operatorCmd{action: events.ActionResolve, args: "[flags] SAGA_ID NODE --reason R [--wait]", node: true, needsReason: true}, "declare a failed undo done by other means"},
 		{operatorCmd{action: events.ActionAbandon, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "end a saga as it is, without undoing more"},
 		{operatorCmd{action: events.ActionPause, args: "[flags] SAGA_ID [--reason R]"}, "hold a saga's new nodes back (requests already sent finish)"},
@@ -50,7 +54,14 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	reason := fs.String("reason", "", reasonHelp)
 	operator := fs.String("operator", operatorName(), "who acts, recorded in the saga's log (default $USER)")
-	wait := fs.Bool("wait", false, "wait until the command has taken effect and the saga has ended or is stuck again; print its status")
+	wait := fs.Bool("wait", false, "wait until the command has taken effect and the saga has ended, or is stuck or waiting again; print its status")
+	var params, output *string
+	switch c.action {
+	case events.ActionRetry:
+		params = fs.String("params", "", "JSON that replaces the params of a failed node's action from this retry on")
+	case events.ActionSkip:
+		output = fs.String("output", "", "the node's output, as JSON; required")
+	}
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -66,7 +77,18 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	case len(pos) != want:
 		return fmt.Errorf("%w: want one saga id", errUsage)
 	case c.needsReason && strings.TrimSpace(*reason) == "":
-		return fmt.Errorf("%w: --reason is required: the log records why the undo counts as done", errUsage)
+		return fmt.Errorf("%w: --reason is required: the log records why the node counts as %s", errUsage, map[events.OperatorAction]string{events.ActionResolve: "undone", events.ActionSkip: "succeeded"}[c.action])
+	case output != nil && !json.Valid([]byte(*output)):
+		return fmt.Errorf("%w: --output must be JSON (a string is \"quoted\"), got %q", errUsage, *output)
+	case params != nil && *params != "" && !json.Valid([]byte(*params)):
+		return fmt.Errorf("%w: --params must be JSON, got %q", errUsage, *params)
+	}
+	cmd := events.OperatorCommand{Action: c.action, Operator: *operator, Reason: *reason}
+	if params != nil && *params != "" {
+		cmd.Params = json.RawMessage(*params)
+	}
+	if output != nil {
+		cmd.Output = json.RawMessage(*output)
 	}
 	id, node := pos[0], ""
 	if c.node {
@@ -98,7 +120,8 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	// The coordinator decides with the same pure machine and ignores a
 	// command the saga's state does not allow; deciding here first turns
 	// that silence into a clear error.
-	in, err := machine.OperatorInput(time.Now(), events.OperatorCommand{Action: c.action, Node: node, Operator: *operator, Reason: *reason})
+	cmd.Node = node
+	in, err := machine.OperatorInput(time.Now(), cmd)
 	if err != nil {
 		return err
 	}
@@ -114,7 +137,9 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	case events.ActionAbort:
 		err = cl.Abort(ctx, id, *reason)
 	case events.ActionRetry:
-		err = cl.RetryUndo(ctx, id, node, *reason)
+		err = cl.Retry(ctx, id, node, *reason, cmd.Params)
+	case events.ActionSkip:
+		err = cl.Skip(ctx, id, node, cmd.Output, *reason)
 	case events.ActionResolve:
 		err = cl.Resolve(ctx, id, node, *reason)
 	case events.ActionAbandon:
@@ -139,7 +164,7 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	s, err := cl.WaitFor(ctx, id, func(s *client.Saga) bool {
-		return c.applied(s, before, node) && (c.action == events.ActionPause || s.Finished() || s.Status == client.StatusStuck)
+		return c.applied(s, before, node) && (c.action == events.ActionPause || s.Finished() || s.Status == client.StatusStuck || s.Status == client.StatusWaiting)
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -154,8 +179,11 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	} else {
 		printSaga(e.stdout, s)
 	}
-	if s.Status == client.StatusStuck {
+	switch s.Status {
+	case client.StatusStuck:
 		return fmt.Errorf("saga %s is stuck: waiting for an operator", id)
+	case client.StatusWaiting:
+		return fmt.Errorf("saga %s is waiting for an operator: %s failed (retry, skip or abort)", id, strings.Join(s.Held, ", "))
 	}
 	return nil
 }
@@ -172,7 +200,7 @@ func (c operatorCmd) applied(s *client.Saga, before int, node string) bool {
 	return false
 }
 
-// failedUndos lists the nodes a retry or resolve may name.
+// failedUndos lists the nodes a retry, resolve or skip may name.
 func failedUndos(st *machine.State, forNode bool) string {
 	if !forNode || st.Graph == nil {
 		return ""
@@ -183,8 +211,12 @@ func failedUndos(st *machine.State, forNode bool) string {
 			names = append(names, g.Path)
 		}
 	}
-	if len(names) == 0 {
-		return fmt.Sprintf(" (no undo has failed; the saga is %s)", st.Status)
+	held := st.Held()
+	switch {
+	case len(names) == 0 && len(held) == 0:
+		return fmt.Sprintf(" (no undo has failed and no failed node holds the saga; it is %s)", st.Status)
+	case len(held) > 0:
+		return " (failed nodes the saga waits on: " + strings.Join(held, ", ") + ")"
 	}
 	return " (failed undos: " + strings.Join(names, ", ") + ")"
 }

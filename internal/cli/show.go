@@ -45,8 +45,8 @@ const outputWidth = 60
 // stateMarks are the marks show puts before node and saga states.
 var stateMarks = map[string]string{
 	"pending": "·", "started": "▶", "succeeded": "✓", "failed": "✗",
-	"undo_started": "↺", "undo_finished": "↩", "undo_failed": "‼",
-	client.StatusRunning: "▶", client.StatusUnwinding: "↺", client.StatusStuck: "‼",
+	"undo_started": "↺", "undo_finished": "↩", "undo_failed": "‼", "skipped": "⤼",
+	client.StatusRunning: "▶", client.StatusUnwinding: "↺", client.StatusStuck: "‼", client.StatusWaiting: "⏸",
 	client.StatusUnwound: "↩", client.StatusAbandoned: "⊘",
 }
 
@@ -77,6 +77,25 @@ func printSaga(w io.Writer, s *client.Saga) {
 			}
 		}
 		fmt.Fprintf(w, "            jetsaga abandon %s\n", s.ID)
+	}
+	if s.Status == client.StatusWaiting {
+		for _, path := range s.Held {
+			fmt.Fprintf(w, "waiting   %s failed; the saga waits for an operator to run one of\n", path)
+			fmt.Fprintf(w, "            jetsaga retry %s %s [--params JSON]\n            jetsaga skip %s %s --output JSON --reason R\n", s.ID, path, s.ID, path)
+		}
+		if s.Pivot == "" {
+			fmt.Fprintf(w, "            jetsaga abort %s\n", s.ID)
+		}
+	}
+	if s.Pivot != "" {
+		fmt.Fprintf(w, "pivot     past %s: the saga no longer unwinds\n", s.Pivot)
+	}
+	if !s.Deadline.IsZero() {
+		state := "not passed"
+		if s.DeadlinePassed {
+			state = "passed"
+		}
+		fmt.Fprintf(w, "deadline  %s (%s)\n", s.Deadline.Local().Format("2006-01-02 15:04:05.000 MST"), state)
 	}
 	if !s.Created.IsZero() {
 		fmt.Fprintf(w, "created   %s  updated %s (%s later), %d events\n", s.Created.Local().Format("2006-01-02 15:04:05.000 MST"),
@@ -182,6 +201,15 @@ func nodeState(n client.Node) string {
 		st += fmt.Sprintf(" (attempt %d)", n.UndoAttempt)
 	case n.Resolved != "":
 		st += " (resolved)"
+	case n.SkippedBy != "":
+		st += " (skipped by an operator)"
+	case n.Held:
+		st += " (waits for an operator)"
+	case n.Kind == string(saga.KindAwait) && n.State == "started":
+		st += " (waits for " + n.Event + ")"
+	}
+	if n.Pivot {
+		st += " [pivot]"
 	}
 	if n.Fault != nil {
 		st += " [fault: " + n.Fault.String() + "]"
@@ -193,6 +221,12 @@ func nodeDetail(n client.Node) string {
 	switch {
 	case n.Resolved != "":
 		return clipTo("resolved: "+n.Resolved, outputWidth)
+	case n.SkippedBy != "":
+		return clipTo("skipped: "+n.SkippedBy+"; output "+string(n.Output), outputWidth)
+	case n.State == "skipped" && n.When != "":
+		return clipTo("when "+n.When+" was false", outputWidth)
+	case n.State == "pending" && n.Signal != nil:
+		return clipTo("signal "+n.Signal.ID+" kept for when it starts", outputWidth)
 	case n.State == "failed" || n.State == "undo_failed":
 		if n.Error != nil {
 			return clipTo(n.Error.String(), outputWidth)

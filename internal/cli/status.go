@@ -152,6 +152,7 @@ func printCoordinator(w io.Writer, st coordinator.Status) {
 	}
 	fmt.Fprintf(w, "  leases           %d acquired, %d lost or handed off, %d appends fenced\n", st.LeasesAcquired, st.LeasesLost, st.Fenced)
 	fmt.Fprintf(w, "  sagas            %d started, %d finished\n", st.Started, st.Finished)
+	fmt.Fprintf(w, "  for an operator  %d stuck (a failed undo), %d waiting (a failed node)\n", st.Stuck, st.Waiting)
 	fmt.Fprintf(w, "  recovery         %d recovered, %d failed, %d skipped (already driven), %d observed finished\n", st.Recovered, st.RecoveryFailures, st.Skipped, st.ObservedFinished)
 	fmt.Fprintf(w, "  problems         %d inputs rejected, %d write conflicts\n", st.Rejected, st.Conflicts)
 	if !st.LastRecovery.IsZero() {
