@@ -634,12 +634,12 @@ type stats struct {
 	skipped, observedFinished, acquired, lost, fenced                            atomic.Int64
 	// stuck and waiting count the sagas loaded here that wait for an
 	// operator: stuck on a failed undo, or waiting after a failure.
-	stuck, waiting atomic.Int64
-	mu                                                                           sync.Mutex
-	lastFailures                                                                 []string
-	lastRecovery                                                                 time.Time
-	lastPass                                                                     RecoveryPass
-	recentRecoveries                                                             []string
+	stuck, waiting   atomic.Int64
+	mu               sync.Mutex
+	lastFailures     []string
+	lastRecovery     time.Time
+	lastPass         RecoveryPass
+	recentRecoveries []string
 }
 
 // RecoveryPass summarizes one recovery pass over a partition's sagas in
@@ -696,11 +696,11 @@ type Status struct {
 	// Stuck and Waiting count the sagas in flight here that wait for an
 	// operator: stuck on a failed undo, or waiting after a node failed
 	// (on_failure: pause, or past a pivot).
-	Stuck   int64 `json:"sagas_stuck"`
-	Waiting int64 `json:"sagas_waiting"`
-	Started          int64 `json:"sagas_started"`
-	Finished         int64 `json:"sagas_finished"`
-	Recovered        int64 `json:"sagas_recovered"`
+	Stuck     int64 `json:"sagas_stuck"`
+	Waiting   int64 `json:"sagas_waiting"`
+	Started   int64 `json:"sagas_started"`
+	Finished  int64 `json:"sagas_finished"`
+	Recovered int64 `json:"sagas_recovered"`
 	// Expired counts finished sagas removed after their retention.
 	Expired          int64 `json:"sagas_expired"`
 	RecoveryFailures int64 `json:"recovery_failures"`
