@@ -33,6 +33,9 @@ var (
 	// ErrUnknownNode is matched by every *UnknownNodeError: a lookup of a
 	// node whose output the request does not carry.
 	ErrUnknownNode = errors.New("participant: node not in the request's outputs")
+	// ErrSkipped: Lookup of an ancestor that was skipped (its condition
+	// was false): it never ran and has no output.
+	ErrSkipped = errors.New("participant: node was skipped")
 
 	// ErrDecode is wrapped when a request's params or a node's output do
 	// not decode into the value given.

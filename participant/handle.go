@@ -58,7 +58,7 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	r := &Request{
 		ID: ev.ID, SagaID: ev.SagaID, Node: req.Node, Action: req.Action, Undo: req.Undo,
 		Op: req.Op, Attempt: req.Attempt, IdempotencyKey: req.IdempotencyKey,
-		Params: req.Params, Outputs: req.Outputs, Output: req.Output,
+		Params: req.Params, Outputs: req.Outputs, Skipped: req.Skipped, Output: req.Output,
 		Deadline: req.Deadline, TraceParent: ev.TraceParent,
 	}
 	if r.Op == events.OpUndo && len(r.Output) == 0 {
@@ -75,7 +75,15 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	start := time.Now()
 	defer func() { p.metrics.observe(a.name, r.Op, res, time.Since(start)) }()
 	if p.barrier != nil {
-		res = p.guarded(log, msg, r, h, delivered)
+		op, key := r.Op, barrier.Key(r.SagaID, r.Node)
+		if a.do == nil && r.Op == events.OpUndo {
+			// An undo-only action (an await node's undo) undoes no run of
+			// a participant's: the barrier keeps it idempotent like an
+			// action, under a key of its own ("@" is in no node name),
+			// without the rules that tie an undo to its action.
+			op, key = events.OpDo, barrier.Key(r.SagaID, r.Node+"/@undo")
+		}
+		res = p.guarded(log, msg, r, h, delivered, op, key)
 	} else {
 		res = p.unguarded(log, msg, r, h)
 	}
@@ -134,8 +142,7 @@ func (p *Participant) unguarded(log *slog.Logger, msg jetstream.Msg, r *Request,
 }
 
 // guarded runs the handler under the idempotency barrier (see decide).
-func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h Handler, delivered uint64) result {
-	key := barrier.Key(r.SagaID, r.Node)
+func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h Handler, delivered uint64, op events.Op, key string) result {
 	log = log.With("barrier_key", key)
 	// Each round reads the record and tries one compare-and-set; a lost
 	// race (or a stale read) means another round.
@@ -146,7 +153,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 		// Most action requests are the first for their node: the first
 		// round assumes there is no record and creates one straight away,
 		// which fails if there is one; that costs a read only then.
-		assumed := round == 0 && r.Op == events.OpDo
+		assumed := round == 0 && op == events.OpDo
 		if !assumed {
 			ctx, cancel := p.ioContext()
 			var err error
@@ -162,7 +169,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 			}
 		}
 		now := time.Now() // after the read: a lock is never seen expired early
-		switch barrier.Decide(r.Op, r.Attempt, rec, now) {
+		switch barrier.Decide(op, r.Attempt, rec, now) {
 		case barrier.VerdictWait:
 			log.Debug("participant: another worker holds the barrier lock; request comes back later",
 				"state", rec.State, "owner", rec.Owner, "lock_until", rec.LockUntil)
@@ -209,7 +216,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 				}
 				return lateResult(log, r)
 			}
-			held := barrier.Acquired(r.Op, r.Attempt, rec, p.owner, r.ID, now.Add(p.cfg.LockTTL), now)
+			held := barrier.Acquired(op, r.Attempt, rec, p.owner, r.ID, now.Add(p.cfg.LockTTL), now)
 			ctx, cancel := p.ioContext()
 			newRev, err := p.barrier.put(ctx, key, held, rev)
 			cancel()
@@ -225,7 +232,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 			}
 			l := &lease{key: key, rev: newRev, rec: held, ttl: p.cfg.LockTTL}
 			o := p.run(log, msg, r, h, l)
-			return p.settle(log, r, rec, l, o, delivered)
+			return p.settle(log, op, rec, l, o, delivered)
 		}
 	}
 	log.Warn("participant: barrier changed under every attempt to update it; request comes back later")
@@ -233,7 +240,7 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 }
 
 // settle records how the run ended and releases the lock.
-func (p *Participant) settle(log *slog.Logger, r *Request, prior *barrier.Record, l *lease, o outcome, delivered uint64) result {
+func (p *Participant) settle(log *slog.Logger, op events.Op, prior *barrier.Record, l *lease, o outcome, delivered uint64) result {
 	if o.lockLost {
 		// Another worker may own the key now: leave it alone. The request
 		// comes back and finds whatever that worker recorded.
@@ -249,7 +256,7 @@ func (p *Participant) settle(log *slog.Logger, r *Request, prior *barrier.Record
 	case o.result.err.Kind == events.ErrorPermanent:
 		kind = barrier.OutcomePermanent
 	}
-	next := barrier.Settled(r.Op, prior, l.rec, kind, o.result.output, o.result.err, r.ID, time.Now())
+	next := barrier.Settled(op, prior, l.rec, kind, o.result.output, o.result.err, l.rec.RequestID, time.Now())
 	ctx, cancel := p.ioContext()
 	defer cancel()
 	var err error
@@ -270,6 +277,9 @@ func (p *Participant) settle(log *slog.Logger, r *Request, prior *barrier.Record
 }
 
 func noUndo(r *Request) result {
+	if r.Op == events.OpDo {
+		return errResult(events.ErrorPermanent, fmt.Sprintf("action %s is registered as an undo only (RegisterUndo): it runs no action", r.Action))
+	}
 	return errResult(events.ErrorPermanent, fmt.Sprintf("no undo registered for action %s", r.Action))
 }
 

@@ -137,6 +137,13 @@ func (p *Participant) Register(name string, do, undo Handler) error {
 	if do == nil {
 		return fmt.Errorf("%w: action %s: do handler is nil", ErrInvalidRegistration, name)
 	}
+	return p.register(name, do, undo)
+}
+
+func (p *Participant) register(name string, do, undo Handler) error {
+	if err := streams.ValidateActionName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRegistration, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != lifecycleNew {
@@ -147,6 +154,19 @@ func (p *Participant) Register(name string, do, undo Handler) error {
 	}
 	p.actions[name] = &action{name: name, do: do, undo: undo}
 	return nil
+}
+
+// RegisterUndo sets the handler of an undo that undoes no action of a
+// participant: an await node's undo (saga.Await(...).Undo(name)), which
+// runs when the saga unwinds past the await node after it took its signal
+// (the request's Output is the signal's data). Its requests come on
+// name's subject with op undo; a do request there gets a permanent error.
+// It must be called before Start.
+func (p *Participant) RegisterUndo(name string, undo Handler) error {
+	if undo == nil {
+		return fmt.Errorf("%w: undo %s: handler is nil", ErrInvalidRegistration, name)
+	}
+	return p.register(name, nil, undo)
 }
 
 // Start checks the topology (the JETSAGA_WORK stream and, with the barrier

@@ -324,12 +324,20 @@ func TestPermanentFailureIsRecorded(t *testing.T) {
 		}, nil)
 	})
 	saga := uuid.NewString()
-	wantError(t, e.replies.get(e.send(action, req{saga: saga})), events.ErrorPermanent, "card declined")
+	id := e.send(action, req{saga: saga})
+	wantError(t, e.replies.get(id), events.ErrorPermanent, "card declined")
+	// The same attempt again (a redelivery) gets the recorded answer.
 	e.send(action, req{saga: saga, msgID: "resend"})
-	wantError(t, e.replies.get(e.send(action, req{saga: saga, attempt: 2})), events.ErrorPermanent, "card declined")
 	e.settled(action)
 	if n := calls.total(); n != 1 {
 		t.Fatalf("handler ran %d times, want once", n)
+	}
+	// A later attempt comes only from an operator's retry of the failed
+	// node (a saga waiting for an operator): it runs.
+	wantOK(t, e.replies.get(e.send(action, req{saga: saga, attempt: 2})), `"charged"`)
+	e.settled(action)
+	if n := calls.total(); n != 2 {
+		t.Fatalf("handler ran %d times, want twice", n)
 	}
 }
 

@@ -51,6 +51,9 @@ type Request struct {
 	// Outputs are the outputs of the ancestors the node may look up, by
 	// node name.
 	Outputs map[string]json.RawMessage
+	// Skipped names the ancestors it may look up that were skipped (their
+	// condition was false): they have no output.
+	Skipped []string
 	// Output is, for an undo, the output of the action being undone; JSON
 	// null when the action's outcome is unknown (it may never have run).
 	Output json.RawMessage
@@ -84,8 +87,14 @@ func (r *Request) DecodeOutput(v any) error {
 // v. A node the request carries no output for is an *UnknownNodeError
 // (matching ErrUnknownNode) naming the nodes that are available; an output
 // that does not decode into v wraps ErrDecode.
+//
+// An ancestor that was skipped (its `when` was false) has no output: its
+// lookup is an error matching ErrSkipped.
 func (r *Request) Lookup(node string, v any) error {
 	out, ok := r.Outputs[node]
+	if !ok && slices.Contains(r.Skipped, node) {
+		return fmt.Errorf("%w: node %q looked up %q, which was skipped (its condition was false) and has no output", ErrSkipped, r.Node, node)
+	}
 	if !ok {
 		return &UnknownNodeError{Node: node, RequestNode: r.Node, Available: slices.Sorted(maps.Keys(r.Outputs))}
 	}

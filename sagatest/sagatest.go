@@ -127,6 +127,8 @@ type Kit struct {
 
 	mu    sync.Mutex
 	sagas []string // every saga the kit started, in order
+	// signals are sent to every saga the kit's checks start (Signals).
+	signals map[string]any
 }
 
 // partitions is small: a kit's coordinator drives them all.
@@ -309,6 +311,9 @@ func (k *Kit) run(def *saga.Definition, params any, faults []events.Fault, crash
 	k.mu.Lock()
 	k.sagas = append(k.sagas, id)
 	k.mu.Unlock()
+	if err := k.sendSignals(ctx, id, def); err != nil {
+		return nil, err
+	}
 	type result struct {
 		s   *client.Saga
 		err error

@@ -67,7 +67,8 @@ type Record struct {
 	// have taken effect even if the present run fails.
 	Interrupted bool `json:"interrupted,omitempty"`
 	// RequestID is the request that last wrote the record; Attempt, its
-	// attempt (states running and retry).
+	// attempt (states running, retry and failed; a failed record of an
+	// earlier release has none).
 	RequestID string `json:"request_id"`
 	Attempt   int    `json:"attempt,omitempty"`
 	// Output is the action's output (states done, undoing, undone).
@@ -134,6 +135,13 @@ func Decide(op events.Op, attempt int, rec *Record, now time.Time) Verdict {
 		case StateDone:
 			return VerdictReplyOutput
 		case StateFailed:
+			if rec.Attempt > 0 && attempt > rec.Attempt {
+				// The coordinator never retries a node that failed for
+				// good: a later attempt is an operator's retry (a saga
+				// waiting for an operator). The failure changed nothing,
+				// so the action runs again.
+				return VerdictRun
+			}
 			return VerdictReplyError
 		case StateRetry:
 			if attempt <= rec.Attempt {
@@ -171,8 +179,9 @@ func Acquired(op events.Op, attempt int, prior *Record, owner, requestID string,
 	if op == events.OpDo {
 		r.State, r.Attempt = StateRunning, attempt
 		// Taking over a running or unknown record: an earlier run may
-		// have had its effect. (A retry record's attempt changed nothing.)
-		r.Interrupted = prior != nil && prior.State != StateRetry
+		// have had its effect. (A retry or failed record's attempt changed
+		// nothing.)
+		r.Interrupted = prior != nil && prior.State != StateRetry && prior.State != StateFailed
 		return r
 	}
 	r.State = StateUndoing
@@ -210,7 +219,7 @@ func Settled(op events.Op, prior, held *Record, kind Outcome, output json.RawMes
 			// effect would have succeeded. Recording it makes a repeat
 			// give the same answer instead of maybe succeeding after the
 			// coordinator recorded the failure (an effect nobody undoes).
-			r.State, r.Error, r.Interrupted = StateFailed, errv, false
+			r.State, r.Error, r.Interrupted, r.Attempt = StateFailed, errv, false, held.Attempt
 		case OutcomeRetry:
 			if held.Interrupted {
 				r.State = StateUnknown

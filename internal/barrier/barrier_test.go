@@ -33,6 +33,9 @@ func TestDecide(t *testing.T) {
 		{"this attempt failed transiently", &Record{State: StateRetry, Attempt: 2}, VerdictReplyError, VerdictTombstone},
 		{"a later attempt failed transiently: this one is stale", &Record{State: StateRetry, Attempt: 3}, VerdictReplyError, VerdictTombstone},
 		{"an earlier attempt failed transiently", &Record{State: StateRetry, Attempt: 1}, VerdictRun, VerdictTombstone},
+		{"this attempt failed for good", &Record{State: StateFailed, Attempt: 2}, VerdictReplyError, VerdictTombstone},
+		// Only an operator's retry asks again after a failure for good.
+		{"an earlier attempt failed for good: an operator's retry", &Record{State: StateFailed, Attempt: 1}, VerdictRun, VerdictTombstone},
 		{"undoing, lock live", rec(StateUndoing, live), VerdictRefuse, VerdictWait},
 		{"undoing, lock expired", rec(StateUndoing, expired), VerdictRefuse, VerdictRun},
 		{"undoing, released", rec(StateUndoing, time.Time{}), VerdictRefuse, VerdictRun},
