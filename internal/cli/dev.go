@@ -20,6 +20,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/examples/expense"
 	"github.com/jetsaga/jetsaga/examples/payments"
 	"github.com/jetsaga/jetsaga/examples/trip"
 	"github.com/jetsaga/jetsaga/examples/vm"
@@ -39,6 +40,7 @@ var exampleParticipants = []func(context.Context, jetstream.JetStream, *particip
 	trip.Register,
 	vm.Register,
 	payments.Register,
+	expense.Register,
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {
@@ -133,6 +135,8 @@ func runDev(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
+	fmt.Fprintln(e.stdout, "  an approval saga that waits for you: jetsaga start -f examples/expense/expense.yaml -params '{\"claim\":\"c-1\",\"employee\":\"ada\",\"amount\":120}',")
+	fmt.Fprintln(e.stdout, "    then jetsaga signal SAGA_ID manager --data '{\"by\":\"you\"}' (examples/expense/README.md)")
 	fmt.Fprintln(e.stdout, "Ready. Ctrl-C stops; the next `jetsaga dev` resumes unfinished sagas.")
 	<-ctx.Done()
 	fmt.Fprintln(e.stdout, "jetsaga dev: stopping")

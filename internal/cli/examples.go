@@ -8,7 +8,7 @@ import (
 )
 
 func init() {
-	register(command{name: "examples", args: examplesArgs, summary: "run the example participants (trip, vm, payments) until interrupted", run: runExamples})
+	register(command{name: "examples", args: examplesArgs, summary: "run the example participants (trip, vm, payments, expense) until interrupted", run: runExamples})
 }
 
 const examplesArgs = "[flags] [--name N] [--metrics-addr :9465]"

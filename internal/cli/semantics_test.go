@@ -1,10 +1,15 @@
 package cli
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetsaga/jetsaga/client"
+	"github.com/jetsaga/jetsaga/internal/natstest"
 )
 
 func TestSignalCommand(t *testing.T) {
@@ -81,5 +86,50 @@ func TestRetrySkipAndAbortOfAWaitingSaga(t *testing.T) {
 	code, out, errs = e.run("abort", id, "--reason", "give up", "--wait")
 	if code != 0 || !strings.Contains(out, "↩ unwound") {
 		t.Fatalf("abort: code %d\n%s\n%s", code, out, errs)
+	}
+}
+
+// The expense example runs in jetsaga dev, driven from the command line as
+// its README says: start it, approve it with a signal, and it is paid.
+func TestDevRunsTheExpenseExample(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() { done <- Run(ctx, []string{"dev", "-dir", t.TempDir(), "-port", "-1", "-demo=false"}, &out, &errb) }()
+	var url string
+	natstest.Eventually(t, 30*time.Second, func() error {
+		if s := out.String(); strings.Contains(s, "Ready.") {
+			i := strings.Index(s, "nats://")
+			url = strings.Fields(s[i:])[0]
+			return nil
+		}
+		return os.ErrNotExist
+	})
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("dev exited %d: %s", code, errb.String())
+		}
+	}()
+	if !strings.Contains(out.String(), "jetsaga start -f examples/expense/expense.yaml") {
+		t.Fatalf("dev does not say how to try the expense saga:\n%s", out.String())
+	}
+	code, o, errs := run(t, "start", "-server", url, "-f", "../../examples/expense/expense.yaml",
+		"-params", `{"claim":"c-1","employee":"ada","amount":120,"email":"ada@example.com"}`)
+	id := strings.TrimSpace(o)
+	if code != 0 {
+		t.Fatalf("start: code %d %s", code, errs)
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		code, o, _ := run(t, "show", "-server", url, id)
+		if code != 0 || !strings.Contains(o, "waits for expense.manager_approved") {
+			return fmt.Errorf("manager not waiting yet:\n%s", o)
+		}
+		return nil
+	})
+	code, o, errs = run(t, "signal", "-server", url, id, "manager", "--data", `{"by":"grace"}`, "--wait")
+	if code != 0 || !strings.Contains(o, "✓ succeeded") || !strings.Contains(o, "pivot     past pay") {
+		t.Fatalf("signal: code %d\n%s\n%s", code, o, errs)
 	}
 }
