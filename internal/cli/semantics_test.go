@@ -96,7 +96,9 @@ func TestDevRunsTheExpenseExample(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
 	done := make(chan int)
-	go func() { done <- Run(ctx, []string{"dev", "-dir", t.TempDir(), "-port", "-1", "-demo=false"}, &out, &errb) }()
+	go func() {
+		done <- Run(ctx, []string{"dev", "-dir", t.TempDir(), "-port", "-1", "-demo=false"}, &out, &errb)
+	}()
 	var url string
 	natstest.Eventually(t, 30*time.Second, func() error {
 		if s := out.String(); strings.Contains(s, "Ready.") {
