@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +134,42 @@ func TestDevRunsTheExpenseExample(t *testing.T) {
 	code, o, errs = run(t, "signal", "-server", url, id, "manager", "--data", `{"by":"grace"}`, "--wait")
 	if code != 0 || !strings.Contains(o, "✓ succeeded") || !strings.Contains(o, "pivot     past pay") {
 		t.Fatalf("signal: code %d\n%s\n%s", code, o, errs)
+	}
+}
+
+func TestValidateReportsWaitsConditionsAndPivots(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`name: bad
+nodes:
+  - {name: a, kind: action, action: svc.a}
+  - {name: pay, kind: action, action: svc.pay, after: [a], pivot: true}
+  - {name: side, kind: action, action: svc.side, undo: svc.unside, after: [a]}
+  - {name: ok, kind: await, after: [pay]}
+  - {name: cond, kind: action, action: svc.c, after: [pay], when: "outputs.side.x >"}
+`), 0o644)
+	code, _, errs := run(t, "validate", "-f", bad)
+	for _, want := range []string{`node "ok": an await node needs the event it waits for`, `node "cond": when "outputs.side.x >": ERROR`} {
+		if code != 1 || !strings.Contains(errs, want) {
+			t.Errorf("validate: code %d, stderr lacks %q:\n%s", code, want, errs)
+		}
+	}
+	// The pivot is checked on the whole graph, once each node is sound.
+	os.WriteFile(bad, []byte(`name: bad
+nodes:
+  - {name: a, kind: action, action: svc.a}
+  - {name: pay, kind: action, action: svc.pay, after: [a], pivot: true}
+  - {name: side, kind: action, action: svc.side, undo: svc.unside, after: [a]}
+`), 0o644)
+	code, _, errs = run(t, "validate", "-f", bad)
+	if want := `node "side": runs beside pivot "pay"`; code != 1 || !strings.Contains(errs, want) {
+		t.Errorf("validate: code %d, stderr lacks %q:\n%s", code, want, errs)
+	}
+	code, out, errs := run(t, "validate", "-f", "../../examples/expense/expense.yaml")
+	for _, want := range []string{"deadline 168h0m0s, then unwind", "await expense.manager_approved / undo expense.withdrawn", "when params.amount > 1000", "payouts.transfer [pivot]"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("validate expense.yaml: code %d, stdout lacks %q:\n%s%s", code, want, out, errs)
+		}
 	}
 }

@@ -31,17 +31,42 @@ func runValidate(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "saga %q: %d nodes, valid\n", def.Name, len(g.Nodes))
+	if def.Deadline > 0 {
+		on := def.OnDeadline
+		if on == "" {
+			on = saga.Unwind
+		}
+		fmt.Fprintf(e.stdout, "  deadline %s, then %s\n", def.Deadline.Std(), on)
+	}
 	for _, n := range g.Nodes {
 		var deps []string
 		for _, p := range n.Parents {
 			deps = append(deps, g.Nodes[p].Path)
 		}
 		what := string(n.Kind)
-		if n.Kind == saga.KindAction {
+		switch n.Kind {
+		case saga.KindAction:
 			what = n.Spec.Action
 			if n.Spec.Undo != "" {
 				what += " / undo " + n.Spec.Undo
 			}
+		case saga.KindAwait:
+			what = "await " + n.Spec.Event
+			if n.Spec.Timeout > 0 {
+				what += " (timeout " + n.Spec.Timeout.Std().String() + ")"
+			}
+			if n.Spec.Undo != "" {
+				what += " / undo " + n.Spec.Undo
+			}
+		}
+		if n.Spec.Pivot && n.Kind != saga.KindSubsagaStart {
+			what += " [pivot]"
+		}
+		if n.OnFailure == saga.Pause && n.Kind != saga.KindSubsagaStart {
+			what += " [on failure: pause]"
+		}
+		if n.When != nil {
+			what += " when " + n.When.Expr
 		}
 		after := ""
 		if len(deps) > 0 {
