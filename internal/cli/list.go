@@ -16,7 +16,7 @@ func init() {
 
 const listArgs = "[--status S] [--name N] [--since 1h|RFC3339] [--limit 50]"
 
-var statuses = []string{client.StatusRunning, client.StatusUnwinding, client.StatusStuck, client.StatusSucceeded, client.StatusUnwound, client.StatusAbandoned}
+var statuses = []string{client.StatusRunning, client.StatusWaiting, client.StatusUnwinding, client.StatusStuck, client.StatusSucceeded, client.StatusUnwound, client.StatusAbandoned}
 
 func runList(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "list", listArgs)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jetsaga/jetsaga/client"
@@ -133,8 +134,11 @@ func outcome(s *client.Saga) error {
 		return nil
 	}
 	why := unwindWhy(s)
-	if s.Status == client.StatusStuck {
+	switch s.Status {
+	case client.StatusStuck:
 		why = "waiting for an operator: " + why
+	case client.StatusWaiting:
+		why = fmt.Sprintf("waiting for an operator: %s failed (jetsaga retry|skip %s NODE, or abort)", strings.Join(s.Held, ", "), s.ID)
 	}
 	if why != "" {
 		return fmt.Errorf("saga %s %s: %s", s.ID, s.Status, why)

@@ -43,7 +43,9 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 			printEvent(e.stdout, m.N, i == 0, ev)
 		}
 		return nil
-	}, func(st *machine.State) bool { return st.Status.Finished() || st.Status == machine.StatusStuck })
+	}, func(st *machine.State) bool {
+		return st.Status.Finished() || st.Status == machine.StatusStuck || st.Status == machine.StatusWaiting
+	})
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil // interrupted: watching ends there
 	}
@@ -64,6 +66,16 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 // printEnd says how a followed saga ended, or that it waits for an operator.
 func printEnd(w io.Writer, st *machine.State) {
 	fmt.Fprintf(w, "\nsaga %s: %s (%d events)\n", st.SagaID, st.Status, st.Events)
+	if st.Status == machine.StatusWaiting {
+		for _, node := range st.Held() {
+			fmt.Fprintf(w, "waiting: %s failed; the saga waits for an operator: jetsaga retry|skip %s %s", node, st.SagaID, node)
+			if st.PastPivot() == "" {
+				fmt.Fprintf(w, ", or jetsaga abort %s", st.SagaID)
+			}
+			fmt.Fprintln(w)
+		}
+		return
+	}
 	if st.Status != machine.StatusStuck || st.Graph == nil {
 		return
 	}
