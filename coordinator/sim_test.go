@@ -262,6 +262,7 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 	}
 	w.scheduleFaults()
 	w.at(simFaultPhase, func() { w.heal() })
+	w.at(3*time.Second, w.operate)
 	for w.step() {
 		if len(w.failed) > 0 {
 			return fmt.Errorf("at %s: %s", w.now.Sub(simEpoch), w.failed[0])
@@ -432,14 +433,26 @@ func (w *world) startSaga() {
 	}
 	var def *saga.Definition
 	var nodes []string
-	if w.rng.IntN(2) == 0 {
+	s := &simSaga{id: w.sagaID(), flaky: map[string]bool{}}
+	switch w.rng.IntN(3) {
+	case 0:
 		def = saga.New("linear").Then(act("a")).Then(act("b")).Then(act("c")).MustBuild()
 		nodes = []string{"a", "b", "c"}
-	} else {
+	case 1:
 		def = saga.New("fork").Then(act("a")).Parallel(act("b"), act("c")).Then(act("d")).MustBuild()
 		nodes = []string{"a", "b", "c", "d"}
+	default:
+		// An approval: a signal for ok comes from a client at a random
+		// time (early, late, sometimes twice); b is the pivot, so a
+		// failure of c waits for an operator, who retries it.
+		def = saga.New("approval").Then(act("a")).
+			Then(saga.Await("ok", "sim.approved").Undo("sim.ok.undo").UndoRetry(saga.RetryPolicy{MaxAttempts: 100, InitialDelay: saga.Duration(200 * time.Millisecond)})).
+			Then(saga.Action("b", "sim.b").Pivot().Retry(retry).Timeout(simTimeout)).
+			Then(saga.Action("c", "sim.c").Retry(retry).Timeout(simTimeout)).MustBuild()
+		nodes = []string{"a", "b", "c"}
+		s.await = "ok"
 	}
-	s := &simSaga{id: w.sagaID(), nodes: nodes, flaky: map[string]bool{}}
+	s.nodes = nodes
 	if w.rng.IntN(5) < 2 {
 		s.fail = nodes[w.rng.IntN(len(nodes))]
 	}
@@ -450,7 +463,8 @@ func (w *world) startSaga() {
 	}
 	w.sagas = append(w.sagas, s)
 	p := w.partitionOf(s.id)
-	w.at(time.Duration(w.rng.Int64N(int64(simFaultPhase/2))), func() {
+	start := time.Duration(w.rng.Int64N(int64(simFaultPhase / 2)))
+	w.at(start, func() {
 		b, err := events.Encode(events.Event{ID: "start-" + s.id, Source: "sim/client", SagaID: s.id, Time: w.now,
 			Data: &events.StartSaga{SagaCreated: events.SagaCreated{Definition: def, Params: json.RawMessage(`{}`)}}})
 		if err != nil {
@@ -458,6 +472,56 @@ func (w *world) startSaga() {
 		}
 		w.work[p].add(streams.CommandSubject(p), b, 0)
 	})
+	if s.await != "" {
+		// The signal, at a random time: early (kept until the node
+		// starts), late, before the saga exists (refused: operate sends
+		// it again, as a client whose signal was refused would), or twice.
+		for range 1 + w.rng.IntN(2) {
+			w.at(start+time.Duration(w.rng.Int64N(int64(simFaultPhase))), func() { w.signal(s) })
+		}
+	}
+}
+
+// signal sends saga s's await node its signal, as a client does.
+func (w *world) signal(s *simSaga) {
+	p := w.partitionOf(s.id)
+	b, err := events.Encode(events.Event{ID: "signal-" + s.id, Source: "sim/client", SagaID: s.id, Time: w.now,
+		Data: &events.Signal{Node: s.await, Data: json.RawMessage(`{"approved":true}`)}})
+	if err != nil {
+		panic(err)
+	}
+	w.tracef("client: signal %s of %s", s.await, short(s.id))
+	w.work[p].add(streams.CommandSubject(p), b, 0)
+}
+
+// operate is an operator and the clients: every few seconds, a saga
+// waiting for an operator has its held nodes retried (a command, as jetsaga
+// retry sends), and an await still without its signal gets it (again).
+func (w *world) operate() {
+	for _, s := range w.sagas {
+		st, err := w.fold(s.id)
+		if err != nil || !st.Status.Forward() {
+			continue
+		}
+		if _, n, ok := st.Node(s.await); ok && n.Signal == nil && (n.State == machine.NodePending || n.State == machine.NodeStarted) && w.rng.IntN(2) == 0 {
+			w.signal(s)
+		}
+		if st.Status != machine.StatusWaiting {
+			continue
+		}
+		p := w.partitionOf(s.id)
+		for _, node := range st.Held() {
+			w.retries++
+			b, err := events.Encode(events.Event{ID: fmt.Sprintf("retry-%s-%d", s.id, w.retries), Source: "sim/operator", SagaID: s.id, Time: w.now,
+				Data: &events.OperatorCommand{Action: events.ActionRetry, Node: node, Operator: "sim", Reason: "fixed"}})
+			if err != nil {
+				panic(err)
+			}
+			w.tracef("operator: retry %s of %s", node, short(s.id))
+			w.work[p].add(streams.CommandSubject(p), b, 0)
+		}
+	}
+	w.at(3*time.Second, w.operate)
 }
 
 // scheduleFaults crashes and pauses coordinators during the fault phase.
@@ -609,7 +673,9 @@ func (w *world) check() error {
 			continue
 		}
 		want := machine.StatusSucceeded
-		if s.fail != "" {
+		if s.fail != "" && !(s.await != "" && s.fail == "c") {
+			// (In an approval, c comes after the pivot: its failure
+			// waits for the operator, who retries it, and it succeeds.)
 			want = machine.StatusUnwound
 		}
 		if !st.Status.Finished() {
@@ -631,6 +697,26 @@ func (w *world) check() error {
 		default:
 			if err := w.sameAsArchived(s.id, archived); err != nil {
 				bad = append(bad, err.Error())
+			}
+		}
+		// The await took its signal once, and was undone (by its undo
+		// request) at most once, exactly when it had taken the signal and
+		// the saga unwound.
+		if s.await != "" {
+			e := w.effects[s.id+"/"+s.await]
+			undone := 0
+			if e != nil {
+				undone = e.undone
+			}
+			_, n, _ := st.Node(s.await)
+			took := n.Signal != nil && n.State == machine.NodeUndoFinished
+			switch {
+			case undone > 1:
+				bad = append(bad, fmt.Sprintf("saga %s: the await's undo ran %d times", s.id, undone))
+			case want == machine.StatusUnwound && took != (undone == 1):
+				bad = append(bad, fmt.Sprintf("saga %s unwound; the await is %s (signal %v) and its undo ran %d times", s.id, n.State, n.Signal != nil, undone))
+			case want == machine.StatusSucceeded && (n.State != machine.NodeSucceeded || undone != 0):
+				bad = append(bad, fmt.Sprintf("saga %s succeeded; the await is %s, its undo ran %d times", s.id, n.State, undone))
 			}
 		}
 		// Effects: all applied once and kept, or each undone once.

@@ -110,6 +110,8 @@ type world struct {
 	expired map[string]bool
 	// window is the coordinators' Config.DedupeWindow.
 	window time.Duration
+	// retries counts the operator's retries (for their command ids).
+	retries int
 }
 
 // simKnobs change the world to show the simulation finds a class of bug:
@@ -610,6 +612,8 @@ type simSaga struct {
 	// saga must unwind. flaky nodes fail once, transiently.
 	fail  string
 	flaky map[string]bool
+	// await is the saga's await node ("" for none); a client signals it.
+	await string
 }
 
 // simEffect is what the participants did for one node of one saga (the
@@ -647,6 +651,12 @@ func (w *world) participate(d *simDelivery) {
 		return
 	}
 	key := ev.SagaID + "/" + req.Node
+	// An await's undo is an undo-only action: the SDK keeps it behind the
+	// barrier as an action, under a key of its own (participant.handle).
+	op, awaitUndo := req.Op, req.Node == plan.await && req.Op == events.OpUndo
+	if awaitUndo {
+		op = events.OpDo
+	}
 	e := w.effects[key]
 	if e == nil {
 		e = &simEffect{}
@@ -656,7 +666,7 @@ func (w *world) participate(d *simDelivery) {
 	fail := func(kind events.ErrorKind, msg string) { reply.Error = &events.Error{Kind: kind, Message: msg} }
 	// The participant SDK's barrier, on a record in memory: the same rules
 	// (internal/barrier), with a run that settles at once.
-	switch barrier.Decide(req.Op, req.Attempt, e.rec, w.now) {
+	switch barrier.Decide(op, req.Attempt, e.rec, w.now) {
 	case barrier.VerdictReplyOutput:
 		reply.OK, reply.Output = true, e.rec.Output
 	case barrier.VerdictReplyError:
@@ -673,12 +683,16 @@ func (w *world) participate(d *simDelivery) {
 			fail(events.ErrorTransient, "deadline passed before the handler started") // not run, not recorded
 			break
 		}
-		held := barrier.Acquired(req.Op, req.Attempt, e.rec, "sim", ev.ID, w.now.Add(time.Minute), w.now)
+		held := barrier.Acquired(op, req.Attempt, e.rec, "sim", ev.ID, w.now.Add(time.Minute), w.now)
 		kind, output := barrier.OutcomeOK, json.RawMessage(nil)
 		switch {
 		case req.Op == events.OpUndo:
 			e.undone++
-		case plan.fail == req.Node:
+		case req.Node == plan.await:
+			w.violate("a do request for await node %s", req.Node)
+		case plan.fail == req.Node && (plan.await == "" || req.Attempt == 1):
+			// (In an approval the failure is fixed for the operator's
+			// retry.)
 			kind = barrier.OutcomePermanent
 			fail(events.ErrorPermanent, "planned failure")
 		case plan.flaky[req.Node] && !e.flaked:
@@ -688,7 +702,7 @@ func (w *world) participate(d *simDelivery) {
 			e.applied++
 			output = json.RawMessage(`"ok"`)
 		}
-		e.rec = barrier.Settled(req.Op, e.rec, held, kind, output, reply.Error, ev.ID, w.now)
+		e.rec = barrier.Settled(op, e.rec, held, kind, output, reply.Error, ev.ID, w.now)
 		if kind == barrier.OutcomeOK {
 			reply.OK = true
 			if req.Op == events.OpDo {

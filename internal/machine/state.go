@@ -28,9 +28,11 @@ const (
 	StatusAbandoned Status = "abandoned"
 )
 
-// forward reports whether the saga moves forward (no unwinding): running,
+// Forward reports whether the saga moves forward (no unwinding): running,
 // or waiting for an operator after a failure.
-func (s Status) forward() bool { return s == StatusRunning || s == StatusWaiting }
+func (s Status) Forward() bool { return s == StatusRunning || s == StatusWaiting }
+
+func (s Status) forward() bool { return s.Forward() }
 
 // Finished reports whether the saga has ended.
 func (s Status) Finished() bool {
