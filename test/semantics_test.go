@@ -12,6 +12,7 @@ import (
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/saga"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // order: reserve → approval (await) → capture (pivot, when amount > 0) → ship.
@@ -156,11 +157,17 @@ func TestPauseOnFailureRetrySkipAbort(t *testing.T) {
 	}
 
 	id := start()
+	if st := e.coord.Status(); st.Waiting != 1 || st.Stuck != 0 {
+		t.Fatalf("coordinator status: %d waiting, %d stuck; want 1, 0", st.Waiting, st.Stuck)
+	}
 	if err := e.cl.Retry(ctx, id, "b", "quota raised", json.RawMessage(`{"fixed":true}`)); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.finished(id); s.Status != client.StatusSucceeded {
 		t.Fatalf("after retry: %s", s.Status)
+	}
+	if st := e.coord.Status(); st.Waiting != 0 {
+		t.Fatalf("coordinator status: %d waiting after the retry", st.Waiting)
 	}
 
 	id = start()
@@ -195,7 +202,14 @@ func TestDeadlineUnwindsASagaThatTakesTooLong(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := e.wait(id)
+	// The coordinator that armed the deadline stops; another takes the
+	// saga over, and the deadline (a message schedule) still fires.
+	e.waitNode(id, "w", "started")
+	if err := e.coord.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.startCoordinator("c2")
+	s := e.finished(id)
 	if s.Status != client.StatusUnwound || s.UnwindReason != string(events.UnwindDeadline) || !s.DeadlinePassed {
 		t.Fatalf("saga %s, reason %q, deadline passed %v", s.Status, s.UnwindReason, s.DeadlinePassed)
 	}
@@ -235,5 +249,39 @@ func TestSignalWithNoCoordinatorWaitsForOne(t *testing.T) {
 	}
 	if taken != 1 {
 		t.Fatalf("%d signals taken, want 1", taken)
+	}
+}
+
+// A participant in another language sends a signal as the protocol says:
+// a CloudEvent in a core NATS request, answered with JSON.
+func TestSignalOverPlainNATS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startRaw(t, e.js, succeedAll)
+	ctx := ctxT(t)
+	def := saga.New("plain").Then(saga.Await("go", "go")).MustBuild()
+	id, err := e.cl.Start(ctx, def, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitNode(id, "go", "started")
+	subject := fmt.Sprintf("jetsaga.signal.%d", streams.Partition(id, e.topo.Partitions))
+	send := func(node string) string {
+		body := fmt.Sprintf(`{"specversion":"1.0","id":"sig-7","source":"/other/lang","type":"io.jetsaga.command.signal.v1",
+			"subject":%q,"datacontenttype":"application/json","data":{"node":%q,"data":{"from":"node.js"}}}`, id, node)
+		m, err := e.nc.Request(subject, []byte(body), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(m.Data)
+	}
+	if got := send("nope"); !strings.Contains(got, `"error"`) || !strings.Contains(got, `the saga has no node \"nope\"`) {
+		t.Fatalf("signal for an unknown node answered %s", got)
+	}
+	if got := send("go"); got != `{"ok":true}` {
+		t.Fatalf("signal answered %s", got)
+	}
+	if s := e.finished(id); s.Status != client.StatusSucceeded {
+		t.Fatalf("saga %s", s.Status)
 	}
 }
