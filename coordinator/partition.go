@@ -570,6 +570,11 @@ func (p *partition) absent(id string, waiting []task) {
 			p.c.stats.rejected.Add(1)
 			p.c.metrics.reject(rejectUnknownSaga)
 			p.logger(t).Warn("input rejected", "reason", "no such saga")
+			if rf, ok := t.in.message().(refuser); ok {
+				// A direct signal's client learns why.
+				_ = rf.refuse(fmt.Sprintf("no saga %s in flight: unknown, or finished and archived", id))
+				continue
+			}
 			p.term(t)
 		}
 	}

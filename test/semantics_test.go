@@ -281,6 +281,14 @@ func TestSignalOverPlainNATS(t *testing.T) {
 	if got := send("go"); got != `{"ok":true}` {
 		t.Fatalf("signal answered %s", got)
 	}
+	// A saga nobody started: refused, and the answer says so.
+	other := "0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b"
+	body := fmt.Sprintf(`{"specversion":"1.0","id":"sig-8","source":"/other/lang","type":"io.jetsaga.command.signal.v1",
+		"subject":%q,"datacontenttype":"application/json","data":{"node":"go"}}`, other)
+	m, err := e.nc.Request(fmt.Sprintf("jetsaga.signal.%d", streams.Partition(other, e.topo.Partitions)), []byte(body), 10*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "no saga "+other+" in flight") {
+		t.Fatalf("signal for an unknown saga: %v %s", err, m.Data)
+	}
 	if s := e.finished(id); s.Status != client.StatusSucceeded {
 		t.Fatalf("saga %s", s.Status)
 	}
