@@ -74,6 +74,14 @@ type Client struct {
 // Option configures a Client.
 type Option func(*Client)
 
+// As returns a client that records operator commands as sent by
+// operator, sharing c's connection (a console acting for several people).
+func (c *Client) As(operator string) *Client {
+	d := *c
+	d.operator = operator
+	return &d
+}
+
 // WithOperator names who sends operator commands (recorded in the log).
 func WithOperator(name string) Option { return func(c *Client) { c.operator = name } }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/jetsaga/jetsaga/examples/vm"
 	"github.com/jetsaga/jetsaga/internal/embedded"
 	"github.com/jetsaga/jetsaga/internal/ops"
+	"github.com/jetsaga/jetsaga/internal/ui"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -43,13 +44,17 @@ var exampleParticipants = []func(context.Context, jetstream.JetStream, *particip
 	expense.Register,
 }
 
+// defaultUIAddr is where jetsaga dev and jetsaga ui serve the console.
+const defaultUIAddr = "127.0.0.1:4280"
+
 func runDev(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "dev", "[-dir .jetsaga] [-port 4222] [-demo=false]")
+	fs := newFlags(e, "dev", "[-dir .jetsaga] [-port 4222] [-demo=false] [-ui-addr 127.0.0.1:4280]")
 	dir := fs.String("dir", ".jetsaga", "where the embedded server stores JetStream data")
 	host := fs.String("host", embedded.DefaultHost, "address to listen on")
 	port := fs.Int("port", embedded.DefaultPort, "client port (-1 for a random one)")
 	demo := fs.Bool("demo", true, "run the trip example once at start: one saga succeeds, one unwinds")
 	debug := fs.Bool("debug", false, "print the NATS server's log")
+	uiAddr := fs.String("ui-addr", defaultUIAddr, "where to serve the console, with actions on (\"\" for none; if the default is taken, a free port)")
 	syncMode := addSyncFlag(fs)
 	metricsAddr := addMetricsFlag(fs)
 	otlp := addOTLPFlags(fs)
@@ -134,6 +139,25 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		if _, err := trip.Demo(ctx, cl, e.stdout); err != nil && !errors.Is(err, context.Canceled) {
 			return fmt.Errorf("demo: %w", err)
 		}
+	}
+	if *uiAddr != "" {
+		cl, err := client.New(ctx, js)
+		if err != nil {
+			return err
+		}
+		console, err := ui.New(ui.Config{JS: js, Client: cl, AllowActions: true, Operator: operatorName(), Logger: logger})
+		if err != nil {
+			return err
+		}
+		url, stop, err := serveConsole(*uiAddr, console)
+		if err != nil && *uiAddr == defaultUIAddr {
+			url, stop, err = serveConsole("127.0.0.1:0", console) // the default port is taken
+		}
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(e.stdout, "  console: %s (actions on, as %s)\n", url, operatorName())
 	}
 	fmt.Fprintln(e.stdout, "  an approval saga that waits for you: jetsaga start -f examples/expense/expense.yaml -params '{\"claim\":\"c-1\",\"employee\":\"ada\",\"amount\":120}',")
 	fmt.Fprintln(e.stdout, "    then jetsaga signal SAGA_ID manager --data '{\"by\":\"you\"}' (examples/expense/README.md)")
