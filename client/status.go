@@ -173,6 +173,32 @@ func ShortType(t events.Type) string {
 // Summary is a saga as listed.
 type Summary = index.Summary
 
+// InFlight lists the sagas that have not finished (from the saga index).
+func (c *Client) InFlight(ctx context.Context) ([]Summary, error) {
+	return c.ix.All(ctx, func(Summary) bool { return true })
+}
+
+// StoredDefinition is a version of a saga definition, as stored once
+// for every saga started from it.
+type StoredDefinition struct {
+	// Ref is its content-addressed reference (sagas' summaries name it).
+	Ref        string
+	Definition *saga.Definition
+	// Stored is when the first saga of this version was started.
+	Stored time.Time
+}
+
+// Definitions lists the stored definitions (every version of every saga
+// definition started), oldest first.
+func (c *Client) Definitions(ctx context.Context) ([]StoredDefinition, error) {
+	list, err := c.defs.List(ctx)
+	out := make([]StoredDefinition, len(list))
+	for i, d := range list {
+		out[i] = StoredDefinition{Ref: d.Ref, Definition: d.Definition, Stored: d.Created}
+	}
+	return out, err
+}
+
 // Filter selects sagas to list; zero fields select everything.
 type Filter struct {
 	Status string

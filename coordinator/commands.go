@@ -184,8 +184,21 @@ func summaryOf(partition int, s *machine.State) index.Summary {
 	if s.Created != nil {
 		sum.Name, sum.IdempotencyKey, sum.Metadata, sum.Created = s.Created.Definition.Name, s.Created.IdempotencyKey, s.Created.Metadata, s.CreatedAt
 	}
+	if s.Created != nil {
+		sum.Definition = s.Created.DefinitionRef
+	}
 	if s.Unwinding != nil {
 		sum.Node = s.Unwinding.Node
+	}
+	switch s.Status {
+	case machine.StatusStuck:
+		if undos := s.FailedUndos(); len(undos) > 0 {
+			sum.Node = undos[0].Node
+		}
+	case machine.StatusWaiting:
+		if held := s.Held(); len(held) > 0 {
+			sum.Node = held[0]
+		}
 	}
 	return sum
 }

@@ -140,9 +140,12 @@ func runDev(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
-	if *uiAddr != "" {
+	if *uiAddr != "" && ctx.Err() == nil {
 		cl, err := client.New(ctx, js)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting
+			}
 			return err
 		}
 		console, err := ui.New(ui.Config{JS: js, Client: cl, AllowActions: true, Operator: operatorName(), Logger: logger})

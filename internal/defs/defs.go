@@ -16,7 +16,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -171,4 +174,37 @@ func (s *Store) remember(f func()) {
 		clear(s.stored)
 	}
 	f()
+}
+
+// Stored is a definition in the bucket.
+type Stored struct {
+	Ref        string
+	Definition *saga.Definition
+	Created    time.Time
+}
+
+// List returns every definition in the bucket, oldest first.
+func (s *Store) List(ctx context.Context) ([]Stored, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("defs: list %s: %w", streams.DefinitionBucket, err)
+	}
+	var out []Stored
+	for k := range keys.Keys() {
+		ref, ok := strings.CutPrefix(k, "definition.")
+		if !ok {
+			continue
+		}
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue // purged meanwhile
+		}
+		var d saga.Definition
+		if err := json.Unmarshal(e.Value(), &d); err != nil {
+			return nil, fmt.Errorf("defs: definition %s: %w", ref, err)
+		}
+		out = append(out, Stored{Ref: ref, Definition: &d, Created: e.Created()})
+	}
+	slices.SortFunc(out, func(a, b Stored) int { return a.Created.Compare(b.Created) })
+	return out, nil
 }

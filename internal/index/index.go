@@ -48,8 +48,13 @@ type Summary struct {
 	Metadata       map[string]string `json:"metadata,omitempty"`
 	Created        time.Time         `json:"created"`
 	Updated        time.Time         `json:"updated"`
-	// Node is the node that made the saga unwind or get stuck.
+	// Node is the node an operator looks at: the failed undo of a stuck
+	// saga, the failed node a waiting saga waits on, else the node whose
+	// failure made the saga unwind.
 	Node string `json:"node,omitempty"`
+	// Definition is the reference of the saga's stored definition (its
+	// version).
+	Definition string `json:"definition,omitempty"`
 }
 
 // Index reads and writes the saga index.

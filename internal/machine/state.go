@@ -272,6 +272,9 @@ func (s *State) atRest() bool {
 	return true
 }
 
+// FailedUndos lists the nodes whose undo failed for good, in graph order.
+func (s *State) FailedUndos() []events.FailedUndo { return s.failedUndos() }
+
 // failedUndos lists the nodes whose undo failed for good, in graph order.
 func (s *State) failedUndos() []events.FailedUndo {
 	var out []events.FailedUndo

@@ -92,6 +92,7 @@ type world struct {
 	unwound   string
 	stuck     string
 	running   string
+	live      string // waits for a signal the test sends while its page is open
 }
 
 func newWorld(t *testing.T) *world {
@@ -149,8 +150,11 @@ func newWorld(t *testing.T) *world {
 	w.unwound = start(saga.New("ui.bad").Then(saga.Action("flight", "ui.ok").Undo("ui.ok")).Then(saga.Action("car", "ui.fail")).MustBuild(), true)
 	w.stuck = start(saga.New("ui.stuck").Then(saga.Action("flight", "ui.stuck").Undo("ui.stuck")).Then(saga.Action("car", "ui.fail")).MustBuild(), true)
 	w.running = start(saga.New("ui.waits").Then(saga.Action("flight", "ui.ok").Undo("ui.ok")).Then(saga.Await("approval", "ui.approved")).MustBuild(), false)
-	if _, err := cl.WaitFor(ctx, w.running, func(s *client.Saga) bool { n, _ := s.Node("approval"); return n.State == "started" }); err != nil {
-		t.Fatal(err)
+	w.live = start(saga.New("ui.waits").Then(saga.Action("flight", "ui.ok").Undo("ui.ok")).Then(saga.Await("approval", "ui.approved")).MustBuild(), false)
+	for _, id := range []string{w.running, w.live} {
+		if _, err := cl.WaitFor(ctx, id, func(s *client.Saga) bool { n, _ := s.Node("approval"); return n.State == "started" }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return w
 }
@@ -270,6 +274,33 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	if by == "" {
 		t.Fatal("no operator.abort in the log")
+	}
+	// The page follows the saga live: a signal sent elsewhere shows up
+	// without a reload.
+	do(t, ctx, chromedp.Navigate(rw.URL+"/saga/"+w.live), chromedp.WaitVisible(chromedp.CSS("#dag")))
+	if err := w.cl.Signal(context.Background(), w.live, "approval", map[string]bool{"ok": true}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, func() error {
+		status, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#saga-status")))
+		if err != nil {
+			return err
+		}
+		if status != "succeeded" {
+			return fmt.Errorf("the page shows %s", status)
+		}
+		return nil
+	})
+	// Definitions: each version with its sagas in flight (the waiting
+	// saga's is gone now; the other two versions have none either).
+	do(t, ctx, chromedp.Navigate(rw.URL+"/definitions"), chromedp.WaitVisible(chromedp.CSS("#definitions")))
+	if vs := run(t, ctx, chromedp.AttributesAll(chromedp.CSSAll("#definitions tr.version"))); len(vs) != 4 {
+		t.Errorf("definitions lists %d versions, want 4: %v", len(vs), vs)
+	}
+	// Coordinators: c1, with the partitions it drives.
+	do(t, ctx, chromedp.Navigate(rw.URL+"/coordinators"), chromedp.WaitVisible(chromedp.CSS("tr.coordinator")))
+	if c := run(t, ctx, chromedp.Text(chromedp.CSS("tr.coordinator"))); !strings.HasPrefix(c, "c1") {
+		t.Errorf("coordinators: %q", c)
 	}
 	// A form from another site, or without the token, is refused.
 	req, _ := http.NewRequest(http.MethodPost, rw.URL+"/saga/"+w.stuck+"/abandon", strings.NewReader(url.Values{"reason": {"x"}}.Encode()))

@@ -84,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /saga/{id}", s.saga)
 	s.mux.HandleFunc("POST /saga/{id}/{action}", s.act)
 	s.mux.HandleFunc("GET /coordinators", s.coordinators)
+	s.mux.HandleFunc("GET /definitions", s.definitions)
 	return s, nil
 }
 
@@ -181,7 +182,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			f.Until = t
 		}
 	}
-	key, meta := q.Get("key"), q.Get("meta")
+	key, meta, defRef := q.Get("key"), q.Get("meta"), q.Get("definition")
 	metaK, metaV, metaOK := strings.Cut(meta, "=")
 	if meta != "" && !metaOK {
 		d.Error = "metadata: write key=value"
@@ -194,10 +195,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			return false
 		case metaOK && sm.Metadata[metaK] != metaV:
 			return false
+		case defRef != "" && sm.Definition != defRef:
+			return false
 		}
 		return true
 	}
-	if key != "" || metaOK || status == "paused" {
+	if key != "" || metaOK || status == "paused" || defRef != "" {
 		f.Limit = 0 // filtered here: read them all (bounded by since/until)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -254,6 +257,40 @@ func (s *Server) coordinators(w http.ResponseWriter, r *http.Request) {
 		d.Error = err.Error()
 	}
 	s.render(w, r, "coordinators", "Coordinators", d)
+}
+
+// version is a stored definition and its sagas in flight.
+type version struct {
+	client.StoredDefinition
+	Nodes    int
+	InFlight int
+}
+
+func (s *Server) definitions(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	d := struct {
+		Versions []version
+		Error    string
+	}{}
+	list, err := s.cfg.Client.Definitions(ctx)
+	if err != nil {
+		d.Error = err.Error()
+	}
+	inflight, err := s.cfg.Client.InFlight(ctx)
+	if err != nil {
+		d.Error = err.Error()
+	}
+	count := map[string]int{}
+	for _, sm := range inflight {
+		count[sm.Definition]++
+	}
+	for i := len(list) - 1; i >= 0; i-- { // newest first
+		v := version{StoredDefinition: list[i], InFlight: count[list[i].Ref]}
+		v.Nodes = len(v.Definition.Nodes)
+		d.Versions = append(d.Versions, v)
+	}
+	s.render(w, r, "definitions", "Definitions", d)
 }
 
 // csrf is the token every form carries: an HMAC under the server's
