@@ -20,7 +20,7 @@ type sagaData struct {
 	Width    float64
 	Height   float64
 	Nodes    []drawnNode
-	Edges    []string // SVG path data
+	Edges    []string       // SVG path data
 	Details  map[string]any // node path → what a click shows (JSON in the page)
 	Groups   []group
 	Finished bool

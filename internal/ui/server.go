@@ -114,7 +114,7 @@ var funcs = template.FuncMap{
 		b, _ := json.Marshal(v)
 		return string(b)
 	},
-	"raw": func(b json.RawMessage) string { return string(b) },
+	"raw":   func(b json.RawMessage) string { return string(b) },
 	"round": round,
 	"join":  strings.Join,
 }
