@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -321,5 +322,34 @@ func TestConsoleInABrowser(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("an abandon without the token answered %d", resp.StatusCode)
+	}
+}
+
+// TestConsoleScreenshots writes the screenshots in docs/operations.md:
+//
+//	UI_SCREENSHOTS=docs/img go test -run Screenshots ./internal/ui
+func TestConsoleScreenshots(t *testing.T) {
+	dir := os.Getenv("UI_SCREENSHOTS")
+	if dir == "" {
+		t.Skip("set UI_SCREENSHOTS to a directory to write the console's screenshots")
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join("..", "..", dir) // from the module's root
+	}
+	ctx := browser(t)
+	w := newWorld(t)
+	c := w.console(t, true)
+	for name, path := range map[string]string{
+		"console-list.png": "/", "console-succeeded.png": "/saga/" + w.succeeded,
+		"console-unwound.png": "/saga/" + w.unwound, "console-stuck.png": "/saga/" + w.stuck,
+	} {
+		do(t, ctx, chromedp.Navigate(c.URL+path), chromedp.WaitVisible(chromedp.CSS("main")))
+		if strings.HasPrefix(path, "/saga/") {
+			do(t, ctx, chromedp.Click(chromedp.CSS(`#dag g.node[data-node="car"], #dag g.node[data-node="hotel"]`)))
+		}
+		png := run(t, ctx, chromedp.FullScreenshot(100))
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

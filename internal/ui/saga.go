@@ -120,14 +120,14 @@ func (d *sagaData) draw() {
 			dn.Class += " pivot"
 		}
 		if n.Held {
-			dn.Marks = append(dn.Marks, "⏸ waits for an operator")
+			dn.Marks = append(dn.Marks, "‖ waits for an operator")
 			dn.Class += " held"
 		}
 		if n.State == "skipped" {
 			dn.Marks = append(dn.Marks, "⤼ skipped: "+n.When+" was false")
 		}
 		if saga.Kind(n.Kind) == saga.KindAwait && n.State == "started" {
-			dn.Marks = append(dn.Marks, "⏳ waits for "+n.Event)
+			dn.Marks = append(dn.Marks, "… waits for "+n.Event)
 		}
 		if n.Resolved != "" {
 			dn.Marks = append(dn.Marks, "✎ resolved: "+n.Resolved)
