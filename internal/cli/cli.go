@@ -10,6 +10,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/jetsaga/jetsaga/saga"
 )
 
 // command is one subcommand.
@@ -35,7 +37,11 @@ var errUsage = errors.New("usage")
 // Errors are printed as one line on stderr.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr}
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		return 0
 	}
@@ -48,10 +54,18 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			case errors.Is(err, flag.ErrHelp):
 				return 0
 			case errors.Is(err, errUsage):
-				fmt.Fprintf(stderr, "jetsaga %s: %v\nusage: jetsaga %s %s\n", c.name, err, c.name, c.args)
+				fmt.Fprintf(stderr, "jetsaga %s: %s\nusage: jetsaga %s %s (jetsaga %s -h for its flags)\n",
+					c.name, strings.TrimPrefix(err.Error(), errUsage.Error()+": "), c.name, c.args, c.name)
 				return 2
 			default:
-				fmt.Fprintf(stderr, "jetsaga %s: %v\n", c.name, oneLine(err))
+				var ve *saga.ValidationError
+				if errors.As(err, &ve) {
+					// One problem a line: a definition's problems are read
+					// and fixed one by one.
+					fmt.Fprintf(stderr, "jetsaga %s: %v\n", c.name, err)
+				} else {
+					fmt.Fprintf(stderr, "jetsaga %s: %v\n", c.name, oneLine(err))
+				}
 				return 1
 			}
 		}
@@ -61,30 +75,53 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "jetsaga — sagas on NATS JetStream\n\nCommands:")
+	fmt.Fprintln(w, "jetsaga — sagas on NATS JetStream\n\nusage: jetsaga <command> [flags]\n\nCommands:")
 	cs := append([]command(nil), commands...)
 	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	width := 0
 	for _, c := range cs {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'jetsaga <command> -h' for a command's flags.")
 }
 
 // newFlags returns a flag set for a command that reports errors instead of
-// exiting.
+// exiting. A bad flag is reported once, by Run, with one line on where to
+// find help; -h prints the flags.
 func newFlags(e *env, name, args string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	helps[fs] = func() {
 		fmt.Fprintf(e.stderr, "usage: jetsaga %s %s\n", name, args)
+		fs.SetOutput(e.stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
 
+// helps print each flag set's help (newFlags).
+var helps = map[*flag.FlagSet]func(){}
+
 // parse parses flags (allowing them after positional arguments too) and
-// returns the positional arguments.
+// returns the positional arguments. -h (or -help) prints the command's
+// flags and returns flag.ErrHelp.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "--h" || a == "-help" || a == "--help" {
+			if h := helps[fs]; h != nil {
+				h()
+			}
+			return nil, flag.ErrHelp
+		}
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {

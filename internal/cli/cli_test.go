@@ -57,12 +57,13 @@ func TestValidateExample(t *testing.T) {
 	}
 }
 
-func TestValidateReportsEveryProblemOnOneLine(t *testing.T) {
+func TestValidateReportsOneProblemALine(t *testing.T) {
 	t.Parallel()
 	f := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(f, []byte("name: bad\nnodes:\n- {name: a, kind: action, action: svc.x, after: [b]}\n- {name: b, kind: action, action: svc.y, after: [a]}\n- {name: c, kind: action, action: svc.z, after: [nope]}\n"), 0o644)
 	code, _, errs := run(t, "validate", "-f", f)
-	if code != 1 || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "cycle") || !strings.Contains(errs, `unknown node "nope"`) {
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	if code != 1 || len(lines) != 3 || !strings.Contains(lines[1], `unknown node "nope"`) || !strings.Contains(lines[2], "cycle") {
 		t.Fatalf("code %d stderr %q", code, errs)
 	}
 	if code, _, errs := run(t, "validate"); code != 2 || !strings.Contains(errs, "-f is required") {
@@ -70,6 +71,44 @@ func TestValidateReportsEveryProblemOnOneLine(t *testing.T) {
 	}
 	if code, _, _ := run(t, "nope"); code != 2 {
 		t.Fatalf("unknown command: code %d", code)
+	}
+}
+
+// jetsaga with no command is a usage error; help is not. The command
+// column is aligned; a bad flag is said once, with one line of help.
+func TestUsageAndHelp(t *testing.T) {
+	t.Parallel()
+	code, out, errs := run(t)
+	if code != 2 || out != "" || !strings.Contains(errs, "Commands:") {
+		t.Fatalf("no command: code %d stdout %q stderr %q", code, out, errs)
+	}
+	code, out, _ = run(t, "help")
+	if code != 0 {
+		t.Fatalf("help: code %d", code)
+	}
+	col := -1
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "  ") {
+			continue
+		}
+		f := strings.Fields(l)
+		at := strings.Index(l[2+len(f[0]):], f[1]) + 2 + len(f[0])
+		if col >= 0 && at != col {
+			t.Fatalf("help: the summaries are not aligned:\n%s", out)
+		}
+		col = at
+	}
+	code, out, errs = run(t, "start", "-f", "x.yaml", "--nope")
+	if code != 2 || out != "" || strings.Count(errs, "\n") != 2 || strings.Count(errs, "nope") != 1 || !strings.Contains(errs, "jetsaga start -h for its flags") {
+		t.Fatalf("bad flag: code %d stderr %q", code, errs)
+	}
+	code, _, errs = run(t, "start", "-f", "x.yaml", "--fault", "hotel:explode")
+	if code != 2 || strings.Count(errs, "\n") != 2 {
+		t.Fatalf("bad fault: code %d stderr %q", code, errs)
+	}
+	code, _, errs = run(t, "start", "-h")
+	if code != 0 || !strings.Contains(errs, "-params") {
+		t.Fatalf("start -h: code %d stderr %q", code, errs)
 	}
 }
 

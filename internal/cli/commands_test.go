@@ -94,8 +94,12 @@ func TestStart(t *testing.T) {
 			if code != c.code || !strings.Contains(errs, c.want) || out != "" {
 				t.Errorf("start %q: code %d, want %d with %q\nstdout %s\nstderr %s", c.args, code, c.code, c.want, out, errs)
 			}
-			if c.code == 1 && strings.Count(errs, "\n") != 1 {
-				t.Errorf("start %q: the error is not one line: %q", c.args, errs)
+			// An error is one line; a definition's problems one a line.
+			if want := 1 + strings.Count(errs, "\n  - "); c.code == 1 && strings.Count(errs, "\n") != want {
+				t.Errorf("start %q: the error is not %d lines: %q", c.args, want, errs)
+			}
+			if c.code == 2 && (strings.Count(errs, "\n") != 2 || !strings.Contains(errs, "-h for its flags")) {
+				t.Errorf("start %q: a usage error is not the error and one line of help: %q", c.args, errs)
 			}
 		}
 	})
