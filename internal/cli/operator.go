@@ -161,6 +161,9 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 			what += " of " + node
 		}
 		fmt.Fprintf(e.stdout, "%s sent for saga %s (by %s)\n", what, id, *operator)
+		if c.action == events.ActionAbort && r.state.Paused {
+			fmt.Fprintln(e.stdout, "the saga was paused: the abort resumes it, so that it unwinds")
+		}
 		return nil
 	}
 	s, err := cl.WaitFor(ctx, id, func(s *client.Saga) bool {

@@ -173,3 +173,38 @@ nodes:
 		}
 	}
 }
+
+// watch of an id no saga has says so at once, and ends as show does.
+func TestWatchOfAnUnknownSaga(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	code, out, errs := e.run("watch", "0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b", "-timeout", "1s")
+	if code != 1 || out != "" || !strings.Contains(errs, "no saga 0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b yet: waiting up to 1s") ||
+		!strings.Contains(errs, "jetsaga watch: no saga 0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b: it has no log (check the id with jetsaga list)") {
+		t.Fatalf("watch: code %d stdout %q stderr %q", code, out, errs)
+	}
+}
+
+// Abort wins over pause: a paused saga aborted unwinds without a resume.
+func TestAbortOfAPausedSaga(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.start("hold.yaml")
+	e.waitRunning(id)
+	if code, _, errs := e.run("pause", id, "--reason", "look"); code != 0 {
+		t.Fatalf("pause: %d %s", code, errs)
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		if s, err := e.cl.Status(context.Background(), id); err != nil || !s.Paused {
+			return fmt.Errorf("not paused yet: %v", err)
+		}
+		return nil
+	})
+	code, out, errs := e.run("abort", id, "--reason", "give up")
+	if code != 0 || !strings.Contains(out, "the saga was paused: the abort resumes it, so that it unwinds") {
+		t.Fatalf("abort: code %d\n%s\n%s", code, out, errs)
+	}
+	if s := e.wait(id); s.Status != client.StatusUnwound {
+		t.Fatalf("saga %s", s.Status)
+	}
+}

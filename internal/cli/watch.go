@@ -30,7 +30,10 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	}
 	defer nc.Close()
 	// A saga with no log yet is given the connection timeout to appear,
-	// since a start is decided shortly after it is sent.
+	// since a start is decided shortly after it is sent; the wait is said.
+	if _, err := streams.NewLog(js).Load(ctx, id); errors.Is(err, streams.ErrNotFound) {
+		fmt.Fprintf(e.stderr, "no saga %s yet: waiting up to %s for it to start (check the id with jetsaga list)\n", id, conn.timeout)
+	}
 	store, err := defs.Open(ctx, js)
 	if err != nil {
 		return err

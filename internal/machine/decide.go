@@ -331,6 +331,11 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 		if p := s.PastPivot(); p != "" {
 			return reject("", "the saga is past pivot %q and can only go forward: retry or skip the failed node instead", p)
 		}
+		if s.Paused {
+			// Abort wins over pause: a paused saga would hold its undos
+			// back, and the abort would wait for a resume nobody meant.
+			d.must(&events.OperatorResume{Operator: in.Operator, Reason: "to abort: " + in.Reason})
+		}
 		d.must(&events.OperatorAbort{Operator: in.Operator, Reason: in.Reason})
 		d.must(&events.SagaUnwinding{Reason: events.UnwindAborted})
 	case RetryUndo:

@@ -421,3 +421,31 @@ func TestIllegalEventsOfTheNewSemantics(t *testing.T) {
 		})
 	}
 }
+
+// Abort wins over pause: the saga is resumed and unwinds at once.
+func TestAbortOfAPausedSagaResumesIt(t *testing.T) {
+	t.Parallel()
+	m := newSim(t, chain("a", "b"), `{}`)
+	m.succeed("a", `1`)
+	m.must(machine.Pause{Now: m.now, Operator: "ann", Reason: "look"})
+	m.succeed("b", `1`)
+	if m.s.Status != machine.StatusSucceeded {
+		// b's success finished the saga (nothing left to start): pause
+		// does not stop that. Start again with a node still to run.
+		t.Fatalf("status %s", m.s.Status)
+	}
+	m = newSim(t, chain("a", "b", "c"), `{}`)
+	m.succeed("a", `1`)
+	m.must(machine.Pause{Now: m.now, Operator: "ann", Reason: "look"})
+	m.succeed("b", `1`)
+	m.must(machine.Abort{Now: m.now, Operator: "ann", Reason: "give up"})
+	if m.s.Paused || m.s.Status != machine.StatusUnwinding {
+		t.Fatalf("paused %v, status %s", m.s.Paused, m.s.Status)
+	}
+	m.undone("b")
+	m.undone("a")
+	if m.s.Status != machine.StatusUnwound {
+		t.Fatal(m.s.Status)
+	}
+	m.checkReplay()
+}
