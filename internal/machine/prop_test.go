@@ -777,11 +777,24 @@ func (w *world) check() {
 	case pivot >= 0 && s.Nodes[pivot].State == machine.NodeSucceeded && s.Status != machine.StatusSucceeded:
 		w.t.Fatalf("the pivot succeeded, yet the saga ended %s\n%v", s.Status, w.m.types())
 	}
+	// An operator who skipped a subsaga's start gave its inner nodes other
+	// params: their conditions may then fail to evaluate instead.
+	var opParams func(i int) bool
+	opParams = func(i int) bool {
+		g := w.graph.Nodes[i]
+		for _, st := range []int{g.ScopeStart, g.OwnStart} {
+			if st >= 0 && (s.Nodes[st].SkippedBy != "" || opParams(st)) {
+				return true
+			}
+		}
+		return false
+	}
 	for i, g := range w.graph.Nodes {
 		n := &s.Nodes[i]
 		switch {
+		case opParams(i):
 		case skip[i] && n.State != machine.NodeSkipped && n.State != machine.NodePending:
-			w.t.Fatalf("%s should have been skipped (when %q) but is %s", g.Path, g.Spec.When, n.State)
+			w.t.Fatalf("%s should have been skipped (when %q) but is %s\n%v", g.Path, g.Spec.When, n.State, w.m.types())
 		case !skip[i] && n.State == machine.NodeSkipped:
 			w.t.Fatalf("%s was skipped, but its condition holds", g.Path)
 		case n.State == machine.NodeSkipped:
@@ -854,6 +867,9 @@ func (w *world) check() {
 		case *events.OperatorSkip:
 			delete(held, d.Node)
 			succeeded[d.Node], failed[d.Node] = true, false
+			if g, _ := w.graph.Node(d.Node); g.Spec.Pivot && g.Kind == saga.KindAction {
+				pastPivot = true // the operator says the pivot's action is done
+			}
 		case *events.OperatorRetry:
 			delete(held, d.Node)
 		case *events.DeadlinePassed:
