@@ -58,6 +58,20 @@ type Saga struct {
 	Timeline     []Entry   `json:"timeline"`
 	// Definition is the saga's DAG as stored in its log.
 	Definition *saga.Definition `json:"definition"`
+	// Operations are what operators (and signals' senders) did to the
+	// saga, oldest first, with who and why.
+	Operations []Operation `json:"operations,omitempty"`
+}
+
+// Operation is an operator's command (or a signal) in a saga's log.
+type Operation struct {
+	Time time.Time `json:"time"`
+	// What is the event type without prefix: "operator.pause",
+	// "signal.received", "fault.injected"...
+	What     string `json:"what"`
+	Node     string `json:"node,omitempty"`
+	Operator string `json:"operator,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // Finished reports whether the saga has ended.
@@ -153,6 +167,43 @@ func view(s *machine.State, evs []LogEvent) *Saga {
 	for i, e := range evs {
 		if i == 0 {
 			v.Created = e.Time
+		}
+		op := Operation{Time: e.Time, What: ShortType(e.Type()), Node: events.NodeOf(e.Event)}
+		switch d := e.Data.(type) {
+		case *events.OperatorAbort:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.OperatorRetry:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.OperatorResolve:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.OperatorAbandon:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.OperatorPause:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.OperatorResume:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.OperatorSkip:
+			op.Operator, op.Reason = d.Operator, d.Reason
+		case *events.FaultInjected:
+			if d.Operator == "" && d.Reason == "" {
+				op.What = "" // injected at the start: not an operator's
+			}
+			op.Operator, op.Reason = d.Operator, d.Fault.String()
+			if d.Reason != "" {
+				op.Reason += ": " + d.Reason
+			}
+		case *events.SignalReceived:
+			op.Operator, op.Reason = d.Sender, "signal "+d.ID
+			if d.Reject != "" {
+				op.Reason += " rejects: " + d.Reject
+			}
+		case *events.DeadlinePassed:
+			op.Reason = "then " + string(d.Then)
+		default:
+			op.What = ""
+		}
+		if op.What != "" {
+			v.Operations = append(v.Operations, op)
 		}
 		v.Timeline = append(v.Timeline, Entry{Seq: e.Seq, Message: e.Message, Time: e.Time, Type: ShortType(e.Type()), Node: events.NodeOf(e.Event)})
 	}

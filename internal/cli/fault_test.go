@@ -52,7 +52,7 @@ func TestFaultCommands(t *testing.T) {
 	t.Run("start with a fault", func(t *testing.T) {
 		t.Parallel()
 		code, out, errs := e.run("start", "-f", e.file("ok.yaml"), "--fault", "hotel:fail-action", "--fault", "flight:undo-repeat=2", "--wait")
-		if code != 1 || !strings.Contains(errs, "node hotel failed (injected: injected fault: the action fails without running)") ||
+		if code != 1 || !strings.Contains(errs, "node hotel failed (injected: the action fails without running (a fault injected into the saga))") ||
 			!strings.Contains(out, "fault: fail action") {
 			t.Fatalf("code %d\nstdout %s\nstderr %s", code, out, errs)
 		}

@@ -208,3 +208,21 @@ func TestAbortOfAPausedSaga(t *testing.T) {
 		t.Fatalf("saga %s", s.Status)
 	}
 }
+
+// show tells who paused a saga and why, and every operator's command.
+func TestShowTellsOperatorsAndReasons(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.start("hold.yaml")
+	e.waitRunning(id)
+	if code, _, errs := e.run("pause", id, "--reason", "maintenance window", "--operator", "ann"); code != 0 {
+		t.Fatalf("pause: %d %s", code, errs)
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		code, out, _ := e.run("show", id)
+		if code != 0 || !strings.Contains(out, "paused by ann: maintenance window") || !strings.Contains(out, "operator.pause by ann: maintenance window") {
+			return fmt.Errorf("show:\n%s", out)
+		}
+		return nil
+	})
+}

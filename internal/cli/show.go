@@ -62,7 +62,19 @@ func mark(state string) string {
 func printSaga(w io.Writer, s *client.Saga) {
 	fmt.Fprintf(w, "saga      %s  %s\n", s.ID, s.Name)
 	if s.Paused {
-		fmt.Fprintf(w, "status    %s, paused (jetsaga resume %s)\n", mark(s.Status), s.ID)
+		by := ""
+		for _, op := range s.Operations {
+			if op.What == "operator.pause" || op.What == "saga.deadline_passed" {
+				by = " by " + op.Operator
+				if op.What == "saga.deadline_passed" {
+					by = " by its deadline"
+				}
+				if op.Reason != "" && op.What == "operator.pause" {
+					by += ": " + op.Reason
+				}
+			}
+		}
+		fmt.Fprintf(w, "status    %s, paused%s (jetsaga resume %s)\n", mark(s.Status), by, s.ID)
 	} else {
 		fmt.Fprintf(w, "status    %s\n", mark(s.Status))
 	}
@@ -110,6 +122,21 @@ func printSaga(w io.Writer, s *client.Saga) {
 	fmt.Fprintf(w, "params    %s\n", clipTo(string(s.Params), outputWidth))
 	if len(s.Output) > 0 && string(s.Output) != "null" {
 		fmt.Fprintf(w, "output    %s\n", clipTo(string(s.Output), outputWidth))
+	}
+	for _, op := range s.Operations {
+		who := ""
+		if op.Operator != "" {
+			who = " by " + op.Operator
+		}
+		node := ""
+		if op.Node != "" {
+			node = " " + op.Node
+		}
+		why := ""
+		if op.Reason != "" {
+			why = ": " + op.Reason
+		}
+		fmt.Fprintf(w, "operator  %s %s%s%s%s\n", op.Time.Local().Format("15:04:05.000"), op.What, node, who, why)
 	}
 	fmt.Fprintln(w)
 	for _, l := range dagLines(s) {

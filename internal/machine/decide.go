@@ -920,12 +920,12 @@ func (d *decider) internalOutput(g *saga.GraphNode) json.RawMessage {
 func (d *decider) startAction(g *saga.GraphNode, attempt int) {
 	n := &d.s.Nodes[g.Index]
 	if n.failAction() {
-		e := events.Error{Kind: events.ErrorInjected, Message: "injected fault: the action fails without running"}
+		e := events.Error{Kind: events.ErrorInjected, Message: "the action fails without running (a fault injected into the saga)"}
 		if n.mayHaveRun() {
 			// An earlier attempt timed out (it may still take effect) or
 			// ran before an injected repeat: the injected failure ends the
 			// node, but its outcome is unknown and it is undone (rule 5).
-			e = events.Error{Kind: events.ErrorOutcomeUnknown, Message: "injected fault: the action fails without running; an earlier attempt timed out or ran, so it may have taken effect"}
+			e = events.Error{Kind: events.ErrorOutcomeUnknown, Message: "the action fails without running (a fault injected into the saga); an earlier attempt timed out or ran, so it may have taken effect"}
 		}
 		d.must(&events.NodeStarted{Node: g.Path, Attempt: attempt})
 		d.must(&events.NodeFailed{Node: g.Path, Attempt: attempt, Error: e})
@@ -945,7 +945,7 @@ func (d *decider) startAction(g *saga.GraphNode, attempt int) {
 
 func (d *decider) startUndo(g *saga.GraphNode, attempt int) {
 	if d.s.Nodes[g.Index].failUndo() {
-		e := events.Error{Kind: events.ErrorInjected, Message: "injected fault: the undo fails without running"}
+		e := events.Error{Kind: events.ErrorInjected, Message: "the undo fails without running (a fault injected into the saga)"}
 		d.must(&events.UndoStarted{Node: g.Path, Attempt: attempt})
 		d.must(&events.UndoFailed{Node: g.Path, Attempt: attempt, Error: e})
 		return
