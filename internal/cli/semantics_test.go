@@ -226,3 +226,21 @@ func TestShowTellsOperatorsAndReasons(t *testing.T) {
 		return nil
 	})
 }
+
+// A definition file's errors say whether it was read as YAML or JSON.
+func TestDefinitionErrorsNameTheirFormat(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	y := filepath.Join(dir, "bad.yaml")
+	j := filepath.Join(dir, "bad.json")
+	os.WriteFile(y, []byte("name: x\nnodes:\n  - {name: a, kind: action, action: x.y, colour: red}\n"), 0o644)
+	os.WriteFile(j, []byte(`{"name": "x", "nodes": [{"name": "a", "kind": "action", "action": "x.y"},]}`), 0o644)
+	code, _, errs := run(t, "validate", "-f", y)
+	if code != 1 || !strings.Contains(errs, "bad.yaml: YAML: unknown field \"colour\"") || strings.Contains(errs, "json") {
+		t.Errorf("yaml: code %d %q", code, errs)
+	}
+	code, _, errs = run(t, "validate", "-f", j)
+	if code != 1 || !strings.Contains(errs, "bad.json: JSON: invalid character") {
+		t.Errorf("json: code %d %q", code, errs)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/jetsaga/jetsaga/saga"
@@ -83,9 +84,19 @@ func readDefinition(path string) (*saga.Definition, error) {
 	if err != nil {
 		return nil, err
 	}
-	def, err := saga.ParseYAML(b)
+	// A .json file is read as JSON, anything else as YAML (JSON is YAML
+	// too); an error says which, without the other's words.
+	format, parse := "YAML", saga.ParseYAML
+	if strings.EqualFold(filepath.Ext(path), ".json") {
+		format, parse = "JSON", saga.ParseJSON
+	}
+	def, err := parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		msg := err.Error()
+		for _, p := range []string{"saga: parse definition: ", "error converting YAML to JSON: ", "yaml: ", "json: "} {
+			msg = strings.TrimPrefix(msg, p)
+		}
+		return nil, fmt.Errorf("%s: %s: %s", path, format, msg)
 	}
 	return def, nil
 }
