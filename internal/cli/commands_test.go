@@ -107,7 +107,7 @@ func TestStart(t *testing.T) {
 
 func writeFile(t *testing.T, content string) string {
 	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "*.json")
+	f, err := os.CreateTemp(t.TempDir(), "*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
