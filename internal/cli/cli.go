@@ -94,8 +94,7 @@ func usage(w io.Writer) {
 func newFlags(e *env, name, args string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	helps[fs] = func() {
+	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: jetsaga %s %s\n", name, args)
 		fs.SetOutput(e.stderr)
 		fs.PrintDefaults()
@@ -104,24 +103,24 @@ func newFlags(e *env, name, args string) *flag.FlagSet {
 	return fs
 }
 
-// helps print each flag set's help (newFlags).
-var helps = map[*flag.FlagSet]func(){}
-
 // parse parses flags (allowing them after positional arguments too) and
 // returns the positional arguments. -h (or -help) prints the command's
 // flags and returns flag.ErrHelp.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	help := fs.Usage
 	for _, a := range args {
 		if a == "--" {
 			break
 		}
 		if a == "-h" || a == "--h" || a == "-help" || a == "--help" {
-			if h := helps[fs]; h != nil {
-				h()
-			}
+			help()
 			return nil, flag.ErrHelp
 		}
 	}
+	// The flag package prints the help on every error; Run says the
+	// error instead, with one line on where the help is.
+	fs.Usage = func() {}
+	defer func() { fs.Usage = help }()
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
