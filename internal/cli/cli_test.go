@@ -142,6 +142,7 @@ func TestDevServesTheTopology(t *testing.T) {
 func TestDevResumesUnfinishedSagas(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	var lastOut string
 	runDev := func() (string, func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var out, errb syncBuffer
@@ -152,6 +153,7 @@ func TestDevResumesUnfinishedSagas(t *testing.T) {
 			if s := out.String(); strings.Contains(s, "Ready.") {
 				i := strings.Index(s, "nats://")
 				url = strings.Fields(s[i:])[0]
+				lastOut = s
 				return nil
 			}
 			return os.ErrNotExist
@@ -187,6 +189,9 @@ func TestDevResumesUnfinishedSagas(t *testing.T) {
 	defer stop()
 	nc2, _ := natstest.Connect(t, url)
 	natstest.Eventually(t, 20*time.Second, func() error { return driven(nc2) })
+	if !strings.Contains(lastOut, "resumed 1 unfinished saga(s) from the last run:") || !strings.Contains(lastOut, id+" waits (running)") {
+		t.Errorf("dev does not say what it resumed:\n%s", lastOut)
+	}
 }
 
 func TestReplayPrintsTimelineAndState(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,7 +54,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	dir := fs.String("dir", ".jetsaga", "where the embedded server stores JetStream data")
 	host := fs.String("host", embedded.DefaultHost, "address to listen on")
 	port := fs.Int("port", embedded.DefaultPort, "client port (-1 for a random one)")
-	demo := fs.Bool("demo", true, "run the trip example once at start: one saga succeeds, one unwinds")
+	demo := fs.Bool("demo", true, "run the trip example (one saga succeeds, one unwinds) the first time dev runs on a data directory")
 	debug := fs.Bool("debug", false, "print the NATS server's log")
 	uiAddr := fs.String("ui-addr", defaultUIAddr, "where to serve the console, with actions on (\"\" for none; if the default is taken, a free port)")
 	syncMode := addSyncFlag(fs)
@@ -131,23 +133,38 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "jetsaga dev: NATS with JetStream at %s (data in %s)\n", srv.ClientURL(), *dir)
 	fmt.Fprintf(e.stdout, "  coordinator %q drives %d partitions and resumes any unfinished sagas\n", st.Name, len(st.Partitions))
 	fmt.Fprintf(e.stdout, "  streams: %s %s %s %s — try: nats --server %s stream view %s\n", streams.LogStream, streams.ArchiveStream, streams.WorkStream, streams.TimerStream, srv.ClientURL(), streams.LogStream)
-	if *demo {
-		cl, err := client.New(ctx, js)
-		if err != nil {
-			return err
+	cl, err := client.New(ctx, js)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
 		}
+		return err
+	}
+	// What an earlier run left unfinished, the coordinator now drives.
+	if inflight, err := cl.InFlight(ctx); err == nil && len(inflight) > 0 {
+		fmt.Fprintf(e.stdout, "  resumed %d unfinished saga(s) from the last run:\n", len(inflight))
+		for i, s := range inflight {
+			if i == 5 {
+				fmt.Fprintf(e.stdout, "    … and %d more (jetsaga list --status running)\n", len(inflight)-5)
+				break
+			}
+			fmt.Fprintf(e.stdout, "    %s %s (%s)\n", s.ID, s.Name, s.Status)
+		}
+	}
+	// The demo runs once per data directory: a restart resumes, it does
+	// not book two more trips.
+	marker := filepath.Join(*dir, "demo-done")
+	if _, err := os.Stat(marker); err == nil && *demo {
+		fmt.Fprintln(e.stdout, "  (the trip demo ran on this data directory before; a new -dir runs it again)")
+	} else if *demo {
 		if _, err := trip.Demo(ctx, cl, e.stdout); err != nil && !errors.Is(err, context.Canceled) {
 			return fmt.Errorf("demo: %w", err)
 		}
+		if ctx.Err() == nil {
+			_ = os.WriteFile(marker, []byte("the trip demo ran here\n"), 0o644)
+		}
 	}
 	if *uiAddr != "" && ctx.Err() == nil {
-		cl, err := client.New(ctx, js)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // stopped while starting
-			}
-			return err
-		}
 		console, err := ui.New(ui.Config{JS: js, Client: cl, AllowActions: true, Operator: operatorName(), Logger: logger})
 		if err != nil {
 			return err

@@ -244,3 +244,28 @@ func TestDefinitionErrorsNameTheirFormat(t *testing.T) {
 		t.Errorf("json: code %d %q", code, errs)
 	}
 }
+
+// The trip demo runs once per data directory, not on every start.
+func TestDevRunsItsDemoOncePerDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for i, want := range []string{"trip for Ada to Lisbon", "the trip demo ran on this data directory before"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errb syncBuffer
+		done := make(chan int)
+		go func() { done <- Run(ctx, []string{"dev", "-dir", dir, "-port", "-1", "-ui-addr", ""}, &out, &errb) }()
+		natstest.Eventually(t, 60*time.Second, func() error {
+			if !strings.Contains(out.String(), "Ready.") {
+				return os.ErrNotExist
+			}
+			return nil
+		})
+		cancel()
+		if code := <-done; code != 0 {
+			t.Fatalf("run %d: dev exited %d: %s", i+1, code, errb.String())
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("run %d: dev's output lacks %q:\n%s", i+1, want, out.String())
+		}
+	}
+}
