@@ -258,16 +258,34 @@ type Filter struct {
 	Since, Until time.Time
 	// Limit keeps the newest Limit sagas; 0 keeps all.
 	Limit int
+	// Key, Meta and Definition keep the sagas started with this
+	// idempotency key, with every key=value of Meta in their metadata, and
+	// from this definition version (its reference).
+	Key        string
+	Meta       map[string]string
+	Definition string
+}
+
+// match reports whether a summary passes the filter.
+func (f Filter) match(s Summary) bool {
+	if (f.Status != "" && s.Status != f.Status) || (f.Name != "" && s.Name != f.Name) ||
+		(!f.Since.IsZero() && s.Created.Before(f.Since)) || (!f.Until.IsZero() && !s.Created.Before(f.Until)) ||
+		(f.Key != "" && s.IdempotencyKey != f.Key) || (f.Definition != "" && s.Definition != f.Definition) {
+		return false
+	}
+	for k, v := range f.Meta {
+		if got, ok := s.Metadata[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // List lists sagas, newest first: those in flight from the saga index,
 // finished ones from the archive (reading the summaries of every saga
 // archived since f.Since: give Since to bound the work on a long history).
 func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
-	keep := func(s Summary) bool {
-		return (f.Status == "" || s.Status == f.Status) && (f.Name == "" || s.Name == f.Name) &&
-			(f.Since.IsZero() || !s.Created.Before(f.Since)) && (f.Until.IsZero() || s.Created.Before(f.Until))
-	}
+	keep := f.match
 	running, err := c.ix.All(ctx, keep)
 	if err != nil {
 		return nil, err

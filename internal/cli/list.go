@@ -21,8 +21,12 @@ var statuses = []string{client.StatusRunning, client.StatusWaiting, client.Statu
 func runList(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "list", listArgs)
 	conn := addConnFlags(fs)
-	status := fs.String("status", "", "only sagas in this state: running, unwinding, stuck, succeeded, unwound, abandoned")
+	status := fs.String("status", "", "only sagas in this state: running, paused, waiting, unwinding, stuck, succeeded, unwound, abandoned")
 	name := fs.String("name", "", "only sagas with this definition name")
+	key := fs.String("key", "", "only the saga started with this idempotency key")
+	meta := metaFlag{}
+	fs.Var(meta, "meta", "only sagas with this metadata key=value (repeatable)")
+	defRef := fs.String("definition", "", "only sagas of this definition version (its reference, as jetsaga show --json prints)")
 	since := fs.String("since", "", "only sagas created since: a duration back from now (1h, 7d) or a time (RFC 3339)")
 	limit := fs.Int("limit", 50, "print at most this many sagas (0: all)")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -33,9 +37,13 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
-	f := client.Filter{Status: *status, Name: *name}
+	f := client.Filter{Status: *status, Name: *name, Key: *key, Meta: meta, Definition: *defRef}
+	paused := f.Status == "paused"
+	if paused {
+		f.Status = client.StatusRunning // a running saga's flag: matched below
+	}
 	if f.Status != "" && !slices.Contains(statuses, f.Status) {
-		return fmt.Errorf("%w: --status %q is not a saga state (%v)", errUsage, f.Status, statuses)
+		return fmt.Errorf("%w: --status %q is not a saga state (%v, or paused)", errUsage, f.Status, statuses)
 	}
 	if *limit < 0 {
 		return fmt.Errorf("%w: --limit must not be negative", errUsage)
@@ -54,6 +62,9 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if paused {
+		sums = slices.DeleteFunc(sums, func(s client.Summary) bool { return !s.Paused })
+	}
 	total := len(sums)
 	if *limit > 0 && total > *limit {
 		sums = sums[:*limit]
@@ -69,9 +80,16 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tCREATED\tUPDATED\tNODE")
+	// NODE AT FAULT: what an operator looks at (the failed undo of a
+	// stuck saga, the failed node of a waiting one, else the node whose
+	// failure made it unwind).
+	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tCREATED\tUPDATED\tNODE AT FAULT")
 	for _, s := range sums {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Name, s.Status, stamp(s.Created), stamp(s.Updated), s.Node)
+		st := s.Status
+		if s.Paused {
+			st += " (paused)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Name, st, stamp(s.Created), stamp(s.Updated), s.Node)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -269,3 +269,45 @@ func TestDevRunsItsDemoOncePerDirectory(t *testing.T) {
 		}
 	}
 }
+
+// Look-up by idempotency key and metadata; paused sagas say so.
+func TestListAndShowByKeyAndMetadata(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	a := e.start("ok.yaml", "--key", "order-17", "--meta", "team=blue")
+	b := e.start("ok.yaml", "--meta", "team=red")
+	e.wait(a)
+	e.wait(b)
+	code, out, errs := e.run("show", "--key", "order-17")
+	if code != 0 || !strings.Contains(out, a) {
+		t.Fatalf("show --key: code %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := e.run("show", "--key", "order-17", a); code != 2 || !strings.Contains(errs, "not both") {
+		t.Fatalf("show --key with an id: code %d %s", code, errs)
+	}
+	for _, c := range []struct {
+		args []string
+		in   string
+		out  string
+	}{
+		{[]string{"--key", "order-17"}, a, b},
+		{[]string{"--meta", "team=red"}, b, a},
+	} {
+		code, out, errs := e.run(append([]string{"list"}, c.args...)...)
+		if code != 0 || !strings.Contains(out, c.in) || strings.Contains(out, c.out) || !strings.Contains(out, "NODE AT FAULT") {
+			t.Errorf("list %v: code %d\n%s%s", c.args, code, out, errs)
+		}
+	}
+	id := e.start("hold.yaml")
+	e.waitRunning(id)
+	if code, _, errs := e.run("pause", id, "--reason", "look"); code != 0 {
+		t.Fatalf("pause: %s", errs)
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		code, out, _ := e.run("list", "--status", "paused")
+		if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "running (paused)") || strings.Contains(out, a) {
+			return fmt.Errorf("list --status paused:\n%s", out)
+		}
+		return nil
+	})
+}

@@ -19,9 +19,19 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "show", "[flags] SAGA_ID")
 	conn := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print the saga's status as JSON")
-	id, err := parseSagaID(fs, args)
-	if err != nil {
+	key := fs.String("key", "", "show the saga started with this idempotency key (instead of SAGA_ID)")
+	var id string
+	if pos, err := parse(fs, args); err != nil {
 		return err
+	} else if *key != "" {
+		if len(pos) > 0 {
+			return fmt.Errorf("%w: give a saga id or --key, not both", errUsage)
+		}
+		id = client.SagaIDForKey(*key)
+	} else if len(pos) != 1 {
+		return fmt.Errorf("%w: want one saga id (or --key K)", errUsage)
+	} else if id = pos[0]; sagaIDArg(id) != nil {
+		return sagaIDArg(id)
 	}
 	nc, cl, err := conn.dial(ctx)
 	if err != nil {

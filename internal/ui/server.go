@@ -182,26 +182,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			f.Until = t
 		}
 	}
-	key, meta, defRef := q.Get("key"), q.Get("meta"), q.Get("definition")
-	metaK, metaV, metaOK := strings.Cut(meta, "=")
-	if meta != "" && !metaOK {
-		d.Error = "metadata: write key=value"
-	}
-	keep := func(sm client.Summary) bool {
-		switch {
-		case status == "paused" && !sm.Paused:
-			return false
-		case key != "" && sm.IdempotencyKey != key:
-			return false
-		case metaOK && sm.Metadata[metaK] != metaV:
-			return false
-		case defRef != "" && sm.Definition != defRef:
-			return false
+	f.Key, f.Definition = q.Get("key"), q.Get("definition")
+	if meta := q.Get("meta"); meta != "" {
+		k, v, ok := strings.Cut(meta, "=")
+		if !ok {
+			d.Error = "metadata: write key=value"
 		}
-		return true
+		f.Meta = map[string]string{k: v}
 	}
-	if key != "" || metaOK || status == "paused" || defRef != "" {
-		f.Limit = 0 // filtered here: read them all (bounded by since/until)
+	keep := func(sm client.Summary) bool { return status != "paused" || sm.Paused }
+	if status == "paused" {
+		f.Status, f.Limit = client.StatusRunning, 0 // paused is a running saga's flag: matched here
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
