@@ -266,8 +266,8 @@ type Filter struct {
 	Definition string
 }
 
-// match reports whether a summary passes the filter.
-func (f Filter) match(s Summary) bool {
+// Match reports whether a summary passes the filter.
+func (f Filter) Match(s Summary) bool {
 	if (f.Status != "" && s.Status != f.Status) || (f.Name != "" && s.Name != f.Name) ||
 		(!f.Since.IsZero() && s.Created.Before(f.Since)) || (!f.Until.IsZero() && !s.Created.Before(f.Until)) ||
 		(f.Key != "" && s.IdempotencyKey != f.Key) || (f.Definition != "" && s.Definition != f.Definition) {
@@ -285,7 +285,7 @@ func (f Filter) match(s Summary) bool {
 // finished ones from the archive (reading the summaries of every saga
 // archived since f.Since: give Since to bound the work on a long history).
 func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
-	keep := f.match
+	keep := f.Match
 	running, err := c.ix.All(ctx, keep)
 	if err != nil {
 		return nil, err

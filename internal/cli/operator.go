@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/machine"
@@ -29,15 +31,15 @@ func init() {
 		operatorCmd
 		summary string
 	}{
-		{operatorCmd{action: events.ActionAbort, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "make a running (or waiting) saga unwind"},
+		{operatorCmd{action: events.ActionAbort, args: "[flags] SAGA_ID [--reason R] [--wait]  |  [--status S] [--name N] [--meta k=v] ... [--reason R] [--yes]"}, "make a running (or waiting) saga unwind; or every saga a filter selects"},
 		{operatorCmd{action: events.ActionRetry, args: "[flags] SAGA_ID NODE [--params JSON] [--reason R] [--wait]", node: true},
 			"run a failed undo of a stuck saga, or the failed node of a waiting saga, again"},
 		{operatorCmd{action: events.ActionSkip, args: "[flags] SAGA_ID NODE --output JSON --reason R [--wait]", node: true, needsReason: true},
 			"treat the failed node of a waiting saga as succeeded, with the given output"},
 		{operatorCmd{action: events.ActionResolve, args: "[flags] SAGA_ID NODE --reason R [--wait]", node: true, needsReason: true}, "declare a failed undo done by other means"},
-		{operatorCmd{action: events.ActionAbandon, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "end a saga as it is, without undoing more"},
-		{operatorCmd{action: events.ActionPause, args: "[flags] SAGA_ID [--reason R]"}, "hold a saga's new nodes back (requests already sent finish)"},
-		{operatorCmd{action: events.ActionResume, args: "[flags] SAGA_ID [--reason R] [--wait]"}, "let a paused saga go on"},
+		{operatorCmd{action: events.ActionAbandon, args: "[flags] SAGA_ID [--reason R] [--wait]  |  [filters] [--reason R] [--yes]"}, "end a saga as it is, without undoing more; or every saga a filter selects"},
+		{operatorCmd{action: events.ActionPause, args: "[flags] SAGA_ID [--reason R]  |  [filters] [--reason R] [--yes]"}, "hold a saga's new nodes back (requests already sent finish); or every saga a filter selects"},
+		{operatorCmd{action: events.ActionResume, args: "[flags] SAGA_ID [--reason R] [--wait]  |  [filters] [--reason R] [--yes]"}, "let a paused saga go on; or every saga a filter selects"},
 	} {
 		register(command{name: string(c.action), args: c.args, summary: c.summary, run: c.run})
 	}
@@ -63,9 +65,17 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 		output = fs.String("output", "", "the node's output, as JSON; required")
 	}
 	asJSON := fs.Bool("json", false, "print JSON")
+	var bulk *bulkFlags
+	if !c.node {
+		bulk = addBulkFlags(fs)
+	}
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if bulk != nil && len(pos) == 0 && bulk.set() {
+		cmd := events.OperatorCommand{Action: c.action, Operator: *operator, Reason: *reason}
+		return c.runBulk(ctx, e, conn, bulk, cmd)
 	}
 	want := 1
 	if c.node {
@@ -74,6 +84,8 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	switch {
 	case len(pos) != want && c.node:
 		return fmt.Errorf("%w: want a saga id and a node", errUsage)
+	case len(pos) != want && bulk != nil:
+		return fmt.Errorf("%w: want one saga id, or filters (--status, --name, --since, --key, --meta, --definition) to %s many", errUsage, string(c.action))
 	case len(pos) != want:
 		return fmt.Errorf("%w: want one saga id", errUsage)
 	case c.needsReason && strings.TrimSpace(*reason) == "":
@@ -109,49 +121,12 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	entries, err := streams.NewLog(js).Load(ctx, id)
-	if err != nil {
-		return noSaga(id, err)
-	}
-	r, err := replay(ctx, js, id, entries)
-	if err != nil {
-		return err
-	}
-	// The coordinator decides with the same pure machine and ignores a
-	// command the saga's state does not allow; deciding here first turns
-	// that silence into a clear error.
 	cmd.Node = node
-	in, err := machine.OperatorInput(time.Now(), cmd)
+	r, err := c.sendOne(ctx, js, cl, id, cmd)
 	if err != nil {
-		return err
-	}
-	if _, err := machine.Decide(r.state, in, machine.Options{}); err != nil {
-		var rej *machine.RejectedError
-		if errors.As(err, &rej) {
-			return fmt.Errorf("cannot %s saga %s: %s%s", name, id, rej.Reason, failedUndos(r.state, c.node))
-		}
 		return err
 	}
 	before := r.state.Events
-	switch c.action {
-	case events.ActionAbort:
-		err = cl.Abort(ctx, id, *reason)
-	case events.ActionRetry:
-		err = cl.Retry(ctx, id, node, *reason, cmd.Params)
-	case events.ActionSkip:
-		err = cl.Skip(ctx, id, node, cmd.Output, *reason)
-	case events.ActionResolve:
-		err = cl.Resolve(ctx, id, node, *reason)
-	case events.ActionAbandon:
-		err = cl.Abandon(ctx, id, *reason)
-	case events.ActionPause:
-		err = cl.Pause(ctx, id, *reason)
-	case events.ActionResume:
-		err = cl.Resume(ctx, id, *reason)
-	}
-	if err != nil {
-		return noSaga(id, err)
-	}
 	if !*wait {
 		if *asJSON {
 			return writeJSON(e.stdout, map[string]string{"id": id, "sent": name, "node": node, "operator": *operator})
@@ -222,4 +197,51 @@ func failedUndos(st *machine.State, forNode bool) string {
 		return " (failed nodes the saga waits on: " + strings.Join(held, ", ") + ")"
 	}
 	return " (failed undos: " + strings.Join(names, ", ") + ")"
+}
+
+// sendOne checks an operator's command against saga id's state, as the
+// coordinator will (so a command the state does not allow is a clear error,
+// not silence), and sends it. It returns the saga as it was.
+func (c operatorCmd) sendOne(ctx context.Context, js jetstream.JetStream, cl *client.Client, id string, cmd events.OperatorCommand) (*replayed, error) {
+	name := string(c.action)
+	entries, err := streams.NewLog(js).Load(ctx, id)
+	if err != nil {
+		return nil, noSaga(id, err)
+	}
+	r, err := replay(ctx, js, id, entries)
+	if err != nil {
+		return nil, err
+	}
+	in, err := machine.OperatorInput(time.Now(), cmd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := machine.Decide(r.state, in, machine.Options{}); err != nil {
+		var rej *machine.RejectedError
+		if errors.As(err, &rej) {
+			return nil, fmt.Errorf("cannot %s saga %s: %s%s", name, id, rej.Reason, failedUndos(r.state, c.node))
+		}
+		return nil, err
+	}
+	node, reason := cmd.Node, cmd.Reason
+	switch c.action {
+	case events.ActionAbort:
+		err = cl.Abort(ctx, id, reason)
+	case events.ActionRetry:
+		err = cl.Retry(ctx, id, node, reason, cmd.Params)
+	case events.ActionSkip:
+		err = cl.Skip(ctx, id, node, cmd.Output, reason)
+	case events.ActionResolve:
+		err = cl.Resolve(ctx, id, node, reason)
+	case events.ActionAbandon:
+		err = cl.Abandon(ctx, id, reason)
+	case events.ActionPause:
+		err = cl.Pause(ctx, id, reason)
+	case events.ActionResume:
+		err = cl.Resume(ctx, id, reason)
+	}
+	if err != nil {
+		return nil, noSaga(id, err)
+	}
+	return r, nil
 }

@@ -311,3 +311,44 @@ func TestListAndShowByKeyAndMetadata(t *testing.T) {
 		return nil
 	})
 }
+
+// An operator's command for every saga a filter selects: a dry run first,
+// then with --yes a progress bar and the failures listed.
+func TestBulkOperatorCommands(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var stuck []string
+	for range 3 {
+		id := e.start("stuck.yaml", "--meta", "batch=7")
+		stuck = append(stuck, id)
+	}
+	other := e.start("ok.yaml", "--meta", "batch=7")
+	for _, id := range stuck {
+		if s := e.wait(id); s.Status != client.StatusStuck {
+			t.Fatalf("saga %s", s.Status)
+		}
+	}
+	e.wait(other)
+	code, out, errs := e.run("abandon", "--status", "stuck", "--meta", "batch=7", "--reason", "cleanup")
+	if code != 0 || !strings.Contains(out, "would abandon 3 saga(s)") || !strings.Contains(out, "dry run: add --yes") {
+		t.Fatalf("dry run: code %d\n%s%s", code, out, errs)
+	}
+	// Abort fails for stuck sagas: each failure is listed, exit 1.
+	code, out, errs = e.run("abort", "--status", "stuck", "--reason", "x", "--yes")
+	if code != 1 || strings.Count(out, "failed: ") != 3 || !strings.Contains(out, "only a running (or waiting) saga can be aborted") || !strings.Contains(errs, "3/3, 3 failed") {
+		t.Fatalf("bulk abort of stuck sagas: code %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs = e.run("abandon", "--status", "stuck", "--meta", "batch=7", "--reason", "cleanup", "--yes")
+	if code != 0 || !strings.Contains(out, "abandon sent for 3 of 3 saga(s)") || !strings.Contains(errs, "[##############################] 3/3") {
+		t.Fatalf("bulk abandon: code %d\n%s\n%s", code, out, errs)
+	}
+	for _, id := range stuck {
+		s, err := e.cl.WaitFor(context.Background(), id, func(s *client.Saga) bool { return s.Finished() })
+		if err != nil || s.Status != client.StatusAbandoned {
+			t.Fatalf("saga %s: %v", id, err)
+		}
+	}
+	if code, _, errs := e.run("abort"); code != 2 || !strings.Contains(errs, "or filters (--status") {
+		t.Fatalf("abort with nothing: code %d %s", code, errs)
+	}
+}
