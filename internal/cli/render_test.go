@@ -36,7 +36,7 @@ func TestDagLinesNestsSubsagas(t *testing.T) {
 		`│     └─ attach ▶ started (attempt 2)                     last attempt: timeout: no reply`,
 		`└─ notify       · pending                  after ip, vm   "` + strings.Repeat("x", outputWidth-2) + "…",
 	}
-	got := dagLines(s)
+	got := dagLines(s, outputWidth)
 	for i := range got {
 		got[i] = strings.Join(strings.Fields(got[i]), " ")
 	}

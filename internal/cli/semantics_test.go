@@ -352,3 +352,27 @@ func TestBulkOperatorCommands(t *testing.T) {
 		t.Fatalf("abort with nothing: code %d %s", code, errs)
 	}
 }
+
+// show fits outputs to the terminal's width ($COLUMNS here), not 80
+// columns whatever the terminal.
+func TestShowFitsTheTerminal(t *testing.T) {
+	e := setup(t) // not parallel: it sets COLUMNS
+	id := e.start("ok.yaml", "--params", `{"note":"`+strings.Repeat("x", 150)+`"}`)
+	e.wait(id)
+	for _, c := range []struct {
+		cols string
+		max  int
+	}{{"80", 80}, {"220", 220}} {
+		t.Setenv("COLUMNS", c.cols)
+		code, out, _ := e.run("show", id)
+		longest := 0
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "params") || strings.Contains(l, "├─") || strings.Contains(l, "└─") {
+				longest = max(longest, len([]rune(l)))
+			}
+		}
+		if code != 0 || longest > c.max || (c.max == 220 && longest < 150) {
+			t.Errorf("COLUMNS=%s: longest line %d\n%s", c.cols, longest, out)
+		}
+	}
+}

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/saga"
@@ -49,8 +53,27 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// outputWidth is how much of an output or error show prints.
+// outputWidth is how much of an output or error show prints when it
+// cannot tell the terminal's width.
 const outputWidth = 60
+
+// detailWidth is how much of an output or error fits on a line of w:
+// the terminal's width ($COLUMNS, or asked of the terminal) less what goes
+// before it; 60 when w is not a terminal.
+func detailWidth(w io.Writer) int {
+	cols := 0
+	if c, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && c > 0 {
+		cols = c
+	} else if f, ok := w.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
+			cols = int(ws.Col)
+		}
+	}
+	if cols == 0 {
+		return outputWidth
+	}
+	return max(30, cols-45)
+}
 
 // stateMarks are the marks show puts before node and saga states.
 var stateMarks = map[string]string{
@@ -70,6 +93,7 @@ func mark(state string) string {
 // printSaga draws a saga: what it is and where it stands, then its DAG in
 // topological order, one node a line, subsagas' nodes indented under them.
 func printSaga(w io.Writer, s *client.Saga) {
+	width := detailWidth(w)
 	fmt.Fprintf(w, "saga      %s  %s\n", s.ID, s.Name)
 	if s.Paused {
 		by := ""
@@ -129,9 +153,9 @@ func printSaga(w io.Writer, s *client.Saga) {
 	if len(s.Metadata) > 0 {
 		fmt.Fprintf(w, "metadata  %s\n", metaFlag(s.Metadata))
 	}
-	fmt.Fprintf(w, "params    %s\n", clipTo(string(s.Params), outputWidth))
+	fmt.Fprintf(w, "params    %s\n", clipTo(string(s.Params), width+34))
 	if len(s.Output) > 0 && string(s.Output) != "null" {
-		fmt.Fprintf(w, "output    %s\n", clipTo(string(s.Output), outputWidth))
+		fmt.Fprintf(w, "output    %s\n", clipTo(string(s.Output), width+34))
 	}
 	for _, op := range s.Operations {
 		who := ""
@@ -149,7 +173,7 @@ func printSaga(w io.Writer, s *client.Saga) {
 		fmt.Fprintf(w, "operator  %s %s%s%s%s\n", op.Time.Local().Format("15:04:05.000"), op.What, node, who, why)
 	}
 	fmt.Fprintln(w)
-	for _, l := range dagLines(s) {
+	for _, l := range dagLines(s, width) {
 		fmt.Fprintln(w, "  "+l)
 	}
 }
@@ -180,7 +204,7 @@ type dagItem struct {
 }
 
 // dagLines draws the DAG as aligned lines.
-func dagLines(s *client.Saga) []string {
+func dagLines(s *client.Saga, width int) []string {
 	byPath := map[string]client.Node{}
 	for _, n := range s.Nodes {
 		byPath[n.Path] = n
@@ -194,11 +218,11 @@ func dagLines(s *client.Saga) []string {
 			end := byPath[path]
 			it := dagItem{name: lastName(path), state: subsagaState(n, end), after: after(path, n.Parents), sub: path}
 			if end.State == "succeeded" {
-				it.detail = clipTo(string(end.Output), outputWidth)
+				it.detail = clipTo(string(end.Output), width)
 			}
 			scopes[scopeOf(path)] = append(scopes[scopeOf(path)], it)
 		default:
-			scopes[scopeOf(n.Path)] = append(scopes[scopeOf(n.Path)], dagItem{name: lastName(n.Path), state: nodeState(n), after: after(n.Path, n.Parents), detail: nodeDetail(n)})
+			scopes[scopeOf(n.Path)] = append(scopes[scopeOf(n.Path)], dagItem{name: lastName(n.Path), state: nodeState(n), after: after(n.Path, n.Parents), detail: nodeDetail(n, width)})
 		}
 	}
 	type row struct{ tree, state, after, detail string }
@@ -254,27 +278,27 @@ func nodeState(n client.Node) string {
 	return st
 }
 
-func nodeDetail(n client.Node) string {
+func nodeDetail(n client.Node, width int) string {
 	switch {
 	case n.Resolved != "":
-		return clipTo("resolved: "+n.Resolved, outputWidth)
+		return clipTo("resolved: "+n.Resolved, width)
 	case n.SkippedBy != "":
-		return clipTo("skipped: "+n.SkippedBy+"; output "+string(n.Output), outputWidth)
+		return clipTo("skipped: "+n.SkippedBy+"; output "+string(n.Output), width)
 	case n.State == "skipped" && n.When != "":
-		return clipTo("when "+n.When+" was false", outputWidth)
+		return clipTo("when "+n.When+" was false", width)
 	case n.State == "pending" && n.Signal != nil:
-		return clipTo("signal "+n.Signal.ID+" kept for when it starts", outputWidth)
+		return clipTo("signal "+n.Signal.ID+" kept for when it starts", width)
 	case n.State == "failed" || n.State == "undo_failed":
 		if n.Error != nil {
-			return clipTo(n.Error.String(), outputWidth)
+			return clipTo(n.Error.String(), width)
 		}
 	case n.State == "started" || n.State == "undo_started":
 		if n.Error != nil {
-			return clipTo("last attempt: "+n.Error.String(), outputWidth)
+			return clipTo("last attempt: "+n.Error.String(), width)
 		}
 	}
 	if len(n.Output) > 0 {
-		return clipTo(string(n.Output), outputWidth)
+		return clipTo(string(n.Output), width)
 	}
 	return ""
 }
