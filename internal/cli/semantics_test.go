@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -374,5 +375,39 @@ func TestShowFitsTheTerminal(t *testing.T) {
 		if code != 0 || longest > c.max || (c.max == 220 && longest < 150) {
 			t.Errorf("COLUMNS=%s: longest line %d\n%s", c.cols, longest, out)
 		}
+	}
+}
+
+// Shell completion: commands, and each command's flags, from bash itself.
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	code, script, errs := run(t, "completion", "bash")
+	if code != 0 {
+		t.Fatalf("completion: %d %s", code, errs)
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	complete := func(words ...string) string {
+		t.Helper()
+		prog := script + fmt.Sprintf("\nCOMP_WORDS=(%s); COMP_CWORD=%d; _jetsaga; echo \"${COMPREPLY[*]}\"\n", strings.Join(words, " "), len(words)-1)
+		out, err := exec.Command(bash, "-c", prog).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := complete("jetsaga", "sig"); got != "signal" {
+		t.Errorf("jetsaga sig<TAB> = %q", got)
+	}
+	if got := complete("jetsaga", "signal", "--re"); got != "--reject" {
+		t.Errorf("jetsaga signal --re<TAB> = %q", got)
+	}
+	if code, _, errs := run(t, "completion", "fish"); code != 2 || !strings.Contains(errs, "want bash or zsh") {
+		t.Errorf("completion fish: %d %s", code, errs)
+	}
+	if code, out, _ := run(t, "completion", "zsh"); code != 0 || !strings.HasPrefix(out, "autoload -U +X bashcompinit") {
+		t.Errorf("completion zsh: %d %q", code, out[:min(len(out), 60)])
 	}
 }
