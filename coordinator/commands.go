@@ -165,8 +165,20 @@ func (p *partition) index(r *run) {
 		return
 	}
 	sum := summaryOf(p.id, s)
+	r.indexed = s.Updated
 	ix := p.env.index
 	p.run(func(ctx context.Context) input { return indexDone{sum: sum, err: ix.MarkInFlight(ctx, sum)} })
+}
+
+// markerRefresh is how far behind a saga's progress its summary's
+// Updated (what jetsaga list shows) may fall.
+const markerRefresh = 30 * time.Second
+
+func (c *Coordinator) markerRefresh() time.Duration {
+	if c.cfg.markerRefresh > 0 {
+		return c.cfg.markerRefresh
+	}
+	return markerRefresh
 }
 
 // sameSummary reports whether two summaries say the same (as stored:

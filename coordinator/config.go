@@ -70,6 +70,9 @@ type Config struct {
 	// no saga. Default DefaultDedupeWindow; negative: finished sagas stay
 	// on their subjects until an operator purges them.
 	DedupeWindow time.Duration
+
+	// markerRefresh, for tests, replaces markerRefresh (zero: it).
+	markerRefresh time.Duration
 	// Registerer, if set, receives the coordinator's Prometheus metrics
 	// (docs/operations.md), labelled with its Name.
 	Registerer prometheus.Registerer

@@ -3,14 +3,18 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/saga"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -100,4 +104,60 @@ func TestStartStopIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A saga's summary (what jetsaga list shows) follows its progress: its
+// Updated is written again once it falls markerRefresh behind, though the
+// status did not change.
+func TestSummaryFollowsProgress(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	ctx := context.Background()
+	topo := streams.Config{Partitions: 2}
+	c, err := New(js, Config{Name: "c1", Topology: topo, markerRefresh: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	cl, err := client.New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two awaits one after the other: signals move the saga on without
+	// changing its status (running).
+	def := saga.New("slow").Then(saga.Await("a", "a")).Then(saga.Await("b", "b")).Then(saga.Await("c", "c")).MustBuild()
+	id, err := cl.Start(ctx, def, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := func() time.Time {
+		sums, err := cl.InFlight(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sums {
+			if s.ID == id {
+				return s.Updated
+			}
+		}
+		t.Fatalf("saga %s not in flight", id)
+		return time.Time{}
+	}
+	first := updated()
+	for _, node := range []string{"a", "b"} {
+		time.Sleep(100 * time.Millisecond) // a slow approver, not a synchronisation
+		if err := cl.Signal(ctx, id, node, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if u := updated(); !u.After(first) {
+			return fmt.Errorf("summary's updated %s, not after %s", u, first)
+		}
+		return nil
+	})
 }

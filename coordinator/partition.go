@@ -74,6 +74,10 @@ type run struct {
 	// finished saga), restated by the rollup its last decision appends.
 	raw    [][]byte
 	timers map[string]stopper // in-memory timers, by timer id
+	// indexed is the Updated time of the summary its marker holds (or
+	// when it was loaded): a marker is refreshed when it falls
+	// markerRefresh behind.
+	indexed time.Time
 	// busy: an append (or a marker write) is in flight; the saga's next
 	// inputs wait in queue, so each decision builds on the durable one
 	// before.
@@ -908,7 +912,14 @@ func (p *partition) apply(l *landing) {
 	if recovered && rec.listed != nil && sameSummary(*rec.listed, summaryOf(p.id, r.state)) {
 		recovered = false
 	}
-	if l.prev != machine.StatusNew && (r.state.Status != l.prev || r.state.Paused != l.paused || recovered) {
+	if r.indexed.IsZero() {
+		r.indexed = r.state.Updated // the marker holds a summary about this fresh
+	}
+	// A status or pause change is written at once; otherwise the summary's
+	// Updated follows progress, a write per saga per markerRefresh at
+	// most (sagas that finish in milliseconds write none).
+	stale := r.state.Updated.Sub(r.indexed) >= c.markerRefresh()
+	if l.prev != machine.StatusNew && (r.state.Status != l.prev || r.state.Paused != l.paused || recovered || stale) {
 		p.index(r) // a new saga's summary went with its marker
 	}
 	if cr, ok := t.in.message().(creator); ok && l.prev == machine.StatusNew && len(d.Events) > 0 {
