@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,7 +63,11 @@ func TestRetrySkipAndAbortOfAWaitingSaga(t *testing.T) {
 		return id
 	}
 	id := waiting()
-	code, out, _ := e.run("show", id)
+	code, out, _ := e.run("status")
+	if code != 0 || !strings.Contains(out, "for an operator  0 stuck (a failed undo), 1 waiting (a failed node)") {
+		t.Fatalf("status: code %d\n%s", code, out)
+	}
+	code, out, _ = e.run("show", id)
 	if code != 0 || !strings.Contains(out, "⏸ waiting") || !strings.Contains(out, "jetsaga skip "+id+" fix --output JSON --reason R") {
 		t.Fatalf("show: code %d\n%s", code, out)
 	}
@@ -409,5 +415,42 @@ func TestCompletion(t *testing.T) {
 	}
 	if code, out, _ := run(t, "completion", "zsh"); code != 0 || !strings.HasPrefix(out, "autoload -U +X bashcompinit") {
 		t.Errorf("completion zsh: %d %q", code, out[:min(len(out), 60)])
+	}
+}
+
+// jetsaga ui serves the console, read-only unless --allow-actions.
+func TestUICommand(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, "read-only"}, {[]string{"--allow-actions", "--operator", "ann"}, "actions on, as ann"}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errb syncBuffer
+		done := make(chan int)
+		go func() {
+			done <- Run(ctx, append([]string{"ui", "-server", e.url, "--addr", "127.0.0.1:0", "--log-level", "warn"}, c.args...), &out, &errb)
+		}()
+		var url string
+		natstest.Eventually(t, 20*time.Second, func() error {
+			s := out.String()
+			i := strings.Index(s, "http://")
+			if i < 0 {
+				return os.ErrNotExist
+			}
+			url = strings.Fields(s[i:])[0]
+			return nil
+		})
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if code := <-done; code != 0 || resp.StatusCode != 200 || !strings.Contains(string(body), c.want) || !strings.Contains(out.String(), c.want) {
+			t.Fatalf("ui %v: code %d, HTTP %d, output %q", c.args, code, resp.StatusCode, out.String())
+		}
 	}
 }

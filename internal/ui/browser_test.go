@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -352,4 +354,56 @@ func TestConsoleScreenshots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// An action is recorded with the name a proxy in front puts in the header
+// --operator-header names, and the reason.
+func TestActionsRecordTheProxysOperator(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	c, err := ui.New(ui.Config{JS: w.js, Client: w.cl, AllowActions: true, Operator: "fallback", OperatorHeader: "X-Forwarded-User"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	page, err := http.Get(srv.URL + "/saga/" + w.running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := new(strings.Builder)
+	_, _ = io.Copy(body, page.Body)
+	page.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body.String())
+	if m == nil {
+		t.Fatalf("no token in the page:\n%s", body)
+	}
+	form := url.Values{"csrf": {m[1]}, "reason": {"ticket 42"}}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/saga/"+w.running+"/pause", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-User", "grace@example.com")
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("pause answered %d", resp.StatusCode)
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		s, err := w.cl.Status(context.Background(), w.running)
+		if err != nil {
+			return err
+		}
+		for _, op := range s.Operations {
+			if op.What == "operator.pause" {
+				if op.Operator != "grace@example.com" || op.Reason != "ticket 42" {
+					t.Fatalf("pause recorded as by %q for %q", op.Operator, op.Reason)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no pause in the log yet")
+	})
 }
