@@ -264,13 +264,17 @@ type Filter struct {
 	Key        string
 	Meta       map[string]string
 	Definition string
+	// Paused keeps the unfinished sagas that are paused (whatever their
+	// status: running, waiting or unwinding).
+	Paused bool
 }
 
 // Match reports whether a summary passes the filter.
 func (f Filter) Match(s Summary) bool {
 	if (f.Status != "" && s.Status != f.Status) || (f.Name != "" && s.Name != f.Name) ||
 		(!f.Since.IsZero() && s.Created.Before(f.Since)) || (!f.Until.IsZero() && !s.Created.Before(f.Until)) ||
-		(f.Key != "" && s.IdempotencyKey != f.Key) || (f.Definition != "" && s.Definition != f.Definition) {
+		(f.Key != "" && s.IdempotencyKey != f.Key) || (f.Definition != "" && s.Definition != f.Definition) ||
+		(f.Paused && (!s.Paused || machine.Status(s.Status).Finished())) {
 		return false
 	}
 	for k, v := range f.Meta {
@@ -310,7 +314,7 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Summary, error) {
 		}
 	}
 	switch {
-	case f.Status != "" && !machine.Status(f.Status).Finished():
+	case f.Status != "" && !machine.Status(f.Status).Finished(), f.Paused:
 		// Only sagas in flight: the archive has none.
 	case f.Since.IsZero() && f.Limit > 0:
 		// The newest few: read the archive backwards, and stop once what

@@ -46,9 +46,8 @@ func (b *bulkFlags) set() bool {
 func (c operatorCmd) runBulk(ctx context.Context, e *env, conn *connFlags, b *bulkFlags, cmd events.OperatorCommand) error {
 	name := string(c.action)
 	f := client.Filter{Status: *b.status, Name: *b.name, Key: *b.key, Definition: *b.definition, Meta: b.meta}
-	paused := f.Status == "paused"
-	if paused {
-		f.Status = client.StatusRunning
+	if f.Status == "paused" {
+		f.Status, f.Paused = "", true
 	}
 	if f.Status != "" && !slices.Contains(statuses, f.Status) {
 		return fmt.Errorf("%w: --status %q is not a saga state (%v, or paused)", errUsage, *b.status, statuses)
@@ -79,9 +78,6 @@ func (c operatorCmd) runBulk(ctx context.Context, e *env, conn *connFlags, b *bu
 	if err != nil {
 		return err
 	}
-	sums = slices.DeleteFunc(sums, func(s client.Summary) bool {
-		return (paused && !s.Paused)
-	})
 	if len(sums) == 0 {
 		fmt.Fprintf(e.stdout, "no unfinished saga matches: nothing to %s\n", name)
 		return nil

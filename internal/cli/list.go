@@ -38,9 +38,8 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
 	f := client.Filter{Status: *status, Name: *name, Key: *key, Meta: meta, Definition: *defRef}
-	paused := f.Status == "paused"
-	if paused {
-		f.Status = client.StatusRunning // a running saga's flag: matched below
+	if f.Status == "paused" {
+		f.Status, f.Paused = "", true // a flag of unfinished sagas, whatever their status
 	}
 	if f.Status != "" && !slices.Contains(statuses, f.Status) {
 		return fmt.Errorf("%w: --status %q is not a saga state (%v, or paused)", errUsage, f.Status, statuses)
@@ -61,9 +60,6 @@ func runList(ctx context.Context, e *env, args []string) error {
 	sums, err := cl.List(ctx, f) // all of them, to say how many are left out
 	if err != nil {
 		return err
-	}
-	if paused {
-		sums = slices.DeleteFunc(sums, func(s client.Summary) bool { return !s.Paused })
 	}
 	total := len(sums)
 	if *limit > 0 && total > *limit {

@@ -190,10 +190,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Meta = map[string]string{k: v}
 	}
-	keep := func(sm client.Summary) bool { return status != "paused" || sm.Paused }
-	if status == "paused" {
-		f.Status, f.Limit = client.StatusRunning, 0 // paused is a running saga's flag: matched here
-	}
+	f.Paused = status == "paused"
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if d.Error == "" {
@@ -201,11 +198,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			d.Error = err.Error()
 		}
-		for _, sm := range all {
-			if keep(sm) {
-				d.Sagas = append(d.Sagas, sm)
-			}
-		}
+		d.Sagas = all
 	}
 	if len(d.Sagas) > pageSize {
 		d.Sagas = d.Sagas[:pageSize]
