@@ -407,3 +407,43 @@ func TestActionsRecordTheProxysOperator(t *testing.T) {
 		return fmt.Errorf("no pause in the log yet")
 	})
 }
+
+// The list pages: 50 sagas, then a link to the older ones.
+func TestListPages(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t) // 5 sagas
+	def := saga.New("ui.quick").Then(saga.Constant("c", 1)).MustBuild()
+	for range 50 {
+		id, err := w.cl.Start(context.Background(), def, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.cl.Wait(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := w.console(t, false)
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	rows := regexp.MustCompile(`<tr class="row`)
+	first := get("/")
+	next := regexp.MustCompile(`id="next" href="([^"]+)"`).FindStringSubmatch(first)
+	if n := len(rows.FindAllString(first, -1)); n != 50 || next == nil {
+		t.Fatalf("first page: %d rows, next link %v", n, next)
+	}
+	second := get(strings.ReplaceAll(next[1], "&amp;", "&"))
+	if n := len(rows.FindAllString(second, -1)); n != 5 || strings.Contains(second, `id="next"`) {
+		t.Fatalf("second page: %d rows, want 5 and no next link", n)
+	}
+	if !strings.Contains(second, w.succeeded) {
+		t.Fatal("the oldest saga is not on the second page")
+	}
+}

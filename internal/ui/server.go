@@ -152,8 +152,9 @@ type listData struct {
 	Filter   url.Values
 	Sagas    []client.Summary
 	Statuses []string
-	// Next is the query of the next page (older sagas), "" if none.
-	Next  string
+	// Next is the link to the next page (older sagas), "" if none: made
+	// here from url.Values, so the template need not escape it again.
+	Next  template.URL
 	Error string
 }
 
@@ -208,7 +209,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		next.Del("fragment")
 		next.Set("before", d.Sagas[pageSize-1].Created.UTC().Format(time.RFC3339Nano))
-		d.Next = next.Encode()
+		d.Next = template.URL("/?" + next.Encode())
 	}
 	s.render(w, r, "list", "Sagas", d)
 }
