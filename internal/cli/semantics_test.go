@@ -63,11 +63,16 @@ func TestRetrySkipAndAbortOfAWaitingSaga(t *testing.T) {
 		return id
 	}
 	id := waiting()
-	code, out, _ := e.run("status")
-	if code != 0 || !strings.Contains(out, "for an operator  0 stuck (a failed undo), 1 waiting (a failed node)") {
-		t.Fatalf("status: code %d\n%s", code, out)
-	}
-	code, out, _ = e.run("show", id)
+	// The coordinator counts the saga once it has applied the decision the
+	// log already shows: poll.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		code, out, _ := e.run("status")
+		if code != 0 || !strings.Contains(out, "for an operator  0 stuck (a failed undo), 1 waiting (a failed node)") {
+			return fmt.Errorf("status: code %d\n%s", code, out)
+		}
+		return nil
+	})
+	code, out, _ := e.run("show", id)
 	if code != 0 || !strings.Contains(out, "⏸ waiting") || !strings.Contains(out, "jetsaga skip "+id+" fix --output JSON --reason R") {
 		t.Fatalf("show: code %d\n%s", code, out)
 	}
