@@ -305,10 +305,15 @@ func TestListAndShowByKeyAndMetadata(t *testing.T) {
 		{[]string{"--key", "order-17"}, a, b},
 		{[]string{"--meta", "team=red"}, b, a},
 	} {
-		code, out, errs := e.run(append([]string{"list"}, c.args...)...)
-		if code != 0 || !strings.Contains(out, c.in) || strings.Contains(out, c.out) || !strings.Contains(out, "NODE AT FAULT") {
-			t.Errorf("list %v: code %d\n%s%s", c.args, code, out, errs)
-		}
+		// A finished saga is listed from the archive, written just after
+		// its log ends: poll.
+		natstest.Eventually(t, 10*time.Second, func() error {
+			code, out, errs := e.run(append([]string{"list"}, c.args...)...)
+			if code != 0 || !strings.Contains(out, c.in) || strings.Contains(out, c.out) || !strings.Contains(out, "NODE AT FAULT") {
+				return fmt.Errorf("list %v: code %d\n%s%s", c.args, code, out, errs)
+			}
+			return nil
+		})
 	}
 	id := e.start("hold.yaml")
 	e.waitRunning(id)
@@ -341,12 +346,17 @@ func TestBulkOperatorCommands(t *testing.T) {
 		}
 	}
 	e.wait(other)
-	code, out, errs := e.run("abandon", "--status", "stuck", "--meta", "batch=7", "--reason", "cleanup")
-	if code != 0 || !strings.Contains(out, "would abandon 3 saga(s)") || !strings.Contains(out, "dry run: add --yes") {
-		t.Fatalf("dry run: code %d\n%s%s", code, out, errs)
-	}
+	// The index says stuck once the coordinator has written the summary,
+	// just after the log says so: poll.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		code, out, errs := e.run("abandon", "--status", "stuck", "--meta", "batch=7", "--reason", "cleanup")
+		if code != 0 || !strings.Contains(out, "would abandon 3 saga(s)") || !strings.Contains(out, "dry run: add --yes") {
+			return fmt.Errorf("dry run: code %d\n%s%s", code, out, errs)
+		}
+		return nil
+	})
 	// Abort fails for stuck sagas: each failure is listed, exit 1.
-	code, out, errs = e.run("abort", "--status", "stuck", "--reason", "x", "--yes")
+	code, out, errs := e.run("abort", "--status", "stuck", "--reason", "x", "--yes")
 	if code != 1 || strings.Count(out, "failed: ") != 3 || !strings.Contains(out, "only a running (or waiting) saga can be aborted") || !strings.Contains(errs, "3/3, 3 failed") {
 		t.Fatalf("bulk abort of stuck sagas: code %d\n%s\n%s", code, out, errs)
 	}

@@ -191,26 +191,30 @@ func TestConsoleInABrowser(t *testing.T) {
 	w := newWorld(t)
 	ro := w.console(t, false)
 
-	// The list shows every saga started, with its status.
-	do(t, ctx, chromedp.Navigate(ro.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#sagas")))
-	rows := run(t, ctx, chromedp.AttributesAll(chromedp.CSSAll("#sagas tr.row")))
-	mode := run(t, ctx, chromedp.Text(chromedp.CSS("#mode")))
-	got := map[string]string{}
-	for _, r := range rows {
-		got[r["data-id"]] = r["class"]
-	}
-	for id, want := range map[string]string{w.succeeded: "s-succeeded", w.unwound: "s-unwound", w.stuck: "s-stuck", w.running: "s-running"} {
-		if !strings.Contains(got[id], want) {
-			t.Errorf("list: saga %s has class %q, want %s (rows %v)", id, got[id], want, got)
+	// The list shows every saga started, with its status (a saga that
+	// just ended is listed from the archive, written right after its
+	// log's end, and a stuck one's summary follows its log: poll).
+	natstest.Eventually(t, 20*time.Second, func() error {
+		do(t, ctx, chromedp.Navigate(ro.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#sagas")))
+		rows := run(t, ctx, chromedp.AttributesAll(chromedp.CSSAll("#sagas tr.row")))
+		got := map[string]string{}
+		for _, r := range rows {
+			got[r["data-id"]] = r["class"]
 		}
-	}
+		for id, want := range map[string]string{w.succeeded: "s-succeeded", w.unwound: "s-unwound", w.stuck: "s-stuck", w.running: "s-running"} {
+			if !strings.Contains(got[id], want) {
+				return fmt.Errorf("list: saga %s has class %q, want %s (rows %v)", id, got[id], want, got)
+			}
+		}
+		return nil
+	})
+	mode := run(t, ctx, chromedp.Text(chromedp.CSS("#mode")))
 	if !strings.Contains(mode, "read-only") {
 		t.Errorf("a console without --allow-actions says %q", mode)
 	}
 	// A filter: only the stuck one.
 	do(t, ctx, chromedp.Navigate(ro.URL+"/?status=stuck"), chromedp.WaitVisible(chromedp.CSS("#sagas")))
-	rows = run(t, ctx, chromedp.AttributesAll(chromedp.CSSAll("#sagas tr.row")))
-	if len(rows) != 1 || rows[0]["data-id"] != w.stuck {
+	if rows := run(t, ctx, chromedp.AttributesAll(chromedp.CSSAll("#sagas tr.row"))); len(rows) != 1 || rows[0]["data-id"] != w.stuck {
 		t.Errorf("status=stuck lists %v", rows)
 	}
 
@@ -434,15 +438,20 @@ func TestListPages(t *testing.T) {
 		return string(b)
 	}
 	rows := regexp.MustCompile(`<tr class="row`)
-	first := get("/")
-	next := regexp.MustCompile(`id="next" href="([^"]+)"`).FindStringSubmatch(first)
-	if n := len(rows.FindAllString(first, -1)); n != 50 || next == nil {
-		t.Fatalf("first page: %d rows, next link %v", n, next)
-	}
-	second := get(strings.ReplaceAll(next[1], "&amp;", "&"))
-	if n := len(rows.FindAllString(second, -1)); n != 5 || strings.Contains(second, `id="next"`) {
-		t.Fatalf("second page: %d rows, want 5 and no next link", n)
-	}
+	// Sagas that just ended are listed once archived, right after: poll.
+	var second string
+	natstest.Eventually(t, 20*time.Second, func() error {
+		first := get("/")
+		next := regexp.MustCompile(`id="next" href="([^"]+)"`).FindStringSubmatch(first)
+		if n := len(rows.FindAllString(first, -1)); n != 50 || next == nil {
+			return fmt.Errorf("first page: %d rows, next link %v", n, next)
+		}
+		second = get(strings.ReplaceAll(next[1], "&amp;", "&"))
+		if n := len(rows.FindAllString(second, -1)); n != 5 || strings.Contains(second, `id="next"`) {
+			return fmt.Errorf("second page: %d rows, want 5 and no next link", n)
+		}
+		return nil
+	})
 	if !strings.Contains(second, w.succeeded) {
 		t.Fatal("the oldest saga is not on the second page")
 	}
