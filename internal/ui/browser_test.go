@@ -58,6 +58,9 @@ func browser(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)
 	t.Cleanup(cancel2)
+	// Cancel waits until the browser has exited, so that no goroutine of
+	// it is left for the package's leak check (cleanups run last first).
+	t.Cleanup(func() { _ = chromedp.Cancel(ctx) })
 	// The first action starts the browser, which lives as long as ctx.
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("start Chromium: %v", err)
