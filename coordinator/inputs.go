@@ -281,6 +281,14 @@ type task struct {
 func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 	ev, err := events.Decode(m.Data())
 	if err != nil {
+		if m.Subject() == streams.ReplySubject(partition) {
+			// A reply that names a real request but is malformed fails
+			// that attempt at once, saying what was wrong, rather than
+			// leaving it to time out.
+			if requestID, ok := events.ReplyTarget(m.Data()); ok {
+				return malformedReply(m, requestID, partition, partitions, err.Error())
+			}
+		}
 		return nil, &rejection{kind: rejectMalformed, reason: "malformed message on " + m.Subject(), err: err}
 	}
 	if got := streams.Partition(ev.SagaID, partitions); got != partition {
@@ -294,6 +302,10 @@ func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 		if want := events.ReplyID(d.RequestID); ev.ID != want {
 			return nil, &rejection{kind: rejectForged, sagaID: ev.SagaID, reason: fmt.Sprintf("reply id %q does not answer request %q", ev.ID, d.RequestID)}
 		}
+		if saga, node, op, attempt, ok := events.ParseRequestID(d.RequestID); ok && saga == ev.SagaID && (node != d.Node || op != d.Op || attempt != d.Attempt) {
+			return malformedReply(m, d.RequestID, partition, partitions,
+				fmt.Sprintf("its node, op and attempt (%s %s #%d) are not those of the request it names (%s %s #%d)", d.Node, d.Op, d.Attempt, node, op, attempt))
+		}
 		return replyInput{msg: m, id: ev.SagaID, reply: *d}, nil
 	case *events.StartSaga:
 		return startInput{msg: m, id: ev.SagaID, created: d.SagaCreated, faults: d.Faults, traceParent: ev.TraceParent, sent: ev.Time, redelivered: redelivered(m)}, nil
@@ -306,6 +318,19 @@ func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 		return signalInput{msg: m, id: ev.SagaID, sigID: ev.ID, sig: *d}, nil
 	}
 	return nil, &rejection{kind: rejectMisrouted, sagaID: ev.SagaID, reason: fmt.Sprintf("unexpected %s on %s", ev.Type(), m.Subject())}
+}
+
+// malformedReply makes a reply that failed to decode, but names a request
+// of partition, into a failure of that request's attempt (transient: the
+// node's retry policy applies), with what was wrong as its message.
+func malformedReply(m delivery, requestID string, partition, partitions int, reason string) (sagaBound, *rejection) {
+	sagaID, node, op, attempt, _ := events.ParseRequestID(requestID)
+	if got := streams.Partition(sagaID, partitions); got != partition {
+		return nil, &rejection{kind: rejectWrongPartition, sagaID: sagaID, reason: fmt.Sprintf("saga belongs to partition %d, not %d", got, partition)}
+	}
+	reply := events.ActionReply{RequestID: requestID, Op: op, Node: node, Attempt: attempt,
+		Error: &events.Error{Kind: events.ErrorTransient, Message: "malformed reply: " + reason}}
+	return replyInput{msg: m, id: sagaID, reply: reply}, nil
 }
 
 // timerMsg is the body of a fired retry or expiry timer.

@@ -120,6 +120,42 @@ func RequestID(sagaID, node string, op Op, attempt int) string {
 // ReplyID is the id of the reply to a request.
 func ReplyID(requestID string) string { return requestID + ":reply" }
 
+// ParseRequestID splits a request id (RequestID) into its parts; ok is
+// false if it is not one.
+func ParseRequestID(id string) (sagaID, node string, op Op, attempt int, ok bool) {
+	parts := strings.Split(id, ":")
+	if len(parts) != 4 || parts[0] == "" || parts[1] == "" {
+		return "", "", "", 0, false
+	}
+	n, err := strconv.Atoi(parts[3])
+	if err != nil || n < 1 || (Op(parts[2]) != OpDo && Op(parts[2]) != OpUndo) {
+		return "", "", "", 0, false
+	}
+	return parts[0], parts[1], Op(parts[2]), n, true
+}
+
+// ReplyTarget reads, from a reply that does not decode, the request it
+// names: its event id must be that request's reply id and its subject the
+// request's saga, so that a malformed reply can fail the attempt it
+// answers instead of being dropped. ok is false if it names none.
+func ReplyTarget(b []byte) (requestID string, ok bool) {
+	var w struct {
+		ID      string `json:"id"`
+		Subject string `json:"subject"`
+		Data    struct {
+			RequestID string `json:"request_id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(b, &w) != nil {
+		return "", false
+	}
+	sagaID, _, _, _, ok := ParseRequestID(w.Data.RequestID)
+	if !ok || w.Subject != sagaID || w.ID != ReplyID(w.Data.RequestID) {
+		return "", false
+	}
+	return w.Data.RequestID, true
+}
+
 // wire is the JSON structured format of a CloudEvent as jetsaga writes it.
 type wire struct {
 	SpecVersion     string `json:"specversion"`

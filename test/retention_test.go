@@ -91,9 +91,14 @@ func TestFinishedSagasLeaveTheLogForTheArchive(t *testing.T) {
 	if s, err := cl.Status(ctx, done); err != nil || s.Status != client.StatusSucceeded || len(s.Timeline) == 0 {
 		t.Fatalf("the archived saga: %+v, %v", s, err)
 	}
-	if l := listed(); l[done] != "succeeded" || l[stuck] != "stuck" {
-		t.Fatalf("list: %v", l)
-	}
+	// The index says stuck once the coordinator has written the summary,
+	// just after the log says so: poll.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if l := listed(); l[done] != "succeeded" || l[stuck] != "stuck" {
+			return fmt.Errorf("list: %v", l)
+		}
+		return nil
+	})
 
 	// The saga's start comes again, delivered a second time (a
 	// coordinator took it and died before acking), sent longer ago than
