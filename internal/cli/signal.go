@@ -46,15 +46,11 @@ func runSignal(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
 	defer cancel()
-	nc, js, err := conn.connect(ctx)
+	nc, cl, err := conn.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	cl, err := client.New(ctx, js)
-	if err != nil {
-		return err
-	}
 	opts := []client.SignalOption{client.WithSender(*sender)}
 	if *sigID != "" {
 		opts = append(opts, client.WithSignalID(*sigID))

@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -310,6 +309,5 @@ func sameOrigin(r *http.Request) error {
 	return nil
 }
 
-func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 func hmacEqual(a, b string) bool { return a != "" && hmac.Equal([]byte(a), []byte(b)) }
