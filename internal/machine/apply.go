@@ -130,7 +130,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if !s.Status.forward() {
+		if !s.Status.Forward() {
 			return illegal(d.Node, "no node starts while the saga is %s", s.Status)
 		}
 		switch {
@@ -173,7 +173,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if !s.Status.forward() {
+		if !s.Status.Forward() {
 			return illegal(d.Node, "no retry is scheduled while the saga is %s", s.Status)
 		}
 		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {
@@ -193,7 +193,7 @@ func (s *State) apply(e events.Event) error {
 		if n.State != NodeStarted || d.Attempt != n.Attempt {
 			return illegal(d.Node, "only a started node's latest attempt (%d) can fail", n.Attempt)
 		}
-		if d.Error.Kind == events.ErrorCanceled && s.Status.forward() {
+		if d.Error.Kind == events.ErrorCanceled && s.Status.Forward() {
 			return illegal(d.Node, "a node is canceled only when the saga unwinds")
 		}
 		if d.Error.Kind == events.ErrorCondition && g.When == nil {
@@ -212,7 +212,7 @@ func (s *State) apply(e events.Event) error {
 		n.OutcomeUnknown = d.Error.Kind == events.ErrorOutcomeUnknown
 
 	case *events.SagaUnwinding:
-		if !s.Status.forward() {
+		if !s.Status.Forward() {
 			return illegal("", "only a running (or waiting) saga starts unwinding")
 		}
 		if p := s.PastPivot(); p != "" {
@@ -240,7 +240,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if !s.Status.forward() || n.State != NodeFailed || n.Held {
+		if !s.Status.Forward() || n.State != NodeFailed || n.Held {
 			return illegal(d.Node, "a saga waits for an operator only on a node that has just failed, while it runs")
 		}
 		if !s.pauses(g) {
@@ -269,7 +269,7 @@ func (s *State) apply(e events.Event) error {
 		if g.Kind != saga.KindAwait {
 			return illegal(d.Node, "signals are for await nodes; this is a %s node", g.Kind)
 		}
-		if !s.Status.forward() || n.Signal != nil || !(n.State == NodePending || n.State == NodeStarted && n.Waiting) {
+		if !s.Status.Forward() || n.Signal != nil || !(n.State == NodePending || n.State == NodeStarted && n.Waiting) {
 			return illegal(d.Node, "the node takes no signal now")
 		}
 		n.Signal = d
@@ -286,7 +286,7 @@ func (s *State) apply(e events.Event) error {
 		s.rewait()
 
 	case *events.DeadlinePassed:
-		if s.Deadline.IsZero() || s.DeadlinePassed || !s.Status.forward() {
+		if s.Deadline.IsZero() || s.DeadlinePassed || !s.Status.Forward() {
 			return illegal("", "the saga has no deadline to pass now")
 		}
 		if p := s.PastPivot(); p != "" && d.Then != saga.Pause {
@@ -389,7 +389,7 @@ func (s *State) apply(e events.Event) error {
 		s.Status = StatusStuck
 
 	case *events.OperatorAbort:
-		if !s.Status.forward() {
+		if !s.Status.Forward() {
 			return illegal("", "only a running (or waiting) saga can be aborted")
 		}
 		if p := s.PastPivot(); p != "" {
@@ -464,7 +464,7 @@ func (s *State) apply(e events.Event) error {
 		if err != nil {
 			return err
 		}
-		if !s.Status.forward() {
+		if !s.Status.Forward() {
 			return illegal(d.Node, "an action is repeated only while the saga runs")
 		}
 		if n.State != NodeStarted || !n.Waiting || d.Attempt != n.Attempt {

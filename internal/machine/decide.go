@@ -325,7 +325,7 @@ func Decide(s *State, in Input, opt Options) (Decision, error) {
 			return reject(in.Timer.Node, "timer %s: %s", in.Timer.ID(), reason)
 		}
 	case Abort:
-		if !s.Status.forward() {
+		if !s.Status.Forward() {
 			return reject("", "only a running (or waiting) saga can be aborted; it is %s", s.Status)
 		}
 		if p := s.PastPivot(); p != "" {
@@ -523,7 +523,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	attempt := n.Attempt
 	unknown := n.mayHaveRun() || e.Kind == events.ErrorTimeout
 	p := d.s.actionPolicy(g.Spec)
-	if d.s.Status.forward() && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
+	if d.s.Status.Forward() && e.Kind != events.ErrorPermanent && n.actionTries(attempt) < p.MaxAttempts {
 		at := d.now.Add(max(d.backoff(p, g.Path, events.OpDo, attempt, n.actionTries(attempt)), retryAfter))
 		d.must(&events.NodeAttemptFailed{Node: g.Path, Attempt: attempt, Error: e, RetryAt: at})
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerRetry, Op: events.OpDo, Node: g.Path, Attempt: attempt}, At: at})
@@ -534,7 +534,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 	case unknown:
 		final = events.Error{Kind: events.ErrorOutcomeUnknown, Message: e.Message}
 	case e.Kind == events.ErrorPermanent:
-	case !d.s.Status.forward():
+	case !d.s.Status.Forward():
 		final = events.Error{Kind: events.ErrorCanceled, Message: "the saga is unwinding: " + e.Message}
 	default:
 		final = events.Error{Kind: events.ErrorRetriesExhausted, Message: fmt.Sprintf("%d attempts failed; last: %s", n.actionTries(attempt), e.Message)}
@@ -548,7 +548,7 @@ func (d *decider) actionFailed(g *saga.GraphNode, n *Node, e events.Error, retry
 // operator. An unwinding saga goes on unwinding.
 func (d *decider) failed(g *saga.GraphNode, e events.Error) {
 	switch {
-	case !d.s.Status.forward():
+	case !d.s.Status.Forward():
 	case d.s.pauses(g):
 		d.must(&events.SagaWaiting{Node: g.Path, Error: e})
 	default:
@@ -575,7 +575,7 @@ func (d *decider) signal(in Signal) (reason, node string, sentinel error) {
 		return fmt.Sprintf("signal %s was taken already", in.ID), in.Node, ErrDuplicateSignal
 	case n.Signal != nil:
 		return fmt.Sprintf("node %q has taken signal %s already; it takes one", in.Node, n.Signal.ID), in.Node, nil
-	case !d.s.Status.forward():
+	case !d.s.Status.Forward():
 		return fmt.Sprintf("the saga is %s: no await node takes a signal now", d.s.Status), in.Node, nil
 	case n.State == NodeSkipped:
 		return fmt.Sprintf("node %q was skipped (its condition was false)", in.Node), in.Node, nil
@@ -682,7 +682,7 @@ func (d *decider) timer(t Timer) string {
 		}
 		d.actionFailed(g, n, events.Error{Kind: events.ErrorTimeout, Message: fmt.Sprintf("no reply to attempt %d within %s", t.Attempt, d.s.timeout(g.Spec))}, 0)
 	case t.Op == events.OpDo && t.Kind == TimerRetry:
-		if n.State != NodeStarted || n.Waiting || n.Attempt != t.Attempt || !d.s.Status.forward() {
+		if n.State != NodeStarted || n.Waiting || n.Attempt != t.Attempt || !d.s.Status.Forward() {
 			return "no retry is due"
 		}
 		d.startAction(g, t.Attempt+1)
@@ -708,7 +708,7 @@ func (d *decider) deadline() string {
 	switch {
 	case s.Deadline.IsZero() || s.DeadlinePassed:
 		return "no deadline is due"
-	case !s.Status.forward():
+	case !s.Status.Forward():
 		return fmt.Sprintf("the saga is %s already", s.Status)
 	}
 	then := s.Graph.Def.OnDeadline
@@ -727,7 +727,7 @@ func (d *decider) deadline() string {
 
 // recover re-issues the requests and timers that the log says are pending.
 func (d *decider) recover() {
-	if s := d.s; !s.Deadline.IsZero() && !s.DeadlinePassed && s.Status.forward() {
+	if s := d.s; !s.Deadline.IsZero() && !s.DeadlinePassed && s.Status.Forward() {
 		d.cmds = append(d.cmds, ArmTimer{Timer: Timer{Kind: TimerDeadline}, At: s.Deadline})
 	}
 	for i, g := range d.s.Graph.Nodes {
