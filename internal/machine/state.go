@@ -32,7 +32,6 @@ const (
 // or waiting for an operator after a failure.
 func (s Status) Forward() bool { return s == StatusRunning || s == StatusWaiting }
 
-
 // Finished reports whether the saga has ended.
 func (s Status) Finished() bool {
 	return s == StatusSucceeded || s == StatusUnwound || s == StatusAbandoned

@@ -309,5 +309,4 @@ func sameOrigin(r *http.Request) error {
 	return nil
 }
 
-
 func hmacEqual(a, b string) bool { return a != "" && hmac.Equal([]byte(a), []byte(b)) }
