@@ -37,12 +37,14 @@ type Config struct {
 	// requests it has fetched but not started. Default 16.
 	Concurrency int
 
-	// AckWait is the ack wait of the actions' consumers: a request not
-	// acknowledged (and not reported in progress) this long after its
-	// delivery is delivered again, to any participant of the action. Every
-	// participant of an action must use the same value: Start updates the
-	// shared consumer to it. While a handler runs, the participant reports
-	// progress every third of it. At least 100ms. Default
+	// AckWait is the ack wait of the actions' consumers this participant
+	// creates: a request not acknowledged (and not reported in progress)
+	// this long after its delivery is delivered again, to any participant
+	// of the action. A consumer that exists already is used as it is
+	// (another participant, perhaps in another language, created it; to
+	// change it, edit or delete it), and progress follows its ack wait.
+	// While a handler runs, the participant reports progress every third
+	// of the ack wait. At least 100ms. Default
 	// streams.DefaultAckWait (5s): a request delivered into a NATS fault
 	// comes back after it, so keep it well under the attempt timeouts.
 	AckWait time.Duration

@@ -131,8 +131,11 @@
 //
 // Register every action, then Start: it fails fast if the JETSAGA_WORK
 // stream or the barrier bucket is missing (run streams.Apply first), and
-// creates or updates each action's durable consumer, shared by all
-// participants of the action so they compete for its requests. Stop stops
+// binds to each action's durable consumer, shared by all participants of
+// the action (in any language) so they compete for its requests: it
+// creates the consumer with the config docs/protocol.md publishes if it
+// does not exist, and uses an existing one as it is (refusing one that
+// filters another subject or does not want explicit acks). Stop stops
 // taking requests, gives back the ones fetched but not started, waits for
 // the running handlers and their replies, and returns; if its context ends
 // first, the handlers are cancelled (cause ErrStopping) and their requests

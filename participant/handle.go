@@ -355,7 +355,7 @@ func (p *Participant) run(log *slog.Logger, msg jetstream.Msg, r *Request, h Han
 // barrier lock l (nil without the barrier); if l expires without renewal
 // it cancels the handler with cause ErrLockLost.
 func (p *Participant) keepAlive(log *slog.Logger, msg jetstream.Msg, l *lease, cancel context.CancelCauseFunc, quit <-chan struct{}) {
-	t := time.NewTicker(p.tick)
+	t := time.NewTicker(p.progressEvery())
 	defer t.Stop()
 	var lockTimer *time.Timer
 	var expired <-chan time.Time
@@ -379,7 +379,7 @@ func (p *Participant) keepAlive(log *slog.Logger, msg jetstream.Msg, l *lease, c
 			if l == nil {
 				continue
 			}
-			ctx, c := context.WithTimeout(context.Background(), p.tick)
+			ctx, c := context.WithTimeout(context.Background(), p.progressEvery())
 			err := l.renew(ctx, p.barrier)
 			c()
 			if err != nil {

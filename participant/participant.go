@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,7 +29,7 @@ type Participant struct {
 	log    *slog.Logger
 	source string // CloudEvents source of replies
 	owner  string // barrier lock owner: name and instance id
-	tick   time.Duration
+	tick   atomic.Int64 // progress and lock renewal interval (time.Duration); see shortenTick
 
 	mu      sync.Mutex
 	state   lifecycle
@@ -106,7 +107,7 @@ func New(js jetstream.JetStream, cfg Config) (*Participant, error) {
 	if cfg.TracerProvider != nil {
 		tr = cfg.TracerProvider.Tracer("github.com/jetsaga/jetsaga/participant")
 	}
-	return &Participant{
+	p := &Participant{
 		tracer:   tr,
 		metrics:  m,
 		js:       js,
@@ -114,13 +115,18 @@ func New(js jetstream.JetStream, cfg Config) (*Participant, error) {
 		log:      cfg.Logger.With("participant", cfg.Name),
 		source:   events.SourceParticipant + "/" + cfg.Name,
 		owner:    cfg.Name + "/" + uuid.NewString(),
-		tick:     min(cfg.AckWait, cfg.LockTTL) / 3,
 		actions:  map[string]*action{},
 		slots:    make(chan struct{}, cfg.Concurrency),
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
-	}, nil
+	}
+	p.tick.Store(int64(min(cfg.AckWait, cfg.LockTTL) / 3))
+	return p, nil
 }
+
+// progressEvery is how often a request in hand is reported in progress
+// (and its barrier lock renewed).
+func (p *Participant) progressEvery() time.Duration { return time.Duration(p.tick.Load()) }
 
 // Register sets the handlers of the action called name (such as
 // "payments.charge"): do runs its requests, undo its undo requests (they
@@ -171,8 +177,9 @@ func (p *Participant) RegisterUndo(name string, undo Handler) error {
 
 // Start checks the topology (the JETSAGA_WORK stream and, with the barrier
 // on, the barrier bucket must exist: a missing one is a
-// *streams.MissingError), creates or updates each action's durable
-// consumer, and starts handling requests. It returns once they are being
+// *streams.MissingError), binds to each action's durable consumer (creating
+// it with the protocol's config if it does not exist; see open), and
+// starts handling requests. It returns once they are being
 // consumed; ctx bounds only that. Start is idempotent; after Stop it
 // returns ErrStopped. With nothing registered it returns ErrNoActions.
 func (p *Participant) Start(ctx context.Context) error {
@@ -239,12 +246,36 @@ func (p *Participant) checkTopology(ctx context.Context) error {
 	return nil
 }
 
-// open creates or updates action's consumer and starts fetching from it.
+// open binds to action's consumer, creating it with the protocol's config
+// if it does not exist, and starts fetching from it. An existing consumer
+// is used as it is, never updated: participants of one action in other
+// languages, or with another AckWait, may have created it, and changing a
+// shared consumer under them is an operator's decision. Progress is sent
+// often enough for the consumer's actual ack wait.
 func (p *Participant) open(ctx context.Context, name string) (jetstream.MessagesContext, error) {
-	cons, err := p.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.ActionConsumer(name, p.cfg.AckWait))
+	want := streams.ActionConsumer(name, p.cfg.AckWait)
+	cons, err := p.js.Consumer(ctx, streams.WorkStream, want.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = p.js.CreateConsumer(ctx, streams.WorkStream, want)
+		if errors.Is(err, jetstream.ErrConsumerExists) { // another participant was first
+			cons, err = p.js.Consumer(ctx, streams.WorkStream, want.Durable)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("participant: consumer of action %s: %w", name, err)
 	}
+	got := cons.CachedInfo().Config
+	unusable, diffs := streams.CheckActionConsumer(name, got)
+	if unusable != "" {
+		return nil, fmt.Errorf("participant: action %s: %s; delete it (nats consumer rm %s %s) and a participant creates it again", name, unusable, streams.WorkStream, want.Durable)
+	}
+	for _, d := range diffs {
+		p.log.Warn("participant: the action's consumer differs from the protocol's config; using it as it is", "action", name, "consumer", want.Durable, "difference", d)
+	}
+	if got.AckWait != p.cfg.AckWait {
+		p.log.Info("participant: the action's consumer has another ack wait than this participant's AckWait; progress follows the consumer's", "action", name, "consumer_ack_wait", got.AckWait, "ack_wait", p.cfg.AckWait)
+	}
+	p.shortenTick(got.AckWait / 3)
 	it, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency),
 		jetstream.PullHeartbeat(streams.PullHeartbeat), jetstream.PullExpiry(streams.PullExpiry))
 	if err != nil {
@@ -370,6 +401,20 @@ func (p *Participant) reopen(a *action) jetstream.MessagesContext {
 	}
 }
 
+// shortenTick makes the progress and lock-renewal interval at most d.
+func (p *Participant) shortenTick(d time.Duration) {
+	d = max(d, minTick)
+	for {
+		cur := p.tick.Load()
+		if int64(d) >= cur || p.tick.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
+}
+
+// minTick bounds shortenTick: a consumer's ack wait can be anything.
+const minTick = 10 * time.Millisecond
+
 func (p *Participant) isStopping() bool {
 	select {
 	case <-p.stopping:
@@ -387,7 +432,7 @@ func (p *Participant) acquire(msg jetstream.Msg) bool {
 		return true
 	default:
 	}
-	t := time.NewTicker(p.tick)
+	t := time.NewTicker(p.progressEvery())
 	defer t.Stop()
 	for {
 		select {

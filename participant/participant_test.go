@@ -856,3 +856,58 @@ func TestReplyPublishFails(t *testing.T) {
 		t.Fatalf("handler ran %d times, want once", n)
 	}
 }
+
+// A consumer another participant created with another config (deliver new,
+// as a participant in another language did, and a shorter ack wait) is
+// bound to as it is, not updated (which the server refuses for a deliver
+// policy); progress follows its ack wait. A consumer that would deliver the
+// wrong requests is refused with what to do.
+func TestConsumerMadeByAnother(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const action = "shared.act"
+	cfg := streams.ActionConsumer(action, 400*time.Millisecond)
+	cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	if _, err := e.js.CreateConsumer(testCtx(t), streams.WorkStream, cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.start(participant.Config{DisableBarrier: true}, func(p *participant.Participant) {
+		mustRegister(t, p, action, func(ctx context.Context, r *participant.Request) (any, error) {
+			time.Sleep(time.Second) // over twice the consumer's ack wait
+			return "bound", nil
+		}, nil)
+	})
+	e.logs.waitFor(t, "differs from the protocol's config", "deliver policy is new")
+	wantOK(t, e.replies.get(e.send(action, req{})), `"bound"`)
+	c, err := e.js.Consumer(testCtx(t), streams.WorkStream, streams.ActionConsumerName(action))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.DeliverPolicy != jetstream.DeliverNewPolicy || info.Config.AckWait != 400*time.Millisecond {
+		t.Fatalf("consumer changed to deliver %s, ack wait %s; want it left as created", info.Config.DeliverPolicy, info.Config.AckWait)
+	}
+	if info.NumRedelivered != 0 {
+		t.Fatalf("%d requests redelivered: progress did not follow the consumer's ack wait", info.NumRedelivered)
+	}
+
+	const wrong = "wrong.act"
+	bad := streams.ActionConsumer(wrong, 0)
+	bad.FilterSubject = streams.RequestSubject("other.act")
+	if _, err := e.js.CreateConsumer(testCtx(t), streams.WorkStream, bad); err != nil {
+		t.Fatal(err)
+	}
+	p, err := participant.New(e.js, participant.Config{DisableBarrier: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, p, wrong, ok(nil), nil)
+	err = p.Start(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), `filters ["jetsaga.req.other.act"]`) || !strings.Contains(err.Error(), "nats consumer rm") {
+		t.Fatalf("Start with a consumer filtering another action = %v, want it refused with what to do", err)
+	}
+	_ = p.Stop(testCtx(t))
+}

@@ -96,3 +96,33 @@ const (
 	PullHeartbeat = time.Second
 	PullExpiry    = 5 * time.Second
 )
+
+// CheckActionConsumer compares the config of an existing consumer of
+// action with the one the protocol publishes (ActionConsumer). unusable
+// says why no participant may take requests from it (it filters another
+// subject, or does not want explicit acks); differences lists what else
+// differs ("deliver policy is new, the protocol's is all"): the consumer
+// still works, so participants bind to it as it is and only say so.
+func CheckActionConsumer(action string, got jetstream.ConsumerConfig) (unusable string, differences []string) {
+	want := ActionConsumer(action, got.AckWait)
+	filters := got.FilterSubjects
+	if got.FilterSubject != "" {
+		filters = append([]string{got.FilterSubject}, filters...)
+	}
+	if len(filters) != 1 || filters[0] != want.FilterSubject {
+		return fmt.Sprintf("consumer %s filters %q, not %q: it would deliver other actions' requests, or none", want.Durable, filters, want.FilterSubject), nil
+	}
+	if got.AckPolicy != jetstream.AckExplicitPolicy {
+		return fmt.Sprintf("consumer %s has ack policy %s, not explicit: requests would count as handled before their replies were sent", want.Durable, got.AckPolicy), nil
+	}
+	if got.DeliverPolicy != want.DeliverPolicy {
+		differences = append(differences, fmt.Sprintf("deliver policy is %s, the protocol's is %s (it matters only when the consumer is created: requests published before were not delivered)", got.DeliverPolicy, want.DeliverPolicy))
+	}
+	if got.MaxDeliver != want.MaxDeliver {
+		differences = append(differences, fmt.Sprintf("max deliver is %d, the protocol's is %d (a request delivered that often is dropped, and its attempt times out)", got.MaxDeliver, want.MaxDeliver))
+	}
+	if got.MaxAckPending != want.MaxAckPending {
+		differences = append(differences, fmt.Sprintf("max ack pending is %d, the protocol's is %d", got.MaxAckPending, want.MaxAckPending))
+	}
+	return "", differences
+}

@@ -165,3 +165,12 @@ func TestValidateSagaIDAgreesWithUUID(t *testing.T) {
 		}
 	}
 }
+
+// The consumer name docs/protocol.md gives as an example is the one
+// participants derive: other languages check their derivation against it.
+func TestActionConsumerNameVector(t *testing.T) {
+	t.Parallel()
+	if got := streams.ActionConsumerName("hotels.book"); got != "jetsaga-act-hotels_book-bca0c1e1" {
+		t.Fatalf("ActionConsumerName(hotels.book) = %s, want the protocol's example jetsaga-act-hotels_book-bca0c1e1", got)
+	}
+}
