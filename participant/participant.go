@@ -27,8 +27,8 @@ type Participant struct {
 	js     jetstream.JetStream
 	cfg    Config
 	log    *slog.Logger
-	source string // CloudEvents source of replies
-	owner  string // barrier lock owner: name and instance id
+	source string       // CloudEvents source of replies
+	owner  string       // barrier lock owner: name and instance id
 	tick   atomic.Int64 // progress and lock renewal interval (time.Duration); see shortenTick
 
 	mu      sync.Mutex
