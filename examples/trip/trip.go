@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -23,6 +24,9 @@ const Bucket = "example_trip_bookings"
 type Params struct {
 	Traveller   string `json:"traveller"`
 	Destination string `json:"destination"`
+	// HotelBusy: the hotel's system is busy for the first this many
+	// attempts of the booking (a transient error, retried).
+	HotelBusy int `json:"hotel_busy,omitempty"`
 }
 
 // NoCars is a destination without rental cars: booking one fails for good.
@@ -56,6 +60,9 @@ func Register(ctx context.Context, js jetstream.JetStream, p *participant.Partic
 			var tp Params
 			if err := req.DecodeParams(&tp); err != nil {
 				return nil, err
+			}
+			if kind == "hotel" && req.Attempt <= tp.HotelBusy {
+				return nil, participant.RetryAfter(200*time.Millisecond, fmt.Errorf("hotel system busy (attempt %d; busy for %d)", req.Attempt, tp.HotelBusy))
 			}
 			if kind == "car" {
 				var flight Booking

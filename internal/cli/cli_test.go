@@ -249,3 +249,15 @@ func TestReplayPrintsTimelineAndState(t *testing.T) {
 		t.Fatalf("bad id: code %d %s", code, errs)
 	}
 }
+
+func TestConformanceUsage(t *testing.T) {
+	if code, _, errs := run(t, "conformance"); code != 2 || !strings.Contains(errs, "--action is required") {
+		t.Fatalf("conformance without --action: exit %d, %q", code, errs)
+	}
+	if code, _, errs := run(t, "conformance", "--action", "a.b", "--params", "{nope"); code != 2 || !strings.Contains(errs, "--params is not JSON") {
+		t.Fatalf("conformance with bad params: exit %d, %q", code, errs)
+	}
+	if code, _, errs := run(t, "conformance", "--action", "a b"); code != 2 || !strings.Contains(errs, "--action") {
+		t.Fatalf("conformance with a bad action: exit %d, %q", code, errs)
+	}
+}

@@ -1,0 +1,248 @@
+// A participant runtime: binds to each action's request consumer, keeps
+// the protocol's rules for every participant (docs/protocol.md, "Rules
+// every participant follows") with the idempotency barrier it shares with
+// the Go SDK, runs the handlers, and replies.
+import { randomUUID } from "node:crypto";
+import {
+  AckPolicy,
+  headers,
+  JetStreamClient,
+  JetStreamManager,
+  JsMsg,
+  KV,
+  millis,
+  ConsumerInfo,
+  NatsError,
+} from "nats";
+import { acquired, barrierKey, BarrierRecord, decide, settled } from "./barrier";
+import {
+  consumerConfig,
+  consumerName,
+  Incoming,
+  Outcome,
+  parseRequest,
+  Permanent,
+  replyEvent,
+  Request,
+  Transient,
+  WORK_STREAM,
+} from "./protocol";
+
+export type Handler = (req: Request, saga: string) => Promise<unknown>;
+
+interface Registered {
+  name: string;
+  doFn: Handler;
+  undoFn?: Handler;
+}
+
+const LOCK_MS = 15000; // a crashed worker's lock is taken over after this
+const MAX_INFLIGHT = 16;
+
+type Decision = { nak: number } | { outcome: Outcome };
+
+export class Participant {
+  private actions: Registered[] = [];
+  private owner = `trip-node/${randomUUID()}`;
+  private iterators: { stop(): void }[] = [];
+  private inflight = 0;
+
+  constructor(
+    private js: JetStreamClient,
+    private jsm: JetStreamManager,
+    private barrier: KV,
+    private source: string,
+    private log: (msg: string) => void,
+  ) {}
+
+  register(name: string, doFn: Handler, undoFn?: Handler) {
+    this.actions.push({ name, doFn, undoFn });
+  }
+
+  async start(): Promise<void> {
+    for (const a of this.actions) {
+      const info = await this.bind(a.name);
+      const consumer = await this.js.consumers.get(WORK_STREAM, info.name);
+      const msgs = await consumer.consume({ max_messages: MAX_INFLIGHT });
+      this.iterators.push(msgs);
+      const progressMs = Math.max(10, millis(info.config.ack_wait ?? 5e9) / 3);
+      void (async () => {
+        for await (const m of msgs) {
+          while (this.inflight >= MAX_INFLIGHT) await sleep(5);
+          this.inflight++;
+          void this.handle(a, m, progressMs).finally(() => this.inflight--);
+        }
+      })();
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const it of this.iterators) it.stop();
+    while (this.inflight > 0) await sleep(10);
+  }
+
+  // bind returns the action's consumer, creating it with the protocol's
+  // config only if it does not exist; an existing one is used as it is,
+  // unless taking requests from it would be unsafe.
+  private async bind(action: string) {
+    const name = consumerName(action);
+    let info;
+    try {
+      info = await this.jsm.consumers.info(WORK_STREAM, name);
+    } catch (e) {
+      if (apiCode(e) !== 10014) throw e; // consumer not found
+      try {
+        // The create action, not create-or-update: an existing consumer
+        // with another config is an error (10148), not changed.
+        const api = this.jsm.consumers as unknown as { add(s: string, c: unknown, action: string): Promise<ConsumerInfo> };
+        info = await api.add(WORK_STREAM, consumerConfig(action), "create");
+      } catch (e2) {
+        if (apiCode(e2) !== 10148) throw e2; // another participant created it first
+        info = await this.jsm.consumers.info(WORK_STREAM, name);
+      }
+    }
+    const filters = info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
+    if (filters.length !== 1 || filters[0] !== `jetsaga.req.${action}`) {
+      throw new Error(`consumer ${name} filters ${JSON.stringify(filters)}, not jetsaga.req.${action}; delete it`);
+    }
+    if (info.config.ack_policy !== AckPolicy.Explicit) {
+      throw new Error(`consumer ${name} has ack policy ${info.config.ack_policy}, not explicit; delete it`);
+    }
+    return info;
+  }
+
+  private async handle(a: Registered, m: JsMsg, progressMs: number): Promise<void> {
+    const inc = parseRequest(m.data, a.name);
+    if (typeof inc === "string") {
+      this.log(`malformed request on ${m.subject} terminated: ${inc}`);
+      m.term(inc);
+      return;
+    }
+    const progress = setInterval(() => m.working(), progressMs);
+    let d: Decision;
+    try {
+      d = await this.decide(a, inc, progressMs);
+    } catch (e) {
+      this.log(`${inc.id}: ${(e as Error).message}; the request comes back`);
+      d = { nak: 1000 };
+    } finally {
+      clearInterval(progress);
+    }
+    if ("nak" in d) {
+      m.nak(d.nak);
+      return;
+    }
+    const { id, body } = replyEvent(this.source, inc, d.outcome);
+    const h = headers();
+    h.set("Nats-Msg-Id", id);
+    h.set("Content-Type", "application/cloudevents+json");
+    try {
+      await this.js.publish(inc.req.reply_to, body, { msgID: id, headers: h });
+    } catch (e) {
+      this.log(`${inc.id}: publish reply: ${(e as Error).message}; the request comes back`);
+      m.nak(1000);
+      return;
+    }
+    m.ack(); // only now: the reply is stored
+  }
+
+  // decide answers one request from the node's barrier record, running
+  // the handler when the record says it should run. Each round reads the
+  // record and tries one compare-and-set; a lost race is another round.
+  private async decide(a: Registered, inc: Incoming, progressMs: number): Promise<Decision> {
+    const key = barrierKey(inc.saga, inc.req.node);
+    const { op, attempt } = inc.req;
+    for (let round = 0; round < 8; round++) {
+      const entry = await this.barrier.get(key);
+      const rec: BarrierRecord | null = entry && entry.operation === "PUT" ? JSON.parse(entry.string()) : null;
+      const rev = rec === null ? 0 : entry!.revision;
+      const now = Date.now();
+      switch (decide(op, attempt, rec, now)) {
+        case "wait":
+          return { nak: Math.min(Math.max(Date.parse(rec!.lock_until!) - now, 50), 1000) };
+        case "reply-output":
+          return { outcome: { ok: true, output: rec!.output ?? null } };
+        case "reply-error":
+          return { outcome: { ok: false, error: (rec!.error as Outcome["error"]) ?? { kind: "permanent", message: "action failed permanently before" } } };
+        case "refuse":
+          return { outcome: fail("permanent", `action arrived after its undo (barrier state ${rec!.state}): refused, never run`) };
+        case "undone":
+          return { outcome: { ok: true } };
+        case "corrupt":
+          this.log(`${inc.id}: barrier record in state ${rec!.state}, which this participant does not know; the request waits`);
+          return { nak: 60000 };
+        case "tombstone": {
+          const tomb: BarrierRecord = { state: "tombstone", request_id: inc.id, updated: new Date(now).toISOString() };
+          if ((await this.cas(key, tomb, rev)) === null) continue;
+          return { outcome: { ok: true } }; // the action never ran: nothing to undo, and it is refused if it comes
+        }
+        case "run": {
+          const h = op === "do" ? a.doFn : a.undoFn;
+          if (!h) return { outcome: fail("permanent", `no undo for action ${a.name}`) };
+          if (inc.req.deadline && Date.parse(inc.req.deadline) <= now) {
+            return { outcome: fail("transient", `deadline ${inc.req.deadline} passed before the handler started`) };
+          }
+          const held = acquired(op, attempt, rec, this.owner, inc.id, now + LOCK_MS, now);
+          const lock = { rev: await this.cas(key, held, rev), lost: false };
+          if (lock.rev === null) continue;
+          // Renew the lock while the handler runs (progress is sent by handle).
+          const renew = setInterval(async () => {
+            if (lock.rev === null || lock.lost) return;
+            held.lock_until = new Date(Date.now() + LOCK_MS).toISOString();
+            const r = await this.cas(key, held, lock.rev).catch(() => null);
+            if (r === null) lock.lost = true;
+            else lock.rev = r;
+          }, Math.min(progressMs, LOCK_MS / 3));
+          let out: Outcome;
+          try {
+            out = await run(() => h(inc.req, inc.saga));
+          } finally {
+            clearInterval(renew);
+          }
+          if (lock.lost) return { nak: 1000 }; // another worker may own it now
+          const ending = out.ok ? "ok" : out.error?.kind === "permanent" ? "permanent" : "retry";
+          const next = settled(op, rec, held, ending, out.output, out.error, inc.id, Date.now());
+          if ((await this.cas(key, next, lock.rev)) === null) return { nak: 1000 };
+          return { outcome: out };
+        }
+      }
+    }
+    return { nak: 500 };
+  }
+
+  // cas writes rec if the key is still at revision rev (0: absent) and
+  // returns the new revision, or null if another worker changed it.
+  private async cas(key: string, rec: BarrierRecord, rev: number): Promise<number | null> {
+    const body = JSON.stringify(rec);
+    try {
+      return rev === 0 ? await this.barrier.create(key, body) : await this.barrier.update(key, body, rev);
+    } catch (e) {
+      const code = apiCode(e);
+      if (code === 10071 || code === 10164) return null; // wrong last sequence: someone else wrote
+      throw e;
+    }
+  }
+}
+
+async function run(f: () => Promise<unknown>): Promise<Outcome> {
+  try {
+    return { ok: true, output: await f() };
+  } catch (e) {
+    if (e instanceof Permanent) return fail("permanent", e.message);
+    const out = fail("transient", (e as Error).message);
+    if (e instanceof Transient && e.retryAfterMs) out.retry_after = `${e.retryAfterMs}ms`;
+    return out;
+  }
+}
+
+function fail(kind: "transient" | "permanent", message: string): Outcome {
+  return { ok: false, error: { kind, message } };
+}
+
+function apiCode(e: unknown): number | undefined {
+  return (e as NatsError).api_error?.err_code;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
