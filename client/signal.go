@@ -79,6 +79,9 @@ func (c *Client) signal(ctx context.Context, id string, sig events.Signal, opts 
 	if err != nil {
 		return err
 	}
+	if n, ok := s.Node(sig.Node); ok && n.Signal != nil && n.Signal.ID == o.id {
+		return nil // this very signal was taken (a retry), whatever happened since
+	}
 	if err := checkSignal(s, sig.Node); err != nil {
 		return err
 	}

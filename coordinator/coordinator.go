@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/defs"
@@ -57,12 +58,12 @@ type Coordinator struct {
 	// starts, and gives them a context that Stop cancels after draining.
 	life startstop.Lifecycle
 
-	mu    sync.Mutex // guards parts, starting, subs
+	mu    sync.Mutex // guards parts, starting, svc
 	parts map[int]*partition
 	// starting are the partitions leased and being started (drive), with
 	// their lease's epoch.
 	starting map[int]uint64
-	subs     []*nats.Subscription // status and saga-state requests
+	svc      micro.Service // the micro service: status, saga-state and drain requests
 
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
@@ -228,9 +229,9 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 		c.teardown(ctx)
 		return err
 	}
-	subs, err := c.serve()
+	svc, err := c.serve()
 	c.mu.Lock()
-	c.subs = subs
+	c.svc = svc
 	c.mu.Unlock()
 	if err != nil {
 		return fail(fmt.Errorf("coordinator: serve status: %w", err))
@@ -317,11 +318,11 @@ func (c *Coordinator) dataPathUp() error {
 // context and waits for its goroutines.
 func (c *Coordinator) teardown(ctx context.Context) {
 	c.mu.Lock()
-	subs, leases := c.subs, c.leases
-	c.subs = nil
+	svc, leases := c.svc, c.leases
+	c.svc = nil
 	c.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Unsubscribe()
+	if svc != nil {
+		_ = svc.Stop()
 	}
 	// With leases, stopping the keeper stops each partition (draining it)
 	// and then releases its lease, so another coordinator takes it over at

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/jetsaga/jetsaga/internal/machine"
+	"github.com/jetsaga/jetsaga/internal/version"
 	"github.com/jetsaga/jetsaga/streams"
 )
 
@@ -27,72 +29,115 @@ type SagaState struct {
 	Nodes       map[string]machine.Node `json:"nodes"`
 }
 
-// serve answers status and saga-state requests on core NATS.
-func (c *Coordinator) serve() ([]*nats.Subscription, error) {
-	status, err := c.nc.Subscribe(streams.StatusSubject, func(m *nats.Msg) {
-		b, _ := json.Marshal(c.Status())
-		_ = m.Respond(b)
+// serve registers the coordinator as a NATS micro service
+// (streams.CoordinatorService) whose endpoints answer status, saga-state
+// and drain requests on core NATS. Every coordinator answers status (no
+// queue group); only the one driving a saga answers its state, and only
+// the one named in a drain request answers it.
+func (c *Coordinator) serve() (micro.Service, error) {
+	svc, err := micro.AddService(c.nc, micro.Config{
+		Name:        streams.CoordinatorService,
+		Version:     version.Version,
+		Description: "jetsaga coordinator " + c.cfg.Name + ": drives the sagas of the partitions it leases",
+		Metadata: map[string]string{
+			"coordinator": c.cfg.Name,
+			"partitions":  strconv.Itoa(c.cfg.Topology.Partitions),
+		},
+		QueueGroupDisabled: true,
+		StatsHandler: func(e *micro.Endpoint) any {
+			if e.Name != "status" {
+				return nil
+			}
+			return c.serviceStats()
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	state, err := c.nc.Subscribe(streams.SagaStateSubject("*"), func(m *nats.Msg) {
-		id := strings.TrimPrefix(m.Subject, streams.SagaStateSubject(""))
-		if streams.ValidateSagaID(id) != nil {
+	add := func(name, subject, what string, h micro.HandlerFunc) error {
+		return svc.AddEndpoint(name, h, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(map[string]string{"description": what}))
+	}
+	err = errors.Join(
+		add("status", streams.StatusSubject, "every coordinator answers with its status (jetsaga status)", func(r micro.Request) {
+			_ = r.RespondJSON(c.Status())
+		}),
+		add("saga", streams.SagaStateSubject("*"), "the coordinator driving the saga answers with the state it holds (jetsaga replay)", c.serveSagaState),
+		add("drain", streams.DrainSubject, "the coordinator named in the request hands off its partitions (jetsaga drain)", c.serveDrain),
+	)
+	if err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return svc, nil
+}
+
+// ServiceStats is what the coordinator's micro service reports in its
+// status endpoint's stats (nats micro stats jetsaga-coordinator).
+type ServiceStats struct {
+	Coordinator      string `json:"coordinator"`
+	Partitions       int    `json:"partitions"`
+	InFlightSagas    int    `json:"sagas_in_flight"`
+	InFlightRequests int64  `json:"requests_in_flight"`
+	Stuck            int64  `json:"sagas_stuck"`
+	Waiting          int64  `json:"sagas_waiting"`
+	Started          int64  `json:"sagas_started"`
+	Finished         int64  `json:"sagas_finished"`
+	Rejected         int64  `json:"inputs_rejected"`
+}
+
+func (c *Coordinator) serviceStats() ServiceStats {
+	st := c.Status()
+	return ServiceStats{Coordinator: st.Name, Partitions: len(st.Partitions), InFlightSagas: st.InFlightSagas,
+		InFlightRequests: st.InFlightRequests, Stuck: st.Stuck, Waiting: st.Waiting, Started: st.Started,
+		Finished: st.Finished, Rejected: st.Rejected}
+}
+
+func (c *Coordinator) serveSagaState(m micro.Request) {
+	id := strings.TrimPrefix(m.Subject(), streams.SagaStateSubject(""))
+	if streams.ValidateSagaID(id) != nil {
+		return
+	}
+	c.mu.Lock()
+	p := c.parts[streams.Partition(id, c.cfg.Topology.Partitions)]
+	c.mu.Unlock()
+	if p == nil {
+		return // another coordinator's partition: it answers
+	}
+	p.enqueue(queryInput{id: id, answer: func(r *run) {
+		if r == nil || r.state.Graph == nil {
+			return // not loaded here, or its first append is in flight
+		}
+		st := SagaState{SagaID: id, Coordinator: c.cfg.Name, Status: r.state.Status, Events: r.state.Events, LastSeq: r.seq, Nodes: map[string]machine.Node{}}
+		for i, g := range r.state.Graph.Nodes {
+			st.Nodes[g.Path] = r.state.Nodes[i]
+		}
+		_ = m.RespondJSON(st)
+	}})
+}
+
+func (c *Coordinator) serveDrain(m micro.Request) {
+	var req streams.DrainRequest
+	if json.Unmarshal(m.Data(), &req) != nil || req.Coordinator != c.cfg.Name {
+		return // another coordinator's, or malformed: not ours to answer
+	}
+	// Draining waits for the partitions' inputs to finish: not on the
+	// subscription's goroutine.
+	c.goFunc(func() {
+		var err error
+		if req.Undo {
+			err = c.Undrain()
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			err = c.Drain(ctx)
+			cancel()
+		}
+		if err != nil {
+			// The body is what clients read; the headers are micro's.
+			_ = m.Error("500", err.Error(), []byte(`{"error":`+strconv.Quote(err.Error())+`}`))
 			return
 		}
-		c.mu.Lock()
-		p := c.parts[streams.Partition(id, c.cfg.Topology.Partitions)]
-		c.mu.Unlock()
-		if p == nil {
-			return // another coordinator's partition: it answers
-		}
-		p.enqueue(queryInput{id: id, answer: func(r *run) {
-			if r == nil || r.state.Graph == nil {
-				return // not loaded here, or its first append is in flight
-			}
-			st := SagaState{SagaID: id, Coordinator: c.cfg.Name, Status: r.state.Status, Events: r.state.Events, LastSeq: r.seq, Nodes: map[string]machine.Node{}}
-			for i, g := range r.state.Graph.Nodes {
-				st.Nodes[g.Path] = r.state.Nodes[i]
-			}
-			b, _ := json.Marshal(st)
-			_ = m.Respond(b)
-		}})
+		_ = m.RespondJSON(c.Status())
 	})
-	if err != nil {
-		status.Unsubscribe()
-		return nil, err
-	}
-	drain, err := c.nc.Subscribe(streams.DrainSubject, func(m *nats.Msg) {
-		var req streams.DrainRequest
-		if json.Unmarshal(m.Data, &req) != nil || req.Coordinator != c.cfg.Name {
-			return // another coordinator's, or malformed: not ours to answer
-		}
-		// Draining waits for the partitions' inputs to finish: not on the
-		// subscription's goroutine.
-		c.goFunc(func() {
-			var err error
-			if req.Undo {
-				err = c.Undrain()
-			} else {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				err = c.Drain(ctx)
-				cancel()
-			}
-			if err != nil {
-				_ = m.Respond([]byte(`{"error":` + strconv.Quote(err.Error()) + `}`))
-				return
-			}
-			b, _ := json.Marshal(c.Status())
-			_ = m.Respond(b)
-		})
-	})
-	if err != nil {
-		status.Unsubscribe()
-		state.Unsubscribe()
-		return nil, err
-	}
-	return []*nats.Subscription{status, state, drain}, nil
 }
 
 // GatherStatus asks every coordinator for its status and returns the

@@ -32,6 +32,14 @@ type Config struct {
 	// default; see the package documentation for what it guarantees.
 	DisableBarrier bool
 
+	// DisableService: do not register the participant as a NATS micro
+	// service (streams.ParticipantService), which it does by default so
+	// that `nats micro ls`, `info` and `stats` show it, with an endpoint
+	// per action answering what it did (ActionStats). Its user then needs
+	// to subscribe to $SRV.> and the actions' jetsaga.participant.<action>
+	// (jetsaga permissions includes them).
+	DisableService bool
+
 	// Concurrency is how many handlers run at once, over all of the
 	// participant's actions. Each action also buffers up to this many
 	// requests it has fetched but not started. Default 16.

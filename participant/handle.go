@@ -40,6 +40,8 @@ func nakResult(d time.Duration) result { return result{nak: true, nakDelay: d} }
 
 // handle takes one delivery of a request from decoding to ack.
 func (p *Participant) handle(a *action, msg jetstream.Msg) {
+	a.count.inFlight.Add(1)
+	defer a.count.inFlight.Add(-1)
 	delivered := uint64(1)
 	if md, err := msg.Metadata(); err == nil {
 		delivered = md.NumDelivered
@@ -47,6 +49,7 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	ev, req, reason := decodeRequest(msg.Data(), a.name)
 	if reason != "" {
 		p.metrics.rejectMalformed(a.name)
+		a.count.malformed.Add(1)
 		// Coming back would not make it any better: terminate it.
 		p.log.Warn("participant: malformed request terminated", "action", a.name,
 			"subject", msg.Subject(), "delivery", delivered, "reason", reason)
@@ -87,7 +90,12 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	} else {
 		res = p.unguarded(log, msg, r, h)
 	}
-	p.finish(log, msg, ev, r, req.ReplyTo, res, delivered)
+	if p.finish(log, msg, ev, r, req.ReplyTo, res, delivered) {
+		a.count.served.Add(1)
+		if !res.ok {
+			a.count.errors.Add(1)
+		}
+	}
 }
 
 // decodeRequest reads an action request for action; reason says why the
@@ -416,7 +424,7 @@ func errorResult(err error) result {
 }
 
 // finish replies (then acks) or naks.
-func (p *Participant) finish(log *slog.Logger, msg jetstream.Msg, ev events.Event, r *Request, replyTo string, res result, delivered uint64) {
+func (p *Participant) finish(log *slog.Logger, msg jetstream.Msg, ev events.Event, r *Request, replyTo string, res result, delivered uint64) (replied bool) {
 	if res.nak {
 		var err error
 		if res.nakDelay > 0 {
@@ -427,7 +435,7 @@ func (p *Participant) finish(log *slog.Logger, msg jetstream.Msg, ev events.Even
 		if err != nil {
 			log.Warn("participant: give request back", "error", err)
 		}
-		return
+		return false
 	}
 	reply := &events.ActionReply{
 		RequestID: ev.ID, Op: r.Op, Node: r.Node, Attempt: r.Attempt,
@@ -442,13 +450,14 @@ func (p *Participant) finish(log *slog.Logger, msg jetstream.Msg, ev events.Even
 		if err := msg.NakWithDelay(d); err != nil {
 			log.Warn("participant: give request back", "error", err)
 		}
-		return
+		return false
 	}
 	if err := msg.Ack(); err != nil {
 		// It comes back after AckWait and is answered again (the same
 		// way, with the barrier); the reply is deduplicated.
 		log.Warn("participant: ack request", "error", err)
 	}
+	return true
 }
 
 func (p *Participant) publishReply(req events.Event, replyTo string, reply *events.ActionReply) error {

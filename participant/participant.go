@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetsaga/jetsaga/events"
@@ -43,6 +44,7 @@ type Participant struct {
 	done     chan struct{}   // closed when every goroutine ended
 	base     context.Context // handlers' base; cancelled when Stop runs out of time
 	hardStop context.CancelCauseFunc
+	svc      micro.Service  // streams.ParticipantService, unless Config.DisableService
 	loops    sync.WaitGroup // one consume loop per action
 	running  sync.WaitGroup // handlers
 }
@@ -62,6 +64,8 @@ type action struct {
 
 	mu   sync.Mutex // guards iter, replaced when the consumer is recreated
 	iter jetstream.MessagesContext
+
+	count counters // for the micro service's stats
 }
 
 // Timing of retries, as naks with a delay.
@@ -209,6 +213,16 @@ func (p *Participant) Start(ctx context.Context) error {
 		}
 		a.iter = it
 	}
+	if !p.cfg.DisableService {
+		svc, err := p.serve()
+		if err != nil {
+			for _, name := range names {
+				p.actions[name].iter.Stop()
+			}
+			return fmt.Errorf("participant: register micro service %s: %w", streams.ParticipantService, err)
+		}
+		p.svc = svc
+	}
 	p.base, p.hardStop = context.WithCancelCause(context.WithoutCancel(ctx))
 	for _, name := range names {
 		a := p.actions[name]
@@ -301,6 +315,9 @@ func (p *Participant) Stop(ctx context.Context) error {
 		p.state = lifecycleStopped
 		p.log.Info("participant stopping")
 		close(p.stopping)
+		if p.svc != nil {
+			_ = p.svc.Stop()
+		}
 		for _, a := range p.actions {
 			a.mu.Lock()
 			a.iter.Drain()

@@ -40,6 +40,7 @@ func PartitionConsumer(p int) jetstream.ConsumerConfig {
 		AckWait:        coordinatorAckWait,
 		MaxDeliver:     -1,
 		MaxAckPending:  10000,
+		Metadata:       partitionMonitor(),
 	}
 }
 
@@ -55,6 +56,7 @@ func TimerConsumer(p int) jetstream.ConsumerConfig {
 		AckWait:       coordinatorAckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 10000,
+		Metadata:      partitionMonitor(),
 	}
 }
 
@@ -74,6 +76,7 @@ func ActionConsumer(action string, ackWait time.Duration) jetstream.ConsumerConf
 		AckWait:       ackWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 1000,
+		Metadata:      actionMonitor(),
 	}
 }
 

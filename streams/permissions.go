@@ -24,6 +24,11 @@ const (
 	RoleOperator Role = "operator"
 )
 
+// microSubjects are the requests of NATS micro services (PING, INFO and
+// STATS, of all services, of one, or of one instance): coordinators and
+// participants answer them; clients and operators send them.
+const microSubjects = "$SRV.>"
+
 // Permissions are the subjects a role may publish to and subscribe to
 // (NATS allow lists; everything else is denied).
 type Permissions struct {
@@ -50,8 +55,8 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 			Publish: []string{api + ">", "$JS.ACK." + WorkStream + ".>", "$JS.ACK." + TimerStream + ".>",
 				"$KV." + LeaseBucket + ".>", "$KV." + SagaBucket + ".>", "$KV." + DefinitionBucket + ".>",
 				"jetsaga.log.>", archivePrefix + ">", "jetsaga.req.>", "jetsaga.timer.>", in},
-			Subscribe:      []string{in, "jetsaga.coordinator.>", startPrefix + "*", signalPrefix + "*"},
-			AllowResponses: true, // status, saga state and drain requests
+			Subscribe:      []string{in, "jetsaga.coordinator.>", startPrefix + "*", signalPrefix + "*", microSubjects},
+			AllowResponses: true, // status, saga state, drain and micro requests
 		}, nil
 	case RoleParticipant:
 		if len(actions) == 0 {
@@ -60,7 +65,8 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 		p := Permissions{
 			Publish: []string{api + "INFO", api + "STREAM.INFO." + WorkStream, "jetsaga.reply.*",
 				api + "STREAM.INFO.KV_" + BarrierBucket, api + "DIRECT.GET.KV_" + BarrierBucket, api + "DIRECT.GET.KV_" + BarrierBucket + ".>", "$KV." + BarrierBucket + ".>"},
-			Subscribe: []string{in},
+			Subscribe:      []string{in, microSubjects},
+			AllowResponses: true, // its micro service's requests
 		}
 		for _, a := range actions {
 			if err := ValidateActionName(a); err != nil {
@@ -72,6 +78,7 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 				api+"CONSUMER.INFO."+WorkStream+"."+c,
 				api+"CONSUMER.MSG.NEXT."+WorkStream+"."+c,
 				"$JS.ACK."+WorkStream+"."+c+".>")
+			p.Subscribe = append(p.Subscribe, ParticipantActionSubject(a))
 		}
 		return p, nil
 	case RoleClient, RoleOperator:
@@ -81,7 +88,8 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 				api + "CONSUMER.CREATE." + ArchiveStream + ".>", api + "CONSUMER.MSG.NEXT." + ArchiveStream + ".>",
 				api + "DIRECT.GET.KV_" + SagaBucket + ".>", api + "DIRECT.GET.KV_" + DefinitionBucket + ".>",
 				api + "CONSUMER.CREATE.KV_" + SagaBucket + ".>", api + "CONSUMER.CREATE.KV_" + SagaBucket,
-				api + "CONSUMER.DELETE.KV_" + SagaBucket + ".>", StatusSubject, SagaStateSubject("*")},
+				api + "CONSUMER.DELETE.KV_" + SagaBucket + ".>", StatusSubject, SagaStateSubject("*"),
+				microSubjects, participantPrefix + ">"},
 			Subscribe: []string{in, "jetsaga.log.*"},
 		}
 		if role == RoleClient {

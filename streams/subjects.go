@@ -102,6 +102,24 @@ type StartAnswer struct {
 	Created bool `json:"created,omitempty"`
 }
 
+// The NATS micro services jetsaga registers (github.com/nats-io/nats.go/micro),
+// so `nats micro ls`, `info` and `stats` show them.
+const (
+	// CoordinatorService: every coordinator, with endpoints status
+	// (StatusSubject), saga (SagaStateSubject) and drain (DrainSubject).
+	CoordinatorService = "jetsaga-coordinator"
+	// ParticipantService: every Go participant, with one endpoint per
+	// action it serves (ParticipantActionSubject).
+	ParticipantService = "jetsaga-participant"
+)
+
+// ParticipantActionSubject is where every participant of action answers
+// with what it did for the action (requests served, errors, in flight):
+// jetsaga.participant.<action>, an endpoint of ParticipantService.
+func ParticipantActionSubject(action string) string { return participantPrefix + action }
+
+const participantPrefix = "jetsaga.participant."
+
 // DrainSubject is where operators ask a coordinator, named in the
 // request (DrainRequest), to hand off its partitions or take them again.
 const DrainSubject = "jetsaga.coordinator.drain"

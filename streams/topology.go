@@ -182,6 +182,7 @@ func Declare(cfg Config) (Topology, error) {
 		return Topology{}, err
 	}
 	c := cfg.withDefaults()
+	mon := streamMonitor(c.Replicas)
 	meta := func() map[string]string {
 		return map[string]string{
 			metaTopology:   topologyV1,
@@ -212,7 +213,7 @@ func Declare(cfg Config) (Topology, error) {
 				// kept for the dedupe window (Log.AppendRollup).
 				AllowRollup: true,
 				AllowMsgTTL: true,
-				Metadata:    map[string]string{metaTopology: topologyV1},
+				Metadata:    withMonitor(map[string]string{metaTopology: topologyV1}, mon),
 			},
 			{
 				Name:              ArchiveStream,
@@ -232,7 +233,7 @@ func Declare(cfg Config) (Topology, error) {
 				Duplicates:  archiveDuplicates(c),
 				AllowDirect: true,
 				DenyDelete:  true,
-				Metadata:    map[string]string{metaTopology: topologyV1},
+				Metadata:    withMonitor(map[string]string{metaTopology: topologyV1}, mon),
 			},
 			{
 				Name:              WorkStream,
@@ -248,7 +249,7 @@ func Declare(cfg Config) (Topology, error) {
 				Storage:           c.Storage,
 				Replicas:          c.Replicas,
 				Duplicates:        c.DuplicateWindow,
-				Metadata:          meta(),
+				Metadata:          withMonitor(meta(), mon),
 			},
 			{
 				Name:              TimerStream,
@@ -272,12 +273,13 @@ func Declare(cfg Config) (Topology, error) {
 				// they do not pile up; the stream has no MaxAge because a
 				// schedule may lie far in the future.
 				AllowMsgTTL: true,
-				Metadata:    meta(),
+				Metadata:    withMonitor(meta(), mon),
 			},
 		},
 		Buckets: []jetstream.KeyValueConfig{
 			{
 				Bucket:         LeaseBucket,
+				Metadata:       mon,
 				Description:    "jetsaga partition leases",
 				History:        1,
 				Storage:        c.Storage,
@@ -286,6 +288,7 @@ func Declare(cfg Config) (Topology, error) {
 			},
 			{
 				Bucket:      BarrierBucket,
+				Metadata:    mon,
 				Description: "jetsaga participant idempotency barrier",
 				History:     1,
 				TTL:         c.BarrierTTL,
@@ -294,6 +297,7 @@ func Declare(cfg Config) (Topology, error) {
 			},
 			{
 				Bucket:      SagaBucket,
+				Metadata:    mon,
 				Description: "jetsaga saga index",
 				History:     1,
 				Storage:     c.Storage,
@@ -305,6 +309,7 @@ func Declare(cfg Config) (Topology, error) {
 			},
 			{
 				Bucket:      DefinitionBucket,
+				Metadata:    mon,
 				Description: "jetsaga saga definitions and defaults, content-addressed",
 				History:     1,
 				Storage:     c.Storage,
@@ -385,7 +390,7 @@ func ensure(ctx context.Context, js jetstream.JetStream, kind, name, stream stri
 			if up, ok := upgrade(want, have); ok {
 				updated, err := js.UpdateStream(ctx, up)
 				if err != nil {
-					return []error{fmt.Errorf("streams: turn on %s's rollups and message TTLs: %w", name, err)}
+					return []error{fmt.Errorf("streams: turn on %s's rollups and message TTLs, or add its monitoring metadata: %w", name, err)}
 				}
 				have = updated.CachedInfo().Config
 			}
@@ -415,11 +420,15 @@ func archiveDuplicates(c Config) time.Duration {
 }
 
 // upgrade returns have with the settings an earlier release did not ask
-// for turned on (a log stream's rollups and message TTLs), and whether it
-// changed anything. Both can be turned on, never off, on a stream that
-// exists; nothing else is changed.
+// for turned on (a log stream's rollups and message TTLs) and the
+// monitoring metadata it lacks added, and whether it changed anything.
+// Rollups and TTLs can be turned on, never off, on a stream that exists;
+// monitoring keys already set are the operator's; nothing else changes.
 func upgrade(want, have jetstream.StreamConfig) (jetstream.StreamConfig, bool) {
 	changed := false
+	if md, added := addMonitor(want, have); added {
+		have.Metadata, changed = md, true
+	}
 	if want.AllowRollup && !have.AllowRollup && !have.DenyPurge {
 		have.AllowRollup, changed = true, true
 	}
@@ -442,6 +451,7 @@ func bucketStream(kv jetstream.KeyValueConfig) jetstream.StreamConfig {
 		Storage:           kv.Storage,
 		Replicas:          kv.Replicas,
 		AllowMsgTTL:       kv.LimitMarkerTTL > 0,
+		Metadata:          kv.Metadata,
 	}
 }
 
@@ -487,6 +497,9 @@ func compare(kind, name string, want, have jetstream.StreamConfig) []error {
 	// Metadata written by jetsaga must agree; a resource created by other
 	// means (without it) is accepted.
 	for _, k := range slices.Sorted(maps.Keys(want.Metadata)) {
+		if isMonitorKey(k) {
+			continue // thresholds are the operator's to tune
+		}
 		if h, ok := have.Metadata[k]; ok && h != want.Metadata[k] {
 			bad("Metadata["+k+"]", strconv.Quote(want.Metadata[k]), strconv.Quote(h))
 		}

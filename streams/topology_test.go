@@ -309,3 +309,71 @@ func ExamplePartition() {
 	// 10
 	// jetsaga.reply.10
 }
+
+// Every stream and bucket carries the monitoring metadata `nats server
+// check` reads. A stream created without it (by an earlier release) gets
+// it from Apply; a threshold an operator changed is left alone, and Verify
+// does not count it as a difference.
+func TestMonitoringMetadata(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	ctx := testCtx(t)
+	if err := streams.Apply(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"JETSAGA_ARCHIVE", "JETSAGA_LOG", "JETSAGA_TIMERS", "JETSAGA_WORK", "KV_jetsaga_barrier", "KV_jetsaga_definitions", "KV_jetsaga_leases", "KV_jetsaga_sagas"} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md := s.CachedInfo().Config.Metadata; md["io.nats.monitor.enabled"] != "true" {
+			t.Errorf("stream %s metadata %v, want io.nats.monitor.enabled", name, md)
+		}
+	}
+	if md := streams.ActionConsumer("a.b", 0).Metadata; md["io.nats.monitor.unprocessed-critical"] != "1000" {
+		t.Errorf("action consumer metadata %v", md)
+	}
+	if md := streams.PartitionConsumer(0).Metadata; md["io.nats.monitor.enabled"] != "true" {
+		t.Errorf("partition consumer metadata %v", md)
+	}
+
+	// An earlier release's stream (no monitoring keys), and a threshold an
+	// operator tuned.
+	s, err := js.Stream(ctx, "JETSAGA_WORK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	for k := range cfg.Metadata {
+		if strings.HasPrefix(k, "io.nats.monitor.") {
+			delete(cfg.Metadata, k)
+		}
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg3 := streams.Config{Replicas: 1}
+	if err := streams.Apply(ctx, js, cfg3); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = js.Stream(ctx, "JETSAGA_WORK")
+	cfg = s.CachedInfo().Config
+	if cfg.Metadata["io.nats.monitor.enabled"] != "true" || cfg.Metadata["jetsaga.partitions"] == "" {
+		t.Fatalf("Apply did not add the monitoring keys back, or lost others: %v", cfg.Metadata)
+	}
+	cfg.Metadata["io.nats.monitor.enabled"] = "false"
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Apply(ctx, js, cfg3); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Verify(ctx, js, cfg3); err != nil {
+		t.Fatalf("Verify with a tuned threshold: %v", err)
+	}
+	s, _ = js.Stream(ctx, "JETSAGA_WORK")
+	if v := s.CachedInfo().Config.Metadata["io.nats.monitor.enabled"]; v != "false" {
+		t.Fatalf("Apply changed an operator's setting to %q", v)
+	}
+}

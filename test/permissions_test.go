@@ -231,7 +231,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		t.Fatalf("reading the log was not refused but found nothing: %v", err)
 	}
 	for _, want := range []string{
-		`Publish to "$JS.API.CONSUMER.CREATE.JETSAGA_WORK.` + streams.ActionConsumerName("secure.b"),
+		`Publish to "$JS.API.CONSUMER.INFO.JETSAGA_WORK.` + streams.ActionConsumerName("secure.b"), // binding comes first
 		`Publish to "jetsaga.log.` + id,
 		`Publish to "$JS.API.DIRECT.GET.JETSAGA_LOG"`,
 	} {

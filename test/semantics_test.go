@@ -86,6 +86,11 @@ func TestSignalsDriveAwaitNodes(t *testing.T) {
 	if n, _ := s.Node("approval"); string(n.Output) != `{"by":"ann","ok":true}` || n.Signal == nil || n.Signal.Sender != "ann" {
 		t.Fatalf("approval output %s signal %+v", n.Output, n.Signal)
 	}
+	// A retry of the signal taken is fine even once the saga has finished;
+	// another signal is refused.
+	if err := e.cl.Signal(ctx, id, "approval", map[string]any{"ok": true, "by": "ann"}, client.WithSignalID("s-1")); err != nil {
+		t.Fatalf("duplicate signal after the saga finished: %v", err)
+	}
 	err = e.cl.Signal(ctx, id, "approval", nil)
 	if !errors.Is(err, client.ErrSignalRefused) || !strings.Contains(err.Error(), "has finished") {
 		t.Fatalf("signal for a finished saga: %v", err)

@@ -35,6 +35,13 @@ export function consumerConfig(action: string) {
     ack_wait: nanos(5000),
     max_deliver: -1,
     max_ack_pending: 1000,
+    // thresholds `nats server check consumer` alerts on
+    metadata: {
+      "io.nats.monitor.enabled": "true",
+      "io.nats.monitor.unprocessed-critical": "1000",
+      "io.nats.monitor.outstanding-ack-critical": "900",
+      "io.nats.monitor.redelivery-critical": "100",
+    },
   };
 }
 
