@@ -32,6 +32,16 @@ type Config struct {
 	// default; see the package documentation for what it guarantees.
 	DisableBarrier bool
 
+	// LegacyBarrierKeys: when a node has no barrier record in its action's
+	// key space, look for one where releases before per-action key spaces
+	// kept it ("<saga id>.<node>"), and carry it over. Turn it on while
+	// upgrading participants with sagas in flight, for the bucket's TTL
+	// (7 days by default), with permissions that allow reading the whole
+	// bucket (jetsaga permissions --legacy-barrier); without it, a request
+	// answered by an earlier release and delivered again after the upgrade
+	// runs its action again.
+	LegacyBarrierKeys bool
+
 	// DisableService: do not register the participant as a NATS micro
 	// service (streams.ParticipantService), which it does by default so
 	// that `nats micro ls`, `info` and `stats` show it, with an endpoint

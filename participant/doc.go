@@ -69,8 +69,9 @@
 // request after it restarts, and a timed-out attempt is followed by another
 // attempt with the same idempotency key. The barrier (on by default;
 // Config.DisableBarrier) keeps one record per (saga, node) in the KV bucket
-// jetsaga_barrier, under the key "<saga id>.<node path in unpadded
-// base64url>", shared by the node's action and undo. Every change of a
+// jetsaga_barrier, under the key "<action token>.<saga id>.<node path in
+// unpadded base64url>" (the action's own key space, which permissions can
+// restrict it to), shared by the node's action and undo. Every change of a
 // record is a compare-and-set on its revision, so of two workers racing
 // for a record exactly one wins, even when reads are stale.
 //

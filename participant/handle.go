@@ -78,15 +78,18 @@ func (p *Participant) handle(a *action, msg jetstream.Msg) {
 	start := time.Now()
 	defer func() { p.metrics.observe(a.name, r.Op, res, time.Since(start)) }()
 	if p.barrier != nil {
-		op, key := r.Op, barrier.Key(r.SagaID, r.Node)
+		op, key, legacy := r.Op, barrier.Key(a.name, r.SagaID, r.Node), barrier.LegacyKey(r.SagaID, r.Node)
 		if a.do == nil && r.Op == events.OpUndo {
 			// An undo-only action (an await node's undo) undoes no run of
 			// a participant's: the barrier keeps it idempotent like an
 			// action, under a key of its own ("@" is in no node name),
 			// without the rules that tie an undo to its action.
-			op, key = events.OpDo, barrier.Key(r.SagaID, r.Node+"/@undo")
+			op, key, legacy = events.OpDo, barrier.Key(a.name, r.SagaID, r.Node+"/@undo"), barrier.LegacyKey(r.SagaID, r.Node+"/@undo")
 		}
-		res = p.guarded(log, msg, r, h, delivered, op, key)
+		if !p.cfg.LegacyBarrierKeys {
+			legacy = ""
+		}
+		res = p.guarded(log, msg, r, h, delivered, op, key, legacy)
 	} else {
 		res = p.unguarded(log, msg, r, h)
 	}
@@ -150,7 +153,10 @@ func (p *Participant) unguarded(log *slog.Logger, msg jetstream.Msg, r *Request,
 }
 
 // guarded runs the handler under the idempotency barrier (see decide).
-func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h Handler, delivered uint64, op events.Op, key string) result {
+//
+// legacy, if not empty, is where an earlier release kept the node's
+// record: read when key has none, and the first write moves it to key.
+func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h Handler, delivered uint64, op events.Op, key, legacy string) result {
 	log = log.With("barrier_key", key)
 	// Each round reads the record and tries one compare-and-set; a lost
 	// race (or a stale read) means another round.
@@ -161,11 +167,14 @@ func (p *Participant) guarded(log *slog.Logger, msg jetstream.Msg, r *Request, h
 		// Most action requests are the first for their node: the first
 		// round assumes there is no record and creates one straight away,
 		// which fails if there is one; that costs a read only then.
-		assumed := round == 0 && op == events.OpDo
+		assumed := round == 0 && op == events.OpDo && legacy == ""
 		if !assumed {
 			ctx, cancel := p.ioContext()
 			var err error
 			rec, rev, err = p.barrier.get(ctx, key)
+			if err == nil && rec == nil && legacy != "" {
+				rec, _, err = p.barrier.get(ctx, legacy) // rev stays 0: the write creates key
+			}
 			cancel()
 			if errors.Is(err, errCorrupt) {
 				log.Error("participant: barrier record unreadable; the request waits for an operator to fix or delete it", "error", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/internal/barrier"
 	"github.com/jetsaga/jetsaga/internal/natstest"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/streams"
@@ -910,4 +911,39 @@ func TestConsumerMadeByAnother(t *testing.T) {
 		t.Fatalf("Start with a consumer filtering another action = %v, want it refused with what to do", err)
 	}
 	_ = p.Stop(testCtx(t))
+}
+
+// With LegacyBarrierKeys, a record an earlier release kept at
+// "<saga>.<node>" answers a request whose action's key space has none (the
+// handler does not run), and the first write carries it over into the
+// action's key space.
+func TestLegacyBarrierKeys(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const action = "legacy.act"
+	var calls counter
+	e.start(participant.Config{LegacyBarrierKeys: true}, func(p *participant.Participant) {
+		mustRegister(t, p, action, func(_ context.Context, r *participant.Request) (any, error) {
+			calls.add(r.IdempotencyKey)
+			return "ran again", nil
+		}, ok(nil))
+	})
+	saga := uuid.NewString()
+	kv, err := e.js.KeyValue(testCtx(t), streams.BarrierBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"state":"done","request_id":"` + saga + `:n:do:1","output":"from the old release","updated":"2026-11-01T00:00:00Z"}`
+	if _, err := kv.Create(testCtx(t), barrier.LegacyKey(saga, "n"), []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, e.replies.get(e.send(action, req{saga: saga})), `"from the old release"`)
+	if n := calls.get(saga + ":n"); n != 0 {
+		t.Fatalf("handler ran %d times; the legacy record should have answered", n)
+	}
+	wantOK(t, e.replies.get(e.send(action, req{saga: saga, op: events.OpUndo, output: `"from the old release"`})), "")
+	if e, err := kv.Get(testCtx(t), barrier.Key(action, saga, "n")); err != nil || !strings.Contains(string(e.Value()), `"state":"undone"`) {
+		t.Fatalf("the undo's record is not in the action's key space: %v", err)
+	}
+	wantError(t, e.replies.get(e.send(action, req{saga: saga, attempt: 2})), events.ErrorPermanent, "after its undo")
 }

@@ -80,13 +80,18 @@ func ActionConsumer(action string, ackWait time.Duration) jetstream.ConsumerConf
 	}
 }
 
-// ActionConsumerName is the durable name of action's consumer: the action
-// with dots as underscores (consumer names cannot hold dots) and a hash of
-// the action, so "a.b" and "a_b" do not share a consumer.
-func ActionConsumerName(action string) string {
+// ActionConsumerName is the durable name of action's consumer:
+// "jetsaga-act-" and the action's token (ActionToken).
+func ActionConsumerName(action string) string { return "jetsaga-act-" + ActionToken(action) }
+
+// ActionToken names an action in one subject token: the action with dots
+// as underscores and the 32-bit FNV-1a hash of the action (8 hex digits),
+// so "a.b" and "a_b" differ: "hotels_book-bca0c1e1". It names the action's
+// consumer and its key space in the barrier bucket.
+func ActionToken(action string) string {
 	h := fnv.New32a()
 	h.Write([]byte(action))
-	return fmt.Sprintf("jetsaga-act-%s-%08x", strings.ReplaceAll(action, ".", "_"), h.Sum32())
+	return fmt.Sprintf("%s-%08x", strings.ReplaceAll(action, ".", "_"), h.Sum32())
 }
 
 // Pull requests of jetsaga's consumers (the coordinators' partitions, the

@@ -24,6 +24,9 @@ const (
 	RoleOperator Role = "operator"
 )
 
+// barrierRead is the prefix of a direct get of a barrier key.
+const barrierRead = "$JS.API.DIRECT.GET.KV_" + BarrierBucket + ".$KV." + BarrierBucket + "."
+
 // microSubjects are the requests of NATS micro services (PING, INFO and
 // STATS, of all services, of one, or of one instance): coordinators and
 // participants answer them; clients and operators send them.
@@ -44,6 +47,25 @@ type Permissions struct {
 // only its own inbox, so it cannot read others' replies (a coordinator's
 // log reads, say). actions are the actions a participant serves.
 func RolePermissions(role Role, inbox string, actions ...string) (Permissions, error) {
+	return PermissionsFor(role, PermissionOptions{Inbox: inbox, Actions: actions})
+}
+
+// PermissionOptions say whose permissions PermissionsFor returns.
+type PermissionOptions struct {
+	// Inbox is the prefix the role's connections use for replies
+	// (required).
+	Inbox string
+	// Actions are the actions a participant serves (required for one).
+	Actions []string
+	// LegacyBarrier lets a participant read barrier records where
+	// releases before per-action key spaces kept them (every action's),
+	// for participant.Config.LegacyBarrierKeys during an upgrade.
+	LegacyBarrier bool
+}
+
+// PermissionsFor returns the permissions of role, as o says.
+func PermissionsFor(role Role, o PermissionOptions) (Permissions, error) {
+	inbox, actions := o.Inbox, o.Actions
 	if inbox == "" {
 		return Permissions{}, fmt.Errorf("streams: %s permissions need an inbox prefix (nats.CustomInboxPrefix)", role)
 	}
@@ -63,8 +85,7 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 			return Permissions{}, fmt.Errorf("streams: participant permissions need the actions it serves")
 		}
 		p := Permissions{
-			Publish: []string{api + "INFO", api + "STREAM.INFO." + WorkStream, "jetsaga.reply.*",
-				api + "STREAM.INFO.KV_" + BarrierBucket, api + "DIRECT.GET.KV_" + BarrierBucket, api + "DIRECT.GET.KV_" + BarrierBucket + ".>", "$KV." + BarrierBucket + ".>"},
+			Publish:        []string{api + "INFO", api + "STREAM.INFO." + WorkStream, "jetsaga.reply.*", api + "STREAM.INFO.KV_" + BarrierBucket},
 			Subscribe:      []string{in, microSubjects},
 			AllowResponses: true, // its micro service's requests
 		}
@@ -77,8 +98,14 @@ func RolePermissions(role Role, inbox string, actions ...string) (Permissions, e
 				api+"CONSUMER.CREATE."+WorkStream+"."+c+"."+RequestSubject(a),
 				api+"CONSUMER.INFO."+WorkStream+"."+c,
 				api+"CONSUMER.MSG.NEXT."+WorkStream+"."+c,
-				"$JS.ACK."+WorkStream+"."+c+".>")
+				"$JS.ACK."+WorkStream+"."+c+".>",
+				// Its actions' barrier records only: their keys start
+				// with the action's token (internal/barrier.Key).
+				barrierRead+ActionToken(a)+".>", "$KV."+BarrierBucket+"."+ActionToken(a)+".>")
 			p.Subscribe = append(p.Subscribe, ParticipantActionSubject(a))
+		}
+		if o.LegacyBarrier {
+			p.Publish = append(p.Publish, barrierRead+"*.*") // "<saga>.<node>": no action's new records
 		}
 		return p, nil
 	case RoleClient, RoleOperator:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/coordinator"
+	"github.com/jetsaga/jetsaga/internal/barrier"
 	"github.com/jetsaga/jetsaga/internal/natstest"
 	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/saga"
@@ -230,7 +231,28 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	} else if errors.Is(err, streams.ErrNotFound) {
 		t.Fatalf("reading the log was not refused but found nothing: %v", err)
 	}
+	// Barrier isolation: the participant of secure.a reads its own
+	// action's records, and the server refuses it secure.b's (which hold
+	// secure.b's outputs), for reading and for writing.
+	pkv, err := pajs.KeyValue(short(), streams.BarrierBucket)
+	if err != nil {
+		t.Fatalf("the participant binds the barrier bucket: %v", err)
+	}
+	if e, err := pkv.Get(short(), barrier.Key("secure.a", id, "a")); err != nil || !strings.Contains(string(e.Value()), `"state":"done"`) {
+		t.Fatalf("the participant of secure.a reads its own record: %v", err)
+	}
+	if _, err := pkv.Get(short(), barrier.Key("secure.b", id, "b")); err == nil {
+		t.Fatal("the participant of secure.a read secure.b's barrier record")
+	}
+	if _, err := pkv.Put(short(), barrier.Key("secure.b", id, "b"), []byte(`{"state":"done"}`)); err == nil {
+		t.Fatal("the participant of secure.a wrote secure.b's barrier record")
+	}
+	if _, err := pkv.Get(short(), barrier.LegacyKey(id, "b")); err == nil {
+		t.Fatal("the participant of secure.a read a legacy barrier key without --legacy-barrier")
+	}
 	for _, want := range []string{
+		`Publish to "$JS.API.DIRECT.GET.KV_jetsaga_barrier.$KV.jetsaga_barrier.` + streams.ActionToken("secure.b") + ".",
+		`Publish to "$KV.jetsaga_barrier.` + streams.ActionToken("secure.b") + ".",
 		`Publish to "$JS.API.CONSUMER.INFO.JETSAGA_WORK.` + streams.ActionConsumerName("secure.b"), // binding comes first
 		`Publish to "jetsaga.log.` + id,
 		`Publish to "$JS.API.DIRECT.GET.JETSAGA_LOG"`,

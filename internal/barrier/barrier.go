@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetsaga/jetsaga/events"
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // The idempotency barrier keeps one Record per (saga, node) in the KV
@@ -78,10 +79,19 @@ type Record struct {
 	Updated time.Time     `json:"updated"`
 }
 
-// Key is the key of a node's record: the saga id, a dot, and the
-// node path in unpadded base64url, since node paths may hold characters KV
-// keys do not allow (keys allow only [-/_=.a-zA-Z0-9]).
-func Key(sagaID, node string) string {
+// Key is the key of a node's record, in the key space of the action whose
+// request it answers: the action's token (streams.ActionToken), the saga
+// id and the node path in unpadded base64url (node paths may hold
+// characters KV keys do not allow: keys allow only [-/_=.a-zA-Z0-9]),
+// joined by dots. Each action's records are under "<token>.>", so NATS
+// permissions can keep a participant to its own actions' records.
+func Key(action, sagaID, node string) string {
+	return streams.ActionToken(action) + "." + LegacyKey(sagaID, node)
+}
+
+// LegacyKey is where releases before per-action key spaces kept a node's
+// record: the saga id and the node path in unpadded base64url.
+func LegacyKey(sagaID, node string) string {
 	return sagaID + "." + base64.RawURLEncoding.EncodeToString([]byte(node))
 }
 

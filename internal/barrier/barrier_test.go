@@ -130,7 +130,7 @@ func TestBarrierKey(t *testing.T) {
 	saga := "0b5c6d3e-8f1a-4b2c-9d4e-5f6a7b8c9d0e"
 	seen := map[string]string{}
 	for _, node := range []string{"n", "vm/disk", "vm/@start", "with space", "ünïcödé", "a.b", "a_b", "..", "*", ">"} {
-		key := Key(saga, node)
+		key := Key("hotels.book", saga, node)
 		if !kvKey.MatchString(key) || strings.Contains(key, "..") || strings.HasSuffix(key, ".") {
 			t.Errorf("Key(%q) = %q, not a valid KV key", node, key)
 		}
@@ -138,7 +138,7 @@ func TestBarrierKey(t *testing.T) {
 			t.Errorf("nodes %q and %q share key %q", prev, node, key)
 		}
 		seen[key] = node
-		enc, _ := strings.CutPrefix(key, saga+".")
+		enc, _ := strings.CutPrefix(key, "hotels_book-bca0c1e1."+saga+".")
 		if dec, err := base64.RawURLEncoding.DecodeString(enc); err != nil || string(dec) != node {
 			t.Errorf("key %q does not decode back to %q", key, node)
 		}

@@ -2,7 +2,7 @@
 // idempotency barrier"): one record per (saga, node) in the KV bucket
 // jetsaga_barrier, changed only by compare-and-set, so participants of
 // one action in Go and here agree on what ran.
-import { Op } from "./protocol";
+import { actionToken, Op } from "./protocol";
 
 export const BARRIER_BUCKET = "jetsaga_barrier";
 
@@ -20,8 +20,10 @@ export interface BarrierRecord {
   updated: string; // RFC 3339
 }
 
-export function barrierKey(saga: string, node: string): string {
-  return `${saga}.${Buffer.from(node, "utf8").toString("base64url")}`;
+// barrierKey is a node's record's key, in the key space of the action the
+// request came for.
+export function barrierKey(action: string, saga: string, node: string): string {
+  return `${actionToken(action)}.${saga}.${Buffer.from(node, "utf8").toString("base64url")}`;
 }
 
 export function locked(r: BarrierRecord, now: number): boolean {

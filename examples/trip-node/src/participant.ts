@@ -150,7 +150,7 @@ export class Participant {
   // the handler when the record says it should run. Each round reads the
   // record and tries one compare-and-set; a lost race is another round.
   private async decide(a: Registered, inc: Incoming, progressMs: number): Promise<Decision> {
-    const key = barrierKey(inc.saga, inc.req.node);
+    const key = barrierKey(a.name, inc.saga, inc.req.node);
     const { op, attempt } = inc.req;
     for (let round = 0; round < 8; round++) {
       const entry = await this.barrier.get(key);

@@ -18,9 +18,15 @@ export function fnv1a32(s: string): number {
   return h >>> 0;
 }
 
+// actionToken names an action in one subject token: its consumer's name
+// and its key space in the barrier bucket are made from it.
+export function actionToken(action: string): string {
+  return `${action.replace(/\./g, "_")}-${fnv1a32(action).toString(16).padStart(8, "0")}`;
+}
+
 // consumerName is the durable name of an action's request consumer.
 export function consumerName(action: string): string {
-  return `jetsaga-act-${action.replace(/\./g, "_")}-${fnv1a32(action).toString(16).padStart(8, "0")}`;
+  return `jetsaga-act-${actionToken(action)}`;
 }
 
 // consumerConfig is the config the protocol publishes for an action's
