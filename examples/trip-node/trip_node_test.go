@@ -23,6 +23,7 @@ import (
 	"github.com/jetsaga/jetsaga/coordinator"
 	"github.com/jetsaga/jetsaga/examples/trip"
 	"github.com/jetsaga/jetsaga/internal/natstest"
+	"github.com/jetsaga/jetsaga/participant"
 	"github.com/jetsaga/jetsaga/sagatest"
 	"github.com/jetsaga/jetsaga/streams"
 )
@@ -176,5 +177,34 @@ func TestNodeParticipant(t *testing.T) {
 	hotel, _ := s.Node("hotel")
 	if s.Status != client.StatusSucceeded || hotel.Attempt != 3 || bookings(s.ID) != 3 {
 		t.Fatalf("trip with a busy hotel: %s, hotel attempt %d, %d bookings; want succeeded at the third attempt with 3", s.Status, hotel.Attempt, bookings(s.ID))
+	}
+
+	// The Go participants of the same actions join: the two languages share
+	// each action's consumer and barrier, and together still keep every
+	// rule (a repeat or an undo may reach the other language).
+	p, err := participant.New(js, participant.Config{Name: "trip-go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trip.Register(ctx, js, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("the Go participant starts beside the Node one: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	t.Run("conformance/mixed/cars.book", func(t *testing.T) {
+		sagatest.Conformance(t, js, conformance.Config{Action: "cars.book", Undo: true, Params: lisbon, Outputs: flight,
+			FailParams: json.RawMessage(`{"traveller":"Bob","destination":"Atlantis"}`), Quiet: time.Second})
+	})
+	for i := range 4 {
+		s = book(trip.Params{Traveller: "Dee", Destination: []string{"Rome", trip.NoCars}[i%2]})
+		want, n := client.StatusSucceeded, 3
+		if i%2 == 1 {
+			want, n = client.StatusUnwound, 0
+		}
+		if s.Status != want || bookings(s.ID) != n {
+			t.Fatalf("mixed trip %d: %s with %d bookings, want %s with %d", i, s.Status, bookings(s.ID), want, n)
+		}
 	}
 }
