@@ -69,6 +69,7 @@ type Client struct {
 	partitions int
 	maxMsg     int32
 	operator   string
+	ns         streams.Namespace
 }
 
 // Option configures a Client.
@@ -85,30 +86,39 @@ func (c *Client) As(operator string) *Client {
 // WithOperator names who sends operator commands (recorded in the log).
 func WithOperator(name string) Option { return func(c *Client) { c.operator = name } }
 
+// WithNamespace makes the client talk to the jetsaga deployment of
+// namespace ns (streams.Namespace) instead of the default one.
+func WithNamespace(ns streams.Namespace) Option { return func(c *Client) { c.ns = ns } }
+
+// Namespace is the namespace of the deployment c talks to.
+func (c *Client) Namespace() streams.Namespace { return c.ns }
+
 // New returns a client. It reads the partition count from the topology,
 // which must exist (a coordinator or `jetsaga dev` creates it).
 func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Client, error) {
-	st, err := js.Stream(ctx, streams.WorkStream)
+	c := &Client{js: js, operator: "client"}
+	for _, o := range opts {
+		o(c)
+	}
+	if err := c.ns.Validate(); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	st, err := js.Stream(ctx, c.ns.WorkStream())
 	if err != nil {
-		return nil, fmt.Errorf("client: jetsaga's streams are not there (start a coordinator or jetsaga dev first): %w", err)
+		return nil, fmt.Errorf("client: jetsaga's streams are not there (%s; start a coordinator or jetsaga dev first, in namespace %s): %w", c.ns.WorkStream(), c.ns, err)
 	}
 	info := st.CachedInfo()
 	p, err := strconv.Atoi(info.Config.Metadata["jetsaga.partitions"])
 	if err != nil || p < 1 {
-		return nil, fmt.Errorf("client: stream %s has no valid jetsaga.partitions metadata", streams.WorkStream)
+		return nil, fmt.Errorf("client: stream %s has no valid jetsaga.partitions metadata", c.ns.WorkStream())
 	}
-	ix, err := index.Open(ctx, js)
-	if err != nil {
+	if c.ix, err = index.Open(ctx, js, c.ns); err != nil {
 		return nil, err
 	}
-	store, err := defs.Open(ctx, js)
-	if err != nil {
+	if c.defs, err = defs.Open(ctx, js, c.ns); err != nil {
 		return nil, fmt.Errorf("client: %w (start a coordinator of this release first: it creates the bucket)", err)
 	}
-	c := &Client{js: js, log: streams.NewLog(js), ix: ix, defs: store, partitions: p, maxMsg: info.Config.MaxMsgSize, operator: "client"}
-	for _, o := range opts {
-		o(c)
-	}
+	c.log, c.partitions, c.maxMsg = streams.NewLogIn(js, c.ns), p, info.Config.MaxMsgSize
 	return c, nil
 }
 
@@ -283,21 +293,21 @@ func (c *Client) created(ctx context.Context, id string) (*events.SagaCreated, e
 // startCommand reads the start command stored at seq in the work stream:
 // the earlier start that a duplicate one was deduplicated against.
 func (c *Client) startCommand(ctx context.Context, seq uint64) (*events.SagaCreated, error) {
-	st, err := c.js.Stream(ctx, streams.WorkStream)
+	st, err := c.js.Stream(ctx, c.ns.WorkStream())
 	if err != nil {
 		return nil, err
 	}
 	m, err := st.GetMsg(ctx, seq)
 	if err != nil {
-		return nil, fmt.Errorf("client: read the earlier start command (%s sequence %d): %w", streams.WorkStream, seq, err)
+		return nil, fmt.Errorf("client: read the earlier start command (%s sequence %d): %w", c.ns.WorkStream(), seq, err)
 	}
 	ev, err := events.Decode(m.Data)
 	if err != nil {
-		return nil, fmt.Errorf("client: the earlier start command (%s sequence %d): %w", streams.WorkStream, seq, err)
+		return nil, fmt.Errorf("client: the earlier start command (%s sequence %d): %w", c.ns.WorkStream(), seq, err)
 	}
 	start, ok := ev.Data.(*events.StartSaga)
 	if !ok {
-		return nil, fmt.Errorf("client: %s sequence %d is a %s, not a start command", streams.WorkStream, seq, ev.Type())
+		return nil, fmt.Errorf("client: %s sequence %d is a %s, not a start command", c.ns.WorkStream(), seq, ev.Type())
 	}
 	return &start.SagaCreated, nil
 }
@@ -324,7 +334,7 @@ func (c *Client) startDirect(ctx context.Context, id, traceParent string, cmd *e
 	if err != nil {
 		return a, err
 	}
-	m := nats.NewMsg(streams.StartSubject(streams.Partition(id, c.partitions)))
+	m := nats.NewMsg(c.ns.StartSubject(streams.Partition(id, c.partitions)))
 	m.Data = b
 	m.Header.Set("Content-Type", events.ContentTypeEvent)
 	rctx, cancel := context.WithTimeout(ctx, directStartWait)
@@ -360,7 +370,7 @@ func (c *Client) commandTraced(ctx context.Context, id, eventID, traceParent str
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(streams.CommandSubject(streams.Partition(id, c.partitions)))
+	m := nats.NewMsg(c.ns.CommandSubject(streams.Partition(id, c.partitions)))
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, eventID)
 	m.Header.Set("Content-Type", events.ContentTypeEvent)

@@ -90,7 +90,7 @@ func (c *Client) signal(ctx context.Context, id string, sig events.Signal, opts 
 		return err
 	}
 	p := streams.Partition(id, c.partitions)
-	m := nats.NewMsg(streams.SignalSubject(p))
+	m := nats.NewMsg(c.ns.SignalSubject(p))
 	m.Data = b
 	m.Header.Set("Content-Type", events.ContentTypeEvent)
 	rctx, cancel := context.WithTimeout(ctx, directSignalWait)
@@ -111,7 +111,7 @@ func (c *Client) signal(ctx context.Context, id string, sig events.Signal, opts 
 	}
 	// No coordinator answered: the signal waits in JETSAGA_WORK for one,
 	// deduplicated by its id.
-	cmd := nats.NewMsg(streams.CommandSubject(p))
+	cmd := nats.NewMsg(c.ns.CommandSubject(p))
 	cmd.Data = b
 	cmd.Header.Set(jetstream.MsgIDHeader, "signal:"+id+":"+sig.Node+":"+o.id)
 	cmd.Header.Set("Content-Type", events.ContentTypeEvent)

@@ -44,6 +44,9 @@ import (
 
 // Config says which action to check and how to make it succeed or fail.
 type Config struct {
+	// Namespace is the deployment the participant serves (empty: the
+	// default one).
+	Namespace streams.Namespace
 	// Action is the action to check (its participant must be running).
 	Action string
 	// Undo: the action has an undo; check the undo rules.
@@ -119,6 +122,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, each func(Resu
 	if err := streams.ValidateActionName(cfg.Action); err != nil {
 		return nil, err
 	}
+	if err := cfg.Namespace.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
@@ -134,7 +140,8 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, each func(Resu
 		defer cancel()
 	}
 	k := &kit{js: js, cfg: cfg, nc: js.Conn(), replies: map[string][]*nats.Msg{}, misnamed: map[string]string{}, arrived: make(chan struct{}, 1)}
-	k.replyTo = "jetsaga.reply.conformance-" + randomHex(6)
+	// A reply subject JETSAGA_WORK stores but no partition consumer reads.
+	k.replyTo = strings.TrimSuffix(cfg.Namespace.ReplySubject(0), "0") + "conformance-" + randomHex(6)
 	k.trace = "00-" + randomHex(16) + "-" + randomHex(8) + "-01"
 	sub, err := k.nc.Subscribe(k.replyTo, k.collect)
 	if err != nil {
@@ -272,7 +279,7 @@ func (k *kit) send(ctx context.Context, r request, msgID string) (uint64, error)
 }
 
 func (k *kit) publish(ctx context.Context, data []byte, msgID string) (uint64, error) {
-	m := nats.NewMsg(streams.RequestSubject(k.cfg.Action))
+	m := nats.NewMsg(k.cfg.Namespace.RequestSubject(k.cfg.Action))
 	m.Data = data
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
 	m.Header.Set("Content-Type", events.ContentTypeEvent)
@@ -436,9 +443,9 @@ func floor(info *jetstream.ConsumerInfo) uint64 {
 
 func (k *kit) ruleConsumer(ctx context.Context) (string, []string) {
 	name := streams.ActionConsumerName(k.cfg.Action)
-	cons, err := k.js.Consumer(ctx, streams.WorkStream, name)
+	cons, err := k.js.Consumer(ctx, k.cfg.Namespace.WorkStream(), name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		k.noConsumer = fmt.Sprintf("no consumer %s on %s: is a participant of %s running? (it creates the consumer)", name, streams.WorkStream, k.cfg.Action)
+		k.noConsumer = fmt.Sprintf("no consumer %s on %s: is a participant of %s running? (it creates the consumer)", name, k.cfg.Namespace.WorkStream(), k.cfg.Action)
 		return "", []string{k.noConsumer}
 	}
 	if err != nil {
@@ -451,7 +458,7 @@ func (k *kit) ruleConsumer(ctx context.Context) (string, []string) {
 		return "", []string{k.noConsumer}
 	}
 	k.cons, k.ackWait, k.deliveredBase = cons, info.Config.AckWait, info.Delivered.Consumer
-	unusable, diffs := streams.CheckActionConsumer(k.cfg.Action, info.Config)
+	unusable, diffs := k.cfg.Namespace.CheckActionConsumer(k.cfg.Action, info.Config)
 	if unusable != "" {
 		k.noConsumer = unusable
 		return "", []string{unusable}

@@ -13,7 +13,6 @@ import (
 	"github.com/jetsaga/jetsaga/events"
 	"github.com/jetsaga/jetsaga/internal/index"
 	"github.com/jetsaga/jetsaga/internal/machine"
-	"github.com/jetsaga/jetsaga/streams"
 )
 
 // execute carries out a durable decision's commands. Requests and
@@ -53,14 +52,14 @@ func (p *partition) execute(r *run, cmds []machine.Command) {
 // sendRequest publishes an action or undo request.
 func (p *partition) sendRequest(sagaID string, cmd machine.SendRequest, now time.Time) {
 	req := cmd.Request
-	req.ReplyTo = streams.ReplySubject(p.id)
+	req.ReplyTo = p.c.ns.ReplySubject(p.id)
 	b, err := events.Encode(events.Event{ID: cmd.ID, Source: p.c.source, SagaID: sagaID, Time: now,
 		TraceParent: cmd.TraceParent, Data: &req})
 	if err != nil {
 		p.published(publishDone{id: sagaID, what: "request " + cmd.ID, err: err})
 		return
 	}
-	m := nats.NewMsg(streams.RequestSubject(cmd.Action))
+	m := nats.NewMsg(p.c.ns.RequestSubject(cmd.Action))
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, cmd.ID)
 	m.Header.Set("Content-Type", events.ContentTypeEvent)
@@ -144,14 +143,14 @@ func (p *partition) scheduleMsg(sagaID string, cmd machine.ArmTimer, now time.Ti
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(streams.TimerScheduleSubject(p.id, strconv.FormatUint(h.Sum64(), 16)))
+	m := nats.NewMsg(p.c.ns.TimerScheduleSubject(p.id, strconv.FormatUint(h.Sum64(), 16)))
 	m.Data = b
 	at := cmd.At
 	if min := now.Add(time.Second); at.Before(min) {
 		at = min // a schedule in the past may be refused
 	}
 	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
-	m.Header.Set(jetstream.ScheduleTargetHeader, streams.TimerFireSubject(p.id))
+	m.Header.Set(jetstream.ScheduleTargetHeader, p.c.ns.TimerFireSubject(p.id))
 	m.Header.Set(jetstream.ScheduleTTLHeader, "1h") // fired timers expire
 	return m, nil
 }

@@ -63,7 +63,8 @@ type Coordinator struct {
 	// starting are the partitions leased and being started (drive), with
 	// their lease's epoch.
 	starting map[int]uint64
-	svc      micro.Service // the micro service: status, saga-state and drain requests
+	ns       streams.Namespace // the deployment's, from cfg.Topology
+	svc      micro.Service     // the micro service: status, saga-state and drain requests
 
 	// inflight counts requests awaiting replies or retries across sagas,
 	// for Config.MaxInFlight.
@@ -102,7 +103,8 @@ func New(js jetstream.JetStream, cfg Config) (*Coordinator, error) {
 		nc:       js.Conn(),
 		logger:   cfg.Logger.With("coordinator", cfg.Name),
 		source:   events.SourceCoordinator + "/" + cfg.Name,
-		log:      streams.NewLog(js),
+		log:      streams.NewLogIn(js, cfg.Topology.Namespace),
+		ns:       cfg.Topology.Namespace,
 		graphs:   machine.NewGraphs(),
 		parts:    map[int]*partition{},
 		starting: map[int]uint64{},
@@ -203,7 +205,7 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 		return err
 	}
 	if c.adopt {
-		n, err := streams.DeployedPartitions(ctx, c.js)
+		n, err := c.ns.DeployedPartitions(ctx, c.js)
 		if err != nil {
 			return fmt.Errorf("coordinator: %w", err)
 		}
@@ -217,12 +219,12 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 	if err := streams.Apply(ctx, c.js, c.cfg.Topology); err != nil {
 		return fmt.Errorf("coordinator: topology: %w", err)
 	}
-	ix, err := index.Open(ctx, c.js)
+	ix, err := index.Open(ctx, c.js, c.ns)
 	if err != nil {
 		return err
 	}
 	c.ix = ix
-	if c.defs, err = defs.Open(ctx, c.js); err != nil {
+	if c.defs, err = defs.Open(ctx, c.js, c.ns); err != nil {
 		return err
 	}
 	fail := func(err error) error {
@@ -251,7 +253,7 @@ func (c *Coordinator) startOnce(ctx context.Context) error {
 		if err != nil {
 			return fail(err)
 		}
-		keeper, err := lease.New(ctx, ljs, lease.Config{Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
+		keeper, err := lease.New(ctx, ljs, lease.Config{Namespace: c.ns, Name: c.cfg.Name, Partitions: c.cfg.Topology.Partitions,
 			TTL: c.cfg.LeaseTTL, Logger: c.logger, Acquire: c.acquire, Lose: c.lose, Healthy: c.dataPathUp})
 		if err != nil {
 			return fail(err)

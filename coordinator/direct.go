@@ -59,7 +59,7 @@ type creator interface{ created() error }
 
 // serveDirectStarts subscribes p to its partition's direct starts.
 func (c *Coordinator) serveDirectStarts(p *partition) (*nats.Subscription, error) {
-	return c.serveDirect(p, streams.StartSubject(p.id), streams.StartQueue, "saga starts", func(in sagaBound) bool {
+	return c.serveDirect(p, c.ns.StartSubject(p.id), streams.StartQueue, "saga starts", func(in sagaBound) bool {
 		_, ok := in.(startInput)
 		return ok
 	})
@@ -69,7 +69,7 @@ func (c *Coordinator) serveDirectStarts(p *partition) (*nats.Subscription, error
 // answered like direct starts, once the signal is in the saga's log or
 // with why it was refused.
 func (c *Coordinator) serveDirectSignals(p *partition) (*nats.Subscription, error) {
-	return c.serveDirect(p, streams.SignalSubject(p.id), streams.SignalQueue, "signals", func(in sagaBound) bool {
+	return c.serveDirect(p, c.ns.SignalSubject(p.id), streams.SignalQueue, "signals", func(in sagaBound) bool {
 		_, ok := in.(signalInput)
 		return ok
 	})
@@ -78,7 +78,7 @@ func (c *Coordinator) serveDirectSignals(p *partition) (*nats.Subscription, erro
 func (c *Coordinator) serveDirect(p *partition, subject, queue, what string, takes func(sagaBound) bool) (*nats.Subscription, error) {
 	return c.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
 		d := directStart{m: m}
-		in, rej := workInput(d, p.id, c.cfg.Topology.Partitions)
+		in, rej := workInput(d, c.ns, p.id, c.cfg.Topology.Partitions)
 		if rej == nil && !takes(in) {
 			rej = &rejection{kind: rejectMisrouted, sagaID: in.saga(), reason: "only " + what + " are taken on " + m.Subject}
 		}

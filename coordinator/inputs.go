@@ -278,10 +278,10 @@ type task struct {
 // workInput turns a message from JETSAGA_WORK (a command or a reply) into
 // an input. A message that cannot be one is a *rejection, with the reason:
 // it will never become valid.
-func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
+func workInput(m delivery, ns streams.Namespace, partition, partitions int) (sagaBound, *rejection) {
 	ev, err := events.Decode(m.Data())
 	if err != nil {
-		if m.Subject() == streams.ReplySubject(partition) {
+		if m.Subject() == ns.ReplySubject(partition) {
 			// A reply that names a real request but is malformed fails
 			// that attempt at once, saying what was wrong, rather than
 			// leaving it to time out.
@@ -296,7 +296,7 @@ func workInput(m delivery, partition, partitions int) (sagaBound, *rejection) {
 	}
 	switch d := ev.Data.(type) {
 	case *events.ActionReply:
-		if m.Subject() != streams.ReplySubject(partition) {
+		if m.Subject() != ns.ReplySubject(partition) {
 			return nil, &rejection{kind: rejectMisrouted, sagaID: ev.SagaID, reason: "a reply on the command subject"}
 		}
 		if want := events.ReplyID(d.RequestID); ev.ID != want {

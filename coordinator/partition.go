@@ -123,11 +123,11 @@ func newPartition(c *Coordinator, id int, epoch uint64, e env) *partition {
 }
 
 func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) (*partition, error) {
-	work, err := c.js.CreateOrUpdateConsumer(ctx, streams.WorkStream, streams.PartitionConsumer(id))
+	work, err := c.js.CreateOrUpdateConsumer(ctx, c.ns.WorkStream(), c.ns.PartitionConsumer(id))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: partition %d consumer: %w", id, err)
 	}
-	timers, err := c.js.CreateOrUpdateConsumer(ctx, streams.TimerStream, streams.TimerConsumer(id))
+	timers, err := c.js.CreateOrUpdateConsumer(ctx, c.ns.TimerStream(), c.ns.TimerConsumer(id))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: partition %d timer consumer: %w", id, err)
 	}
@@ -147,7 +147,7 @@ func (c *Coordinator) startPartition(ctx context.Context, id int, epoch uint64) 
 	for _, cons := range []struct {
 		cons  jetstream.Consumer
 		input func(delivery) (sagaBound, *rejection)
-	}{{work, func(m delivery) (sagaBound, *rejection) { return workInput(m, id, c.cfg.Topology.Partitions) }}, {timers, firedInput}} {
+	}{{work, func(m delivery) (sagaBound, *rejection) { return workInput(m, c.ns, id, c.cfg.Topology.Partitions) }}, {timers, firedInput}} {
 		cc, err := cons.cons.Consume(func(m jetstream.Msg) {
 			in, rej := cons.input(m)
 			if rej != nil {

@@ -131,7 +131,7 @@ func (l jsLog) Append(ctx context.Context, id string, expected uint64, data []by
 
 func (l jsLog) Archive(ctx context.Context, id string, rollup, summary []byte) error {
 	return await(ctx, func() (jetstream.PubAckFuture, error) {
-		return l.js.PublishMsgAsync(streams.ArchiveMsg(id, rollup, summary), jetstream.WithStallWait(streams.StallWait))
+		return l.js.PublishMsgAsync(l.Namespace().ArchiveMsg(id, rollup, summary), jetstream.WithStallWait(streams.StallWait))
 	})
 }
 

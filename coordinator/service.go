@@ -40,6 +40,7 @@ func (c *Coordinator) serve() (micro.Service, error) {
 		Version:     version.Version,
 		Description: "jetsaga coordinator " + c.cfg.Name + ": drives the sagas of the partitions it leases",
 		Metadata: map[string]string{
+			"namespace":   string(c.ns),
 			"coordinator": c.cfg.Name,
 			"partitions":  strconv.Itoa(c.cfg.Topology.Partitions),
 		},
@@ -58,11 +59,11 @@ func (c *Coordinator) serve() (micro.Service, error) {
 		return svc.AddEndpoint(name, h, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(map[string]string{"description": what}))
 	}
 	err = errors.Join(
-		add("status", streams.StatusSubject, "every coordinator answers with its status (jetsaga status)", func(r micro.Request) {
+		add("status", c.ns.StatusSubject(), "every coordinator answers with its status (jetsaga status)", func(r micro.Request) {
 			_ = r.RespondJSON(c.Status())
 		}),
-		add("saga", streams.SagaStateSubject("*"), "the coordinator driving the saga answers with the state it holds (jetsaga replay)", c.serveSagaState),
-		add("drain", streams.DrainSubject, "the coordinator named in the request hands off its partitions (jetsaga drain)", c.serveDrain),
+		add("saga", c.ns.SagaStateSubject("*"), "the coordinator driving the saga answers with the state it holds (jetsaga replay)", c.serveSagaState),
+		add("drain", c.ns.DrainSubject(), "the coordinator named in the request hands off its partitions (jetsaga drain)", c.serveDrain),
 	)
 	if err != nil {
 		_ = svc.Stop()
@@ -93,7 +94,7 @@ func (c *Coordinator) serviceStats() ServiceStats {
 }
 
 func (c *Coordinator) serveSagaState(m micro.Request) {
-	id := strings.TrimPrefix(m.Subject(), streams.SagaStateSubject(""))
+	id := strings.TrimPrefix(m.Subject(), c.ns.SagaStateSubject(""))
 	if streams.ValidateSagaID(id) != nil {
 		return
 	}
@@ -144,13 +145,19 @@ func (c *Coordinator) serveDrain(m micro.Request) {
 // replies that come within window, sorted by name. A request reaches all of
 // them, so there is no telling when the last one has answered.
 func GatherStatus(ctx context.Context, nc *nats.Conn, window time.Duration) ([]Status, error) {
+	return GatherStatusIn(ctx, nc, "", window)
+}
+
+// GatherStatusIn is GatherStatus for the coordinators of namespace ns.
+func GatherStatusIn(ctx context.Context, nc *nats.Conn, ns streams.Namespace, window time.Duration) ([]Status, error) {
+	subject := ns.StatusSubject()
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // the connection closes soon after
-	if err := nc.PublishRequest(streams.StatusSubject, inbox, nil); err != nil {
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, window)
@@ -166,7 +173,7 @@ func GatherStatus(ctx context.Context, nc *nats.Conn, window time.Duration) ([]S
 		}
 		var st Status
 		if err := json.Unmarshal(m.Data, &st); err != nil {
-			return nil, fmt.Errorf("a reply on %s is not a coordinator's status: %w", streams.StatusSubject, err)
+			return nil, fmt.Errorf("a reply on %s is not a coordinator's status: %w", subject, err)
 		}
 		out = append(out, st)
 	}

@@ -223,7 +223,7 @@ func simulate(seed uint64, knobs simKnobs, trace io.Writer) (err error) {
 		w.inflight[p] = map[string]index.Summary{}
 		w.work = append(w.work, &simQueue{w: w, name: fmt.Sprintf("work.%d", p), ackWait: 5 * time.Second,
 			consumer: w.consumer(p, func(sp *simPart, d *simDelivery) (sagaBound, *rejection) {
-				return workInput(d, sp.p.id, simPartitions)
+				return workInput(d, "", sp.p.id, simPartitions)
 			})})
 		w.fired = append(w.fired, &simQueue{w: w, name: fmt.Sprintf("timers.%d", p), ackWait: 5 * time.Second,
 			consumer: w.consumer(p, func(_ *simPart, d *simDelivery) (sagaBound, *rejection) { return firedInput(d) })})

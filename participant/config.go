@@ -32,6 +32,10 @@ type Config struct {
 	// default; see the package documentation for what it guarantees.
 	DisableBarrier bool
 
+	// Namespace is the jetsaga deployment the participant serves
+	// (streams.Namespace); empty is the default one.
+	Namespace streams.Namespace
+
 	// LegacyBarrierKeys: when a node has no barrier record in its action's
 	// key space, look for one where releases before per-action key spaces
 	// kept it ("<saga id>.<node>"), and carry it over. Turn it on while
@@ -120,6 +124,9 @@ func (c Config) validate() error {
 	}
 	if i := strings.IndexFunc(c.Name, func(r rune) bool { return !nameRune(r) }); i >= 0 {
 		bad("Name", "%q has %q at byte %d; use letters, digits, '.', '-' and '_'", c.Name, c.Name[i:i+1], i)
+	}
+	if err := c.Namespace.Validate(); err != nil {
+		bad("Namespace", "%v", err)
 	}
 	if c.Concurrency < 1 {
 		bad("Concurrency", "must be at least 1, got %d", c.Concurrency)

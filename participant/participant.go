@@ -238,18 +238,18 @@ func (p *Participant) Start(ctx context.Context) error {
 // bucket the participant needs does not exist; it binds the barrier bucket.
 func (p *Participant) checkTopology(ctx context.Context) error {
 	var errs []error
-	if _, err := p.js.Stream(ctx, streams.WorkStream); errors.Is(err, jetstream.ErrStreamNotFound) {
-		errs = append(errs, &streams.MissingError{Kind: "stream", Name: streams.WorkStream})
+	if _, err := p.js.Stream(ctx, p.cfg.Namespace.WorkStream()); errors.Is(err, jetstream.ErrStreamNotFound) {
+		errs = append(errs, &streams.MissingError{Kind: "stream", Name: p.cfg.Namespace.WorkStream()})
 	} else if err != nil {
-		errs = append(errs, fmt.Errorf("participant: look up stream %s: %w", streams.WorkStream, err))
+		errs = append(errs, fmt.Errorf("participant: look up stream %s: %w", p.cfg.Namespace.WorkStream(), err))
 	}
 	if !p.cfg.DisableBarrier {
-		kv, err := p.js.KeyValue(ctx, streams.BarrierBucket)
+		kv, err := p.js.KeyValue(ctx, p.cfg.Namespace.BarrierBucket())
 		switch {
 		case errors.Is(err, jetstream.ErrBucketNotFound):
-			errs = append(errs, &streams.MissingError{Kind: "bucket", Name: streams.BarrierBucket})
+			errs = append(errs, &streams.MissingError{Kind: "bucket", Name: p.cfg.Namespace.BarrierBucket()})
 		case err != nil:
-			errs = append(errs, fmt.Errorf("participant: bind bucket %s: %w", streams.BarrierBucket, err))
+			errs = append(errs, fmt.Errorf("participant: bind bucket %s: %w", p.cfg.Namespace.BarrierBucket(), err))
 		default:
 			p.barrier = &records{kv: kv}
 		}
@@ -267,21 +267,21 @@ func (p *Participant) checkTopology(ctx context.Context) error {
 // shared consumer under them is an operator's decision. Progress is sent
 // often enough for the consumer's actual ack wait.
 func (p *Participant) open(ctx context.Context, name string) (jetstream.MessagesContext, error) {
-	want := streams.ActionConsumer(name, p.cfg.AckWait)
-	cons, err := p.js.Consumer(ctx, streams.WorkStream, want.Durable)
+	want := p.cfg.Namespace.ActionConsumer(name, p.cfg.AckWait)
+	cons, err := p.js.Consumer(ctx, p.cfg.Namespace.WorkStream(), want.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cons, err = p.js.CreateConsumer(ctx, streams.WorkStream, want)
+		cons, err = p.js.CreateConsumer(ctx, p.cfg.Namespace.WorkStream(), want)
 		if errors.Is(err, jetstream.ErrConsumerExists) { // another participant was first
-			cons, err = p.js.Consumer(ctx, streams.WorkStream, want.Durable)
+			cons, err = p.js.Consumer(ctx, p.cfg.Namespace.WorkStream(), want.Durable)
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("participant: consumer of action %s: %w", name, err)
 	}
 	got := cons.CachedInfo().Config
-	unusable, diffs := streams.CheckActionConsumer(name, got)
+	unusable, diffs := p.cfg.Namespace.CheckActionConsumer(name, got)
 	if unusable != "" {
-		return nil, fmt.Errorf("participant: action %s: %s; delete it (nats consumer rm %s %s) and a participant creates it again", name, unusable, streams.WorkStream, want.Durable)
+		return nil, fmt.Errorf("participant: action %s: %s; delete it (nats consumer rm %s %s) and a participant creates it again", name, unusable, p.cfg.Namespace.WorkStream(), want.Durable)
 	}
 	for _, d := range diffs {
 		p.log.Warn("participant: the action's consumer differs from the protocol's config; using it as it is", "action", name, "consumer", want.Durable, "difference", d)

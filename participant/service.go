@@ -73,6 +73,7 @@ func (p *Participant) serve() (micro.Service, error) {
 		Version:     version.Version,
 		Description: describe(p.cfg.Name, names),
 		Metadata: map[string]string{
+			"namespace":   string(p.cfg.Namespace),
 			"participant": p.cfg.Name,
 			"actions":     strings.Join(names, ","),
 			"barrier":     fmt.Sprint(p.barrier != nil),
@@ -93,7 +94,7 @@ func (p *Participant) serve() (micro.Service, error) {
 		a := p.actions[n]
 		errs = append(errs, svc.AddEndpoint(endpointName(n), micro.HandlerFunc(func(r micro.Request) {
 			_ = r.RespondJSON(p.actionStats(a))
-		}), micro.WithEndpointSubject(streams.ParticipantActionSubject(n)),
+		}), micro.WithEndpointSubject(p.cfg.Namespace.ParticipantActionSubject(n)),
 			micro.WithEndpointMetadata(map[string]string{"action": n, "consumer": streams.ActionConsumerName(n)})))
 	}
 	if err := errors.Join(errs...); err != nil {

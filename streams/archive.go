@@ -50,7 +50,7 @@ const (
 // jetsaga.archive.<bucket>, the bucket being the id's FNV-1a hash modulo
 // ArchiveBuckets (Partition).
 func ArchiveSubject(sagaID string) string {
-	return archivePrefix + strconv.Itoa(Partition(sagaID, ArchiveBuckets))
+	return Namespace("").ArchiveSubject(sagaID)
 }
 
 // ArchiveMsg is the archive message of a finished saga: its rollup
@@ -61,7 +61,12 @@ func ArchiveSubject(sagaID string) string {
 // sagas archived within it, +119 MB of server heap), for copies that
 // are rare and harmless.
 func ArchiveMsg(sagaID string, rollup, summary []byte) *nats.Msg {
-	m := &nats.Msg{Subject: ArchiveSubject(sagaID), Data: rollup, Header: nats.Header{HeaderSaga: []string{sagaID}}}
+	return Namespace("").ArchiveMsg(sagaID, rollup, summary)
+}
+
+// ArchiveMsg is ArchiveMsg in namespace n.
+func (n Namespace) ArchiveMsg(sagaID string, rollup, summary []byte) *nats.Msg {
+	m := &nats.Msg{Subject: n.ArchiveSubject(sagaID), Data: rollup, Header: nats.Header{HeaderSaga: []string{sagaID}}}
 	if len(summary) > 0 {
 		m.Header[HeaderSummary] = []string{string(summary)}
 	}
@@ -75,7 +80,7 @@ func (l *Log) Archive(ctx context.Context, sagaID string, rollup, summary []byte
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	if _, err := l.js.PublishMsg(ctx, ArchiveMsg(sagaID, rollup, summary)); err != nil {
+	if _, err := l.js.PublishMsg(ctx, l.ns.ArchiveMsg(sagaID, rollup, summary)); err != nil {
 		return fmt.Errorf("streams: archive saga %s: %w", sagaID, err)
 	}
 	return nil
@@ -107,7 +112,7 @@ func (l *Log) Archived(ctx context.Context, sagaID string) (*Entry, error) {
 // scanArchive reads sagaID's bucket from from (nil: its beginning) and
 // returns its first copy (first) or its newest.
 func (l *Log) scanArchive(ctx context.Context, sagaID string, from *time.Time, first bool) (*Entry, error) {
-	subject := ArchiveSubject(sagaID)
+	subject := l.ns.ArchiveSubject(sagaID)
 	sub, err := l.replies.open()
 	if err != nil {
 		return nil, fmt.Errorf("streams: read the archive: %w", err)
@@ -120,7 +125,7 @@ func (l *Log) scanArchive(ctx context.Context, sagaID string, from *time.Time, f
 	var found *Entry
 	for {
 		var last uint64
-		more, err := l.directGet(ctx, sub, ArchiveStream, req, func(m *nats.Msg) error {
+		more, err := l.directGet(ctx, sub, l.ns.ArchiveStream(), req, func(m *nats.Msg) error {
 			e, err := entryOf(m, subject)
 			if err != nil {
 				return err
@@ -178,14 +183,14 @@ func idTime(id string) (time.Time, bool) {
 // false. It reads headers only (an ordered consumer), so its cost is the
 // number of sagas, not their logs' size.
 func (l *Log) ArchivedSummaries(ctx context.Context, since time.Time, each func(summary []byte) bool) error {
-	s, err := l.js.Stream(ctx, ArchiveStream)
+	s, err := l.js.Stream(ctx, l.ns.ArchiveStream())
 	if err != nil {
 		return fmt.Errorf("streams: list the archive: %w", err)
 	}
 	if st := s.CachedInfo().State; st.Msgs == 0 || !since.IsZero() && st.LastTime.Before(since) {
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{archiveSubjects}, HeadersOnly: true, DeliverPolicy: jetstream.DeliverAllPolicy,
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{l.ns.subject(archiveSubjects)}, HeadersOnly: true, DeliverPolicy: jetstream.DeliverAllPolicy,
 		InactiveThreshold: 5 * time.Second}
 	if !since.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
@@ -234,7 +239,7 @@ const archivePage = 256
 // the archive is exhausted. It reads the archive backwards a page at a
 // time, so listing the newest sagas costs pages, not the whole history.
 func (l *Log) ArchivedNewestFirst(ctx context.Context, each func(summary []byte, archived time.Time) bool) error {
-	s, err := l.js.Stream(ctx, ArchiveStream)
+	s, err := l.js.Stream(ctx, l.ns.ArchiveStream())
 	if err != nil {
 		return fmt.Errorf("streams: list the archive: %w", err)
 	}
@@ -250,10 +255,10 @@ func (l *Log) ArchivedNewestFirst(ctx context.Context, each func(summary []byte,
 			lo = hi - archivePage + 1
 		}
 		var page []*nats.Msg
-		req := directGetRequest{Seq: lo, NextFor: archiveSubjects, Batch: int(hi - lo + 1), MaxBytes: readMaxBytes}
+		req := directGetRequest{Seq: lo, NextFor: l.ns.subject(archiveSubjects), Batch: int(hi - lo + 1), MaxBytes: readMaxBytes}
 		for {
 			var last uint64
-			more, err := l.directGet(ctx, sub, ArchiveStream, req, func(m *nats.Msg) error {
+			more, err := l.directGet(ctx, sub, l.ns.ArchiveStream(), req, func(m *nats.Msg) error {
 				seq, err := strconv.ParseUint(m.Header.Get(headerSequence), 10, 64)
 				if err != nil {
 					return fmt.Errorf("direct get: bad %s header: %w", headerSequence, err)
@@ -269,7 +274,7 @@ func (l *Log) ArchivedNewestFirst(ctx context.Context, each func(summary []byte,
 			if !more || last == 0 || last >= hi {
 				break // a page larger than the byte bound comes in parts
 			}
-			req = directGetRequest{Seq: last + 1, NextFor: archiveSubjects, Batch: int(hi - last), MaxBytes: readMaxBytes}
+			req = directGetRequest{Seq: last + 1, NextFor: l.ns.subject(archiveSubjects), Batch: int(hi - last), MaxBytes: readMaxBytes}
 		}
 		for i := len(page) - 1; i >= 0; i-- {
 			m := page[i]

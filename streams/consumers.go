@@ -30,11 +30,14 @@ const coordinatorAckWait = 5 * time.Second
 // the owner of partition p receives saga starts, operator commands and
 // participant replies for the partition's sagas. Its name is fixed, so a new
 // owner continues where the previous one stopped.
-func PartitionConsumer(p int) jetstream.ConsumerConfig {
+func PartitionConsumer(p int) jetstream.ConsumerConfig { return Namespace("").PartitionConsumer(p) }
+
+// PartitionConsumer is PartitionConsumer in namespace n.
+func (n Namespace) PartitionConsumer(p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        fmt.Sprintf("jetsaga-part-%d", p),
 		Description:    fmt.Sprintf("jetsaga coordinator input, partition %d", p),
-		FilterSubjects: []string{CommandSubject(p), ReplySubject(p)},
+		FilterSubjects: []string{n.CommandSubject(p), n.ReplySubject(p)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        coordinatorAckWait,
@@ -46,11 +49,14 @@ func PartitionConsumer(p int) jetstream.ConsumerConfig {
 
 // TimerConsumer is the durable consumer on JETSAGA_TIMERS through which the
 // owner of partition p receives its fired timers.
-func TimerConsumer(p int) jetstream.ConsumerConfig {
+func TimerConsumer(p int) jetstream.ConsumerConfig { return Namespace("").TimerConsumer(p) }
+
+// TimerConsumer is TimerConsumer in namespace n.
+func (n Namespace) TimerConsumer(p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       fmt.Sprintf("jetsaga-timer-%d", p),
 		Description:   fmt.Sprintf("jetsaga fired timers, partition %d", p),
-		FilterSubject: TimerFireSubject(p),
+		FilterSubject: n.TimerFireSubject(p),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       coordinatorAckWait,
@@ -64,13 +70,18 @@ func TimerConsumer(p int) jetstream.ConsumerConfig {
 // participant of action shares, so they compete for its requests (do and
 // undo). ackWait 0 means DefaultAckWait.
 func ActionConsumer(action string, ackWait time.Duration) jetstream.ConsumerConfig {
+	return Namespace("").ActionConsumer(action, ackWait)
+}
+
+// ActionConsumer is ActionConsumer in namespace n.
+func (n Namespace) ActionConsumer(action string, ackWait time.Duration) jetstream.ConsumerConfig {
 	if ackWait <= 0 {
 		ackWait = DefaultAckWait
 	}
 	return jetstream.ConsumerConfig{
 		Durable:       ActionConsumerName(action),
 		Description:   "jetsaga participants of " + action,
-		FilterSubject: RequestSubject(action),
+		FilterSubject: n.RequestSubject(action),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
@@ -112,7 +123,12 @@ const (
 // differs ("deliver policy is new, the protocol's is all"): the consumer
 // still works, so participants bind to it as it is and only say so.
 func CheckActionConsumer(action string, got jetstream.ConsumerConfig) (unusable string, differences []string) {
-	want := ActionConsumer(action, got.AckWait)
+	return Namespace("").CheckActionConsumer(action, got)
+}
+
+// CheckActionConsumer is CheckActionConsumer in namespace n.
+func (n Namespace) CheckActionConsumer(action string, got jetstream.ConsumerConfig) (unusable string, differences []string) {
+	want := n.ActionConsumer(action, got.AckWait)
 	filters := got.FilterSubjects
 	if got.FilterSubject != "" {
 		filters = append([]string{got.FilterSubject}, filters...)

@@ -68,11 +68,18 @@ type Log struct {
 	api     string        // JetStream API prefix, ending in "."
 	timeout time.Duration // bound for calls whose ctx has no deadline
 	replies *replies      // the answers to direct gets, per connection
+	ns      Namespace
 }
 
 // NewLog returns a Log using js (and its connection). The topology must
 // have been applied (see Apply).
-func NewLog(js jetstream.JetStream) *Log {
+func NewLog(js jetstream.JetStream) *Log { return NewLogIn(js, "") }
+
+// Namespace is the namespace whose sagas l reads and writes.
+func (l *Log) Namespace() Namespace { return l.ns }
+
+// NewLogIn is NewLog for the sagas of namespace ns.
+func NewLogIn(js jetstream.JetStream, ns Namespace) *Log {
 	opts := js.Options()
 	api := jetstream.DefaultAPIPrefix
 	switch {
@@ -88,7 +95,7 @@ func NewLog(js jetstream.JetStream) *Log {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout, replies: repliesFor(js.Conn())}
+	return &Log{js: js, nc: js.Conn(), api: api, timeout: timeout, replies: repliesFor(js.Conn()), ns: ns}
 }
 
 // Derive returns a JetStream context on js's connection, domain and API
@@ -154,7 +161,7 @@ func (l *Log) append(ctx context.Context, sagaID string, expectedLastSeq uint64,
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	msg := appendMsg(sagaID, expectedLastSeq, data, r)
+	msg := l.appendMsg(sagaID, expectedLastSeq, data, r)
 	for {
 		ack, err := l.js.PublishMsg(ctx, msg)
 		if err == nil {
@@ -193,8 +200,8 @@ func (l *Log) append(ctx context.Context, sagaID string, expectedLastSeq uint64,
 // appendMsg is the message Append publishes: data on the saga's subject,
 // with the one header that makes it conditional (and, for a rollup, the
 // two that make the stream keep only it, for a while).
-func appendMsg(sagaID string, expectedLastSeq uint64, data []byte, r *Rollup) *nats.Msg {
-	m := &nats.Msg{Subject: LogSubject(sagaID), Data: data,
+func (l *Log) appendMsg(sagaID string, expectedLastSeq uint64, data []byte, r *Rollup) *nats.Msg {
+	m := &nats.Msg{Subject: l.ns.LogSubject(sagaID), Data: data,
 		Header: nats.Header{headerExpectLastSub: []string{strconv.FormatUint(expectedLastSeq, 10)}}}
 	if r != nil {
 		m.Header[jetstream.MsgRollup] = []string{jetstream.MsgRollupSubject}
@@ -214,7 +221,7 @@ func (l *Log) AppendAsync(sagaID string, expectedLastSeq uint64, data []byte, r 
 	if err := ValidateSagaID(sagaID); err != nil {
 		return nil, err
 	}
-	f, err := l.js.PublishMsgAsync(appendMsg(sagaID, expectedLastSeq, data, r), jetstream.WithStallWait(StallWait))
+	f, err := l.js.PublishMsgAsync(l.appendMsg(sagaID, expectedLastSeq, data, r), jetstream.WithStallWait(StallWait))
 	if err != nil {
 		return nil, fmt.Errorf("streams: append to saga %s: %w", sagaID, err)
 	}
@@ -252,7 +259,7 @@ const (
 // reports whether it holds data. Two different decisions never encode
 // the same: each names its writer, epoch and time.
 func (l *Log) ours(ctx context.Context, sagaID string, afterSeq uint64, data []byte) (uint64, int, error) {
-	m, err := l.getMsg(ctx, msgGetRequest{Seq: afterSeq + 1, NextFor: LogSubject(sagaID)})
+	m, err := l.getMsg(ctx, msgGetRequest{Seq: afterSeq + 1, NextFor: l.ns.LogSubject(sagaID)})
 	switch {
 	case err != nil:
 		return 0, none, err
@@ -273,7 +280,7 @@ func (l *Log) Last(ctx context.Context, sagaID string) (uint64, error) {
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	m, err := l.getMsg(ctx, msgGetRequest{LastFor: LogSubject(sagaID)})
+	m, err := l.getMsg(ctx, msgGetRequest{LastFor: l.ns.LogSubject(sagaID)})
 	if err != nil {
 		return 0, fmt.Errorf("streams: last of saga %s: %w", sagaID, err)
 	}
@@ -292,7 +299,7 @@ func (l *Log) First(ctx context.Context, sagaID string) (*Entry, error) {
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	m, err := l.getMsg(ctx, msgGetRequest{Seq: 1, NextFor: LogSubject(sagaID)})
+	m, err := l.getMsg(ctx, msgGetRequest{Seq: 1, NextFor: l.ns.LogSubject(sagaID)})
 	if err != nil {
 		return nil, fmt.Errorf("streams: first of saga %s: %w", sagaID, err)
 	}
@@ -310,9 +317,9 @@ func (l *Log) Delete(ctx context.Context, sagaID string) error {
 	}
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	s, err := l.js.Stream(ctx, LogStream)
+	s, err := l.js.Stream(ctx, l.ns.LogStream())
 	if err == nil {
-		err = s.Purge(ctx, jetstream.WithPurgeSubject(LogSubject(sagaID)))
+		err = s.Purge(ctx, jetstream.WithPurgeSubject(l.ns.LogSubject(sagaID)))
 	}
 	if err != nil {
 		return fmt.Errorf("streams: delete the log of saga %s: %w", sagaID, err)
@@ -333,7 +340,7 @@ func (l *Log) Read(ctx context.Context, sagaID string, afterSeq uint64) ([]Entry
 	if err := ValidateSagaID(sagaID); err != nil {
 		return nil, err
 	}
-	subject := LogSubject(sagaID)
+	subject := l.ns.LogSubject(sagaID)
 	sub, err := l.replies.open()
 	if err != nil {
 		return nil, fmt.Errorf("streams: read saga %s: %w", sagaID, err)
@@ -371,7 +378,7 @@ type directGetRequest struct {
 // readPage asks for one batch starting at seq and appends what comes back
 // to entries.
 func (l *Log) readPage(ctx context.Context, sub *slot, subject string, seq uint64, entries *[]Entry) (bool, error) {
-	return l.directGet(ctx, sub, LogStream, directGetRequest{Seq: seq, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}, func(m *nats.Msg) error {
+	return l.directGet(ctx, sub, l.ns.LogStream(), directGetRequest{Seq: seq, NextFor: subject, Batch: readBatch, MaxBytes: readMaxBytes}, func(m *nats.Msg) error {
 		e, err := entryOf(m, subject)
 		if err == nil {
 			*entries = append(*entries, e)
@@ -468,7 +475,7 @@ func (l *Log) getMsg(ctx context.Context, req msgGetRequest) (*storedMsg, error)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := l.nc.RequestWithContext(ctx, l.api+"STREAM.MSG.GET."+LogStream, body)
+	resp, err := l.nc.RequestWithContext(ctx, l.api+"STREAM.MSG.GET."+l.ns.LogStream(), body)
 	if err != nil {
 		return nil, err
 	}

@@ -24,9 +24,6 @@ const (
 	RoleOperator Role = "operator"
 )
 
-// barrierRead is the prefix of a direct get of a barrier key.
-const barrierRead = "$JS.API.DIRECT.GET.KV_" + BarrierBucket + ".$KV." + BarrierBucket + "."
-
 // microSubjects are the requests of NATS micro services (PING, INFO and
 // STATS, of all services, of one, or of one instance): coordinators and
 // participants answer them; clients and operators send them.
@@ -57,6 +54,9 @@ type PermissionOptions struct {
 	Inbox string
 	// Actions are the actions a participant serves (required for one).
 	Actions []string
+	// Namespace is the deployment's namespace: every stream, bucket and
+	// subject in the permissions is the namespace's.
+	Namespace Namespace
 	// LegacyBarrier lets a participant read barrier records where
 	// releases before per-action key spaces kept them (every action's),
 	// for participant.Config.LegacyBarrierKeys during an upgrade.
@@ -69,15 +69,22 @@ func PermissionsFor(role Role, o PermissionOptions) (Permissions, error) {
 	if inbox == "" {
 		return Permissions{}, fmt.Errorf("streams: %s permissions need an inbox prefix (nats.CustomInboxPrefix)", role)
 	}
+	if err := o.Namespace.Validate(); err != nil {
+		return Permissions{}, err
+	}
 	in := inbox + ".>"
 	api := "$JS.API."
+	ns := o.Namespace
+	barrierRead := api + "DIRECT.GET.KV_" + ns.BarrierBucket() + ".$KV." + ns.BarrierBucket() + "."
 	switch role {
 	case RoleCoordinator:
 		return Permissions{
-			Publish: []string{api + ">", "$JS.ACK." + WorkStream + ".>", "$JS.ACK." + TimerStream + ".>",
-				"$KV." + LeaseBucket + ".>", "$KV." + SagaBucket + ".>", "$KV." + DefinitionBucket + ".>",
-				"jetsaga.log.>", archivePrefix + ">", "jetsaga.req.>", "jetsaga.timer.>", in},
-			Subscribe:      []string{in, "jetsaga.coordinator.>", startPrefix + "*", signalPrefix + "*", microSubjects},
+			// The whole JetStream API: a coordinator creates and checks the
+			// topology. It is trusted, in its namespace and beyond.
+			Publish: []string{api + ">", "$JS.ACK." + ns.WorkStream() + ".>", "$JS.ACK." + ns.TimerStream() + ".>",
+				"$KV." + ns.LeaseBucket() + ".>", "$KV." + ns.SagaBucket() + ".>", "$KV." + ns.DefinitionBucket() + ".>",
+				ns.subject("jetsaga.log.>"), ns.subject(archivePrefix + ">"), ns.subject("jetsaga.req.>"), ns.subject("jetsaga.timer.>"), in},
+			Subscribe:      []string{in, ns.subject("jetsaga.coordinator.>"), ns.subject(startPrefix + "*"), ns.subject(signalPrefix + "*"), microSubjects},
 			AllowResponses: true, // status, saga state, drain and micro requests
 		}, nil
 	case RoleParticipant:
@@ -85,7 +92,7 @@ func PermissionsFor(role Role, o PermissionOptions) (Permissions, error) {
 			return Permissions{}, fmt.Errorf("streams: participant permissions need the actions it serves")
 		}
 		p := Permissions{
-			Publish:        []string{api + "INFO", api + "STREAM.INFO." + WorkStream, "jetsaga.reply.*", api + "STREAM.INFO.KV_" + BarrierBucket},
+			Publish:        []string{api + "INFO", api + "STREAM.INFO." + ns.WorkStream(), ns.subject(replySubjects), api + "STREAM.INFO.KV_" + ns.BarrierBucket()},
 			Subscribe:      []string{in, microSubjects},
 			AllowResponses: true, // its micro service's requests
 		}
@@ -93,36 +100,37 @@ func PermissionsFor(role Role, o PermissionOptions) (Permissions, error) {
 			if err := ValidateActionName(a); err != nil {
 				return Permissions{}, err
 			}
-			c := ActionConsumerName(a)
+			c, work := ActionConsumerName(a), ns.WorkStream()
 			p.Publish = append(p.Publish,
-				api+"CONSUMER.CREATE."+WorkStream+"."+c+"."+RequestSubject(a),
-				api+"CONSUMER.INFO."+WorkStream+"."+c,
-				api+"CONSUMER.MSG.NEXT."+WorkStream+"."+c,
-				"$JS.ACK."+WorkStream+"."+c+".>",
+				api+"CONSUMER.CREATE."+work+"."+c+"."+ns.RequestSubject(a),
+				api+"CONSUMER.INFO."+work+"."+c,
+				api+"CONSUMER.MSG.NEXT."+work+"."+c,
+				"$JS.ACK."+work+"."+c+".>",
 				// Its actions' barrier records only: their keys start
 				// with the action's token (internal/barrier.Key).
-				barrierRead+ActionToken(a)+".>", "$KV."+BarrierBucket+"."+ActionToken(a)+".>")
-			p.Subscribe = append(p.Subscribe, ParticipantActionSubject(a))
+				barrierRead+ActionToken(a)+".>", "$KV."+ns.BarrierBucket()+"."+ActionToken(a)+".>")
+			p.Subscribe = append(p.Subscribe, ns.ParticipantActionSubject(a))
 		}
 		if o.LegacyBarrier {
 			p.Publish = append(p.Publish, barrierRead+"*.*") // "<saga>.<node>": no action's new records
 		}
 		return p, nil
 	case RoleClient, RoleOperator:
+		logs, archive, sagas := ns.LogStream(), ns.ArchiveStream(), ns.SagaBucket()
 		p := Permissions{
-			Publish: []string{api + "INFO", api + "STREAM.INFO.*", api + "DIRECT.GET." + LogStream, api + "DIRECT.GET." + LogStream + ".>",
-				api + "STREAM.MSG.GET." + LogStream, api + "DIRECT.GET." + ArchiveStream, api + "DIRECT.GET." + ArchiveStream + ".>",
-				api + "CONSUMER.CREATE." + ArchiveStream + ".>", api + "CONSUMER.MSG.NEXT." + ArchiveStream + ".>",
-				api + "DIRECT.GET.KV_" + SagaBucket + ".>", api + "DIRECT.GET.KV_" + DefinitionBucket + ".>",
-				api + "CONSUMER.CREATE.KV_" + SagaBucket + ".>", api + "CONSUMER.CREATE.KV_" + SagaBucket,
-				api + "CONSUMER.DELETE.KV_" + SagaBucket + ".>", StatusSubject, SagaStateSubject("*"),
-				microSubjects, participantPrefix + ">"},
-			Subscribe: []string{in, "jetsaga.log.*"},
+			Publish: []string{api + "INFO", api + "STREAM.INFO.*", api + "DIRECT.GET." + logs, api + "DIRECT.GET." + logs + ".>",
+				api + "STREAM.MSG.GET." + logs, api + "DIRECT.GET." + archive, api + "DIRECT.GET." + archive + ".>",
+				api + "CONSUMER.CREATE." + archive + ".>", api + "CONSUMER.MSG.NEXT." + archive + ".>",
+				api + "DIRECT.GET.KV_" + sagas + ".>", api + "DIRECT.GET.KV_" + ns.DefinitionBucket() + ".>",
+				api + "CONSUMER.CREATE.KV_" + sagas + ".>", api + "CONSUMER.CREATE.KV_" + sagas,
+				api + "CONSUMER.DELETE.KV_" + sagas + ".>", ns.StatusSubject(), ns.SagaStateSubject("*"),
+				microSubjects, ns.subject(participantPrefix + ">")},
+			Subscribe: []string{in, ns.subject(logSubjects)},
 		}
 		if role == RoleClient {
 			// Commands, and reading back an earlier start command that a
 			// duplicate one was deduplicated against (client.Start).
-			p.Publish = append(p.Publish, "jetsaga.cmd.*", startPrefix+"*", signalPrefix+"*", api+"STREAM.MSG.GET."+WorkStream)
+			p.Publish = append(p.Publish, ns.subject(commandSubjects), ns.subject(startPrefix+"*"), ns.subject(signalPrefix+"*"), api+"STREAM.MSG.GET."+ns.WorkStream())
 		}
 		slices.Sort(p.Publish)
 		return p, nil

@@ -2,7 +2,6 @@ package streams
 
 import (
 	"fmt"
-	"strconv"
 )
 
 // Stream and bucket names. They are part of the wire contract: participants
@@ -49,19 +48,19 @@ const (
 
 // LogSubject is the subject of one saga's log: jetsaga.log.<sagaID>.
 // sagaID must be valid (see ValidateSagaID).
-func LogSubject(sagaID string) string { return logPrefix + sagaID }
+func LogSubject(sagaID string) string { return Namespace("").LogSubject(sagaID) }
 
 // RequestSubject is where requests for an action are published:
 // jetsaga.req.<action>. action must be valid (see ValidateActionName).
-func RequestSubject(action string) string { return requestPrefix + action }
+func RequestSubject(action string) string { return Namespace("").RequestSubject(action) }
 
 // ReplySubject is where participants reply about sagas of a partition:
 // jetsaga.reply.<partition>.
-func ReplySubject(partition int) string { return replyPrefix + strconv.Itoa(partition) }
+func ReplySubject(partition int) string { return Namespace("").ReplySubject(partition) }
 
 // CommandSubject is where saga starts and operator commands for sagas of a
 // partition are sent: jetsaga.cmd.<partition>.
-func CommandSubject(partition int) string { return commandPrefix + strconv.Itoa(partition) }
+func CommandSubject(partition int) string { return Namespace("").CommandSubject(partition) }
 
 // StartSubject is where a client asks the coordinator that owns partition
 // to start a saga directly, over core NATS (not stored in any stream):
@@ -69,7 +68,7 @@ func CommandSubject(partition int) string { return commandPrefix + strconv.Itoa(
 // append is durable (StartAnswer). With no answer, the client sends the
 // same start as a command (CommandSubject), which waits in JETSAGA_WORK
 // until a coordinator takes it.
-func StartSubject(partition int) string { return startPrefix + strconv.Itoa(partition) }
+func StartSubject(partition int) string { return Namespace("").StartSubject(partition) }
 
 // StartQueue is the queue group coordinators subscribe to start subjects
 // in, so that while a partition changes hands one of them answers.
@@ -80,7 +79,7 @@ const StartQueue = "jetsaga-start"
 // jetsaga.signal.<partition>. The owner answers (StartAnswer) once the
 // signal is in the saga's log, or with why it was refused. With no
 // answer, the client sends the same signal as a command (CommandSubject).
-func SignalSubject(partition int) string { return signalPrefix + strconv.Itoa(partition) }
+func SignalSubject(partition int) string { return Namespace("").SignalSubject(partition) }
 
 // SignalQueue is the queue group of the signal subjects.
 const SignalQueue = "jetsaga-signal"
@@ -116,7 +115,9 @@ const (
 // ParticipantActionSubject is where every participant of action answers
 // with what it did for the action (requests served, errors, in flight):
 // jetsaga.participant.<action>, an endpoint of ParticipantService.
-func ParticipantActionSubject(action string) string { return participantPrefix + action }
+func ParticipantActionSubject(action string) string {
+	return Namespace("").ParticipantActionSubject(action)
+}
 
 const participantPrefix = "jetsaga.participant."
 
@@ -136,12 +137,12 @@ type DrainRequest struct {
 // replaces the previous one on the same subject, so timerID names one timer;
 // it must be a single subject token (letters, digits, '-' and '_').
 func TimerScheduleSubject(partition int, timerID string) string {
-	return timerSchedPref + strconv.Itoa(partition) + "." + timerID
+	return Namespace("").TimerScheduleSubject(partition, timerID)
 }
 
 // TimerFireSubject is the subject timers of a partition fire into:
 // jetsaga.timer.fire.<partition>.
-func TimerFireSubject(partition int) string { return timerFirePrefix + strconv.Itoa(partition) }
+func TimerFireSubject(partition int) string { return Namespace("").TimerFireSubject(partition) }
 
 // FNV-1a 32-bit parameters (http://www.isthe.com/chongo/tech/comp/fnv/).
 const (
@@ -257,4 +258,4 @@ const (
 // SagaStateSubject is where the coordinator driving a saga answers with the
 // state it holds in memory: jetsaga.coordinator.saga.<sagaID>. No answer
 // means no coordinator has the saga loaded (finished, or not recovered).
-func SagaStateSubject(sagaID string) string { return sagaStatePref + sagaID }
+func SagaStateSubject(sagaID string) string { return Namespace("").SagaStateSubject(sagaID) }

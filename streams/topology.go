@@ -17,6 +17,10 @@ import (
 // Config says how the topology is laid out. The zero value is a valid
 // single-server configuration.
 type Config struct {
+	// Namespace prefixes every stream, bucket and subject (see Namespace);
+	// empty is the default deployment.
+	Namespace Namespace
+
 	// Replicas is the replication factor of every stream and bucket, 1 to 5.
 	// Default 1 (a single server). Use 3 in production: with the file store
 	// a write is acknowledged once in the OS page cache, so durability
@@ -128,6 +132,9 @@ func (c Config) Validate() error {
 	bad := func(field string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
 	}
+	if err := c.Namespace.Validate(); err != nil {
+		bad("Namespace", "%v", err)
+	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		bad("Replicas", "must be between 1 and 5, got %d", c.Replicas)
 	}
@@ -183,6 +190,7 @@ func Declare(cfg Config) (Topology, error) {
 	}
 	c := cfg.withDefaults()
 	mon := streamMonitor(c.Replicas)
+	ns := c.Namespace
 	meta := func() map[string]string {
 		return map[string]string{
 			metaTopology:   topologyV1,
@@ -192,9 +200,9 @@ func Declare(cfg Config) (Topology, error) {
 	return Topology{
 		Streams: []jetstream.StreamConfig{
 			{
-				Name:              LogStream,
+				Name:              ns.LogStream(),
 				Description:       "jetsaga saga logs: one subject per saga",
-				Subjects:          []string{logSubjects},
+				Subjects:          []string{ns.subject(logSubjects)},
 				Retention:         jetstream.LimitsPolicy,
 				Discard:           jetstream.DiscardOld,
 				MaxAge:            c.LogMaxAge,
@@ -216,9 +224,9 @@ func Declare(cfg Config) (Topology, error) {
 				Metadata:    withMonitor(map[string]string{metaTopology: topologyV1}, mon),
 			},
 			{
-				Name:              ArchiveStream,
+				Name:              ns.ArchiveStream(),
 				Description:       "jetsaga finished sagas, one message each, kept for the retention",
-				Subjects:          []string{archiveSubjects},
+				Subjects:          []string{ns.subject(archiveSubjects)},
 				Retention:         jetstream.LimitsPolicy,
 				Discard:           jetstream.DiscardOld,
 				MaxAge:            max(c.ArchiveMaxAge, 0),
@@ -236,9 +244,9 @@ func Declare(cfg Config) (Topology, error) {
 				Metadata:    withMonitor(map[string]string{metaTopology: topologyV1}, mon),
 			},
 			{
-				Name:              WorkStream,
+				Name:              ns.WorkStream(),
 				Description:       "jetsaga action requests, participant replies and coordinator commands",
-				Subjects:          []string{requestSubjects, replySubjects, commandSubjects},
+				Subjects:          []string{ns.subject(requestSubjects), ns.subject(replySubjects), ns.subject(commandSubjects)},
 				Retention:         jetstream.LimitsPolicy,
 				Discard:           jetstream.DiscardOld,
 				MaxAge:            c.WorkMaxAge,
@@ -252,9 +260,9 @@ func Declare(cfg Config) (Topology, error) {
 				Metadata:          withMonitor(meta(), mon),
 			},
 			{
-				Name:              TimerStream,
+				Name:              ns.TimerStream(),
 				Description:       "jetsaga durable timers (message schedules)",
-				Subjects:          []string{timerSchedSubjects, timerFireSubjects},
+				Subjects:          []string{ns.subject(timerSchedSubjects), ns.subject(timerFireSubjects)},
 				Retention:         jetstream.LimitsPolicy,
 				Discard:           jetstream.DiscardOld,
 				MaxMsgs:           -1,
@@ -278,7 +286,7 @@ func Declare(cfg Config) (Topology, error) {
 		},
 		Buckets: []jetstream.KeyValueConfig{
 			{
-				Bucket:         LeaseBucket,
+				Bucket:         ns.LeaseBucket(),
 				Metadata:       mon,
 				Description:    "jetsaga partition leases",
 				History:        1,
@@ -287,7 +295,7 @@ func Declare(cfg Config) (Topology, error) {
 				LimitMarkerTTL: leaseMarkerTTL,
 			},
 			{
-				Bucket:      BarrierBucket,
+				Bucket:      ns.BarrierBucket(),
 				Metadata:    mon,
 				Description: "jetsaga participant idempotency barrier",
 				History:     1,
@@ -296,7 +304,7 @@ func Declare(cfg Config) (Topology, error) {
 				Replicas:    c.Replicas,
 			},
 			{
-				Bucket:      SagaBucket,
+				Bucket:      ns.SagaBucket(),
 				Metadata:    mon,
 				Description: "jetsaga saga index",
 				History:     1,
@@ -308,7 +316,7 @@ func Declare(cfg Config) (Topology, error) {
 				LimitMarkerTTL: leaseMarkerTTL,
 			},
 			{
-				Bucket:      DefinitionBucket,
+				Bucket:      ns.DefinitionBucket(),
 				Metadata:    mon,
 				Description: "jetsaga saga definitions and defaults, content-addressed",
 				History:     1,
@@ -536,16 +544,21 @@ func perSubjectString(n int64) string {
 // DeployedPartitions returns the number of partitions recorded in the
 // metadata of an existing JETSAGA_WORK, or 0 if there is none yet.
 func DeployedPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
-	s, err := js.Stream(ctx, WorkStream)
+	return Namespace("").DeployedPartitions(ctx, js)
+}
+
+// DeployedPartitions is DeployedPartitions in namespace ns.
+func (ns Namespace) DeployedPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, ns.WorkStream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("streams: look up %s: %w", WorkStream, err)
+		return 0, fmt.Errorf("streams: look up %s: %w", ns.WorkStream(), err)
 	}
 	n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaPartitions])
 	if err != nil || n < 1 {
-		return 0, fmt.Errorf("streams: %s has no valid %s metadata", WorkStream, metaPartitions)
+		return 0, fmt.Errorf("streams: %s has no valid %s metadata", ns.WorkStream(), metaPartitions)
 	}
 	return n, nil
 }

@@ -73,7 +73,7 @@ func TestLeasesShareHandOffAndFailOver(t *testing.T) {
 		}
 		return nil
 	})
-	holders, err := lease.Holders(context.Background(), js)
+	holders, err := lease.Holders(context.Background(), js, "")
 	if err != nil || len(holders) != testPartitions {
 		t.Fatalf("holders %v, %v", holders, err)
 	}

@@ -27,6 +27,7 @@ import (
 type securedUser struct {
 	name    string
 	role    streams.Role
+	ns      streams.Namespace
 	actions []string
 	// drop are publish permissions of the role the user lacks.
 	drop []string
@@ -40,7 +41,7 @@ func runSecuredServer(t *testing.T, users []securedUser) string {
 	t.Helper()
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
 	for _, u := range users {
-		p, err := streams.RolePermissions(u.role, u.inbox(), u.actions...)
+		p, err := streams.PermissionsFor(u.role, streams.PermissionOptions{Inbox: u.inbox(), Actions: u.actions, Namespace: u.ns})
 		if err != nil {
 			t.Fatal(err)
 		}

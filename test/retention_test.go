@@ -212,7 +212,7 @@ func TestRecoveryClearsMarkersOfArchivedSagas(t *testing.T) {
 		}
 		return nil
 	})
-	ix, err := index.Open(ctx, js)
+	ix, err := index.Open(ctx, js, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestASagaTooBigForARollupFinishesOnItsLog(t *testing.T) {
 	if s := e.wait(id); s.Status != client.StatusSucceeded {
 		t.Fatalf("saga %s", s.Status)
 	}
-	ix, err := index.Open(ctx, js)
+	ix, err := index.Open(ctx, js, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,10 +56,15 @@ func build(t *testing.T) {
 	run("npm", "run", "build")
 }
 
-// startNode runs the participant against url until the test ends.
-func startNode(t *testing.T, url string) {
+// startNode runs the participant against url until the test ends (in
+// namespace ns, if given).
+func startNode(t *testing.T, url string, ns ...string) {
 	t.Helper()
-	cmd := exec.Command("node", "dist/main.js", "--server", url)
+	args := []string{"dist/main.js", "--server", url}
+	if len(ns) > 0 {
+		args = append(args, "--namespace", ns[0])
+	}
+	cmd := exec.Command("node", args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -206,5 +211,47 @@ func TestNodeParticipant(t *testing.T) {
 		if s.Status != want || bookings(s.ID) != n {
 			t.Fatalf("mixed trip %d: %s with %d bookings, want %s with %d", i, s.Status, bookings(s.ID), want, n)
 		}
+	}
+}
+
+// The Node participant in a namespace serves that deployment's trips.
+func TestNodeParticipantInNamespace(t *testing.T) {
+	build(t)
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topo := streams.Config{Namespace: "teal"}
+	if err := streams.Apply(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, srv.ClientURL(), "teal")
+	c, err := coordinator.New(js, coordinator.Config{Name: "teal", Topology: topo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	sagatest.Conformance(t, js, conformance.Config{Namespace: "teal", Action: "flights.book", Undo: true,
+		Params: json.RawMessage(`{"traveller":"Ada","destination":"Lisbon"}`), Quiet: time.Second})
+	cl, err := client.New(ctx, js, client.WithNamespace("teal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := cl.Start(ctx, trip.Definition(), trip.Params{Traveller: "Eve", Destination: "Paris"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cl.Wait(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := trip.Bookings(ctx, js, id); s.Status != client.StatusSucceeded || err != nil || len(b) != 3 {
+		t.Fatalf("trip in namespace teal: %s, %d bookings (%v)", s.Status, len(b), err)
+	}
+	if _, err := js.Stream(ctx, streams.WorkStream); err == nil {
+		t.Fatal("the default namespace's streams exist: something ignored the namespace")
 	}
 }

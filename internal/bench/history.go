@@ -28,7 +28,7 @@ func PopulateHistory(ctx context.Context, js jetstream.JetStream, n int) error {
 	if err != nil {
 		return err
 	}
-	store, err := defs.Open(ctx, js)
+	store, err := defs.Open(ctx, js, "")
 	if err != nil {
 		return err
 	}

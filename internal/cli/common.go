@@ -28,7 +28,7 @@ func (c *connFlags) dial(ctx context.Context, opts ...client.Option) (*nats.Conn
 	if err != nil {
 		return nil, nil, err
 	}
-	cl, err := client.New(ctx, js, opts...)
+	cl, err := client.New(ctx, js, append([]client.Option{client.WithNamespace(c.ns())}, opts...)...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

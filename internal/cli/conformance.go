@@ -42,7 +42,7 @@ func runConformance(ctx context.Context, e *env, args []string) error {
 	if err := streams.ValidateActionName(*action); err != nil {
 		return fmt.Errorf("%w: --action: %v", errUsage, err)
 	}
-	cfg := conformance.Config{Action: *action, Undo: *undo, Timeout: conn.timeout, Quiet: *quiet}
+	cfg := conformance.Config{Namespace: conn.ns(), Action: *action, Undo: *undo, Timeout: conn.timeout, Quiet: *quiet}
 	for _, f := range []struct {
 		name, value string
 		dst         *json.RawMessage
@@ -66,7 +66,7 @@ func runConformance(ctx context.Context, e *env, args []string) error {
 	}
 	defer nc.Close()
 	if !*asJSON {
-		fmt.Fprintf(e.stdout, "checking the participant of %s (consumer %s on %s)\n", *action, streams.ActionConsumerName(*action), streams.WorkStream)
+		fmt.Fprintf(e.stdout, "checking the participant of %s (consumer %s on %s)\n", *action, streams.ActionConsumerName(*action), conn.ns().WorkStream())
 	}
 	width := 0
 	for _, r := range conformance.Rules() {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsaga/jetsaga/streams"
 )
 
 // connFlags are the NATS connection flags every command that talks to a
@@ -20,6 +22,7 @@ type connFlags struct {
 	server, creds, nkey, user, password, token string
 	tlsCA, tlsCert, tlsKey                     string
 	inboxPrefix, natsContext                   string
+	namespace                                  string
 	timeout                                    time.Duration
 	fs                                         *flag.FlagSet
 }
@@ -38,12 +41,19 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 	fs.StringVar(&c.natsContext, "context", "", "a nats CLI context: its name (in ~/.config/nats/context) or the path of its .json file; flags given explicitly win")
 	fs.StringVar(&c.inboxPrefix, "inbox-prefix", "", "prefix of the connection's reply inboxes (default _INBOX); under least-privilege permissions, the user's own (see jetsaga permissions)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "timeout of requests to NATS")
+	fs.StringVar(&c.namespace, "namespace", os.Getenv("JETSAGA_NAMESPACE"), "the jetsaga deployment's namespace, which prefixes its streams, buckets and subjects (default $JETSAGA_NAMESPACE, else none)")
 	return c
 }
+
+// ns is the namespace the flags name.
+func (c *connFlags) ns() streams.Namespace { return streams.Namespace(c.namespace) }
 
 // connect connects to NATS and returns JetStream; close the connection when
 // done.
 func (c *connFlags) connect(ctx context.Context, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	if err := c.ns().Validate(); err != nil {
+		return nil, nil, fmt.Errorf("%w: --namespace: %v", errUsage, err)
+	}
 	if c.natsContext != "" {
 		if err := c.applyContext(); err != nil {
 			return nil, nil, err

@@ -49,7 +49,7 @@ func runCoordinator(ctx context.Context, e *env, args []string) error {
 	cfg := coordinator.Config{
 		Name:               *name,
 		Logger:             logger,
-		Topology:           streams.Config{Partitions: *partitions, Replicas: *replicas},
+		Topology:           streams.Config{Namespace: conn.ns(), Partitions: *partitions, Replicas: *replicas},
 		LeaseTTL:           *leaseTTL,
 		MaxInFlight:        *maxInFlight,
 		MaxInFlightPerSaga: *maxPerSaga,

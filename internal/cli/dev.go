@@ -56,6 +56,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	port := fs.Int("port", embedded.DefaultPort, "client port (-1 for a random one)")
 	demo := fs.Bool("demo", true, "run the trip example (one saga succeeds, one unwinds) the first time dev runs on a data directory")
 	debug := fs.Bool("debug", false, "print the NATS server's log")
+	namespace := fs.String("namespace", os.Getenv("JETSAGA_NAMESPACE"), "the namespace of the deployment dev runs (prefixes its streams, buckets and subjects; default $JETSAGA_NAMESPACE, else none)")
 	uiAddr := fs.String("ui-addr", defaultUIAddr, "where to serve the console, with actions on (\"\" for none; if the default is taken, a free port)")
 	syncMode := addSyncFlag(fs)
 	metricsAddr := addMetricsFlag(fs)
@@ -63,6 +64,10 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	logf := addLogFlags(fs, "warn")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	ns := streams.Namespace(*namespace)
+	if err := ns.Validate(); err != nil {
+		return fmt.Errorf("%w: --namespace: %v", errUsage, err)
 	}
 	logger, err := logf.logger(e.stderr)
 	if err != nil {
@@ -104,7 +109,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		defer stopWithin(tp.Shutdown)
 		tracing = tp
 	}
-	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Logger: logger, Registerer: reg, TracerProvider: tracing})
+	coord, err := coordinator.New(js, coordinator.Config{Name: "dev", Topology: streams.Config{Namespace: ns}, Logger: logger, Registerer: reg, TracerProvider: tracing})
 	if err != nil {
 		return err
 	}
@@ -115,7 +120,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer stopWithin(coord.Stop)
-	part, err := participant.New(js, participant.Config{Name: "dev-examples", Logger: logger, Registerer: reg, TracerProvider: tracing})
+	part, err := participant.New(js, participant.Config{Namespace: ns, Name: "dev-examples", Logger: logger, Registerer: reg, TracerProvider: tracing})
 	if err != nil {
 		return err
 	}
@@ -132,8 +137,8 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	st := coord.Status()
 	fmt.Fprintf(e.stdout, "jetsaga dev: NATS with JetStream at %s (data in %s)\n", srv.ClientURL(), *dir)
 	fmt.Fprintf(e.stdout, "  coordinator %q drives %d partitions and resumes any unfinished sagas\n", st.Name, len(st.Partitions))
-	fmt.Fprintf(e.stdout, "  streams: %s %s %s %s — try: nats --server %s stream view %s\n", streams.LogStream, streams.ArchiveStream, streams.WorkStream, streams.TimerStream, srv.ClientURL(), streams.LogStream)
-	cl, err := client.New(ctx, js)
+	fmt.Fprintf(e.stdout, "  streams: %s %s %s %s — try: nats --server %s stream view %s\n", ns.LogStream(), ns.ArchiveStream(), ns.WorkStream(), ns.TimerStream(), srv.ClientURL(), ns.LogStream())
+	cl, err := client.New(ctx, js, client.WithNamespace(ns))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting

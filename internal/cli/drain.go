@@ -39,7 +39,7 @@ func runDrain(ctx context.Context, e *env, args []string) error {
 	}
 	defer nc.Close()
 	b, _ := json.Marshal(streams.DrainRequest{Coordinator: name, Undo: *undo})
-	m, err := nc.RequestWithContext(ctx, streams.DrainSubject, b)
+	m, err := nc.RequestWithContext(ctx, conn.ns().DrainSubject(), b)
 	if err != nil {
 		return fmt.Errorf("no coordinator named %q answered (jetsaga status lists the running ones): %w", name, err)
 	}
@@ -54,9 +54,9 @@ func runDrain(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("coordinator %s: %s", name, reply.Error)
 	}
 	if *wait && !*undo {
-		want := topologyPartitions(ctx, js)
+		want := topologyPartitions(ctx, js, conn.ns())
 		for {
-			sts, err := coordinator.GatherStatus(ctx, nc, 300*time.Millisecond)
+			sts, err := coordinator.GatherStatusIn(ctx, nc, conn.ns(), 300*time.Millisecond)
 			if err != nil {
 				return err
 			}

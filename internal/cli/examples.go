@@ -42,7 +42,7 @@ func runExamples(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := participant.Config{Name: *name, Logger: logger}
+	cfg := participant.Config{Namespace: conn.ns(), Name: *name, Logger: logger}
 	if o != nil {
 		defer stopWithin(o.Shutdown)
 		cfg.Registerer = o.Registry

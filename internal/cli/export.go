@@ -27,11 +27,11 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	entries, err := streams.NewLog(js).Load(ctx, id)
+	entries, err := streams.NewLogIn(js, conn.ns()).Load(ctx, id)
 	if err != nil {
 		return noSaga(id, err)
 	}
-	store, err := defs.Open(ctx, js)
+	store, err := defs.Open(ctx, js, conn.ns())
 	if err != nil {
 		return err
 	}

@@ -204,11 +204,11 @@ func failedUndos(st *machine.State, forNode bool) string {
 // not silence), and sends it. It returns the saga as it was.
 func (c operatorCmd) sendOne(ctx context.Context, js jetstream.JetStream, cl *client.Client, id string, cmd events.OperatorCommand) (*replayed, error) {
 	name := string(c.action)
-	entries, err := streams.NewLog(js).Load(ctx, id)
+	entries, err := streams.NewLogIn(js, cl.Namespace()).Load(ctx, id)
 	if err != nil {
 		return nil, noSaga(id, err)
 	}
-	r, err := replay(ctx, js, id, entries)
+	r, err := replay(ctx, js, cl.Namespace(), id, entries)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -14,7 +15,7 @@ func init() {
 	register(command{name: "permissions", args: permissionsArgs, summary: "print the least-privilege NATS permissions of a role (coordinator, participant, client, operator)", run: runPermissions})
 }
 
-const permissionsArgs = "--role coordinator|participant|client|operator [--user NAME] [--action A ...] [--legacy-barrier] [--json]"
+const permissionsArgs = "--role coordinator|participant|client|operator [--user NAME] [--action A ...] [--namespace N] [--legacy-barrier] [--json]"
 
 func runPermissions(_ context.Context, e *env, args []string) error {
 	fs := newFlags(e, "permissions", permissionsArgs)
@@ -22,6 +23,7 @@ func runPermissions(_ context.Context, e *env, args []string) error {
 	user := fs.String("user", "", "the user's name; its inbox prefix is _INBOX_<user> (default: the role)")
 	var actions listFlag
 	fs.Var(&actions, "action", "an action the participant serves (repeatable)")
+	namespace := fs.String("namespace", os.Getenv("JETSAGA_NAMESPACE"), "the deployment's namespace: its streams, buckets and subjects only (default $JETSAGA_NAMESPACE, else none)")
 	legacy := fs.Bool("legacy-barrier", false, "a participant may also read barrier records at the keys of releases before per-action key spaces (while upgrading, with participant.Config.LegacyBarrierKeys)")
 	asJSON := fs.Bool("json", false, "print the permissions as JSON")
 	pos, err := parse(fs, args)
@@ -36,7 +38,7 @@ func runPermissions(_ context.Context, e *env, args []string) error {
 		name = *role
 	}
 	inbox := "_INBOX_" + name
-	p, err := streams.PermissionsFor(streams.Role(*role), streams.PermissionOptions{Inbox: inbox, Actions: actions, LegacyBarrier: *legacy})
+	p, err := streams.PermissionsFor(streams.Role(*role), streams.PermissionOptions{Inbox: inbox, Actions: actions, Namespace: streams.Namespace(*namespace), LegacyBarrier: *legacy})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -37,11 +37,11 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	entries, err := streams.NewLog(js).Load(ctx, id)
+	entries, err := streams.NewLogIn(js, conn.ns()).Load(ctx, id)
 	if err != nil {
 		return err
 	}
-	r, err := replay(ctx, js, id, entries)
+	r, err := replay(ctx, js, conn.ns(), id, entries)
 	var v *verification
 	if err == nil && *verify {
 		// A log that does not fold is the finding; there is nothing to
@@ -71,6 +71,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 
 // replayed is a saga's log, decoded and folded.
 type replayed struct {
+	ns      streams.Namespace
 	entries []sagalog.Message
 	state   *machine.State
 }
@@ -78,9 +79,9 @@ type replayed struct {
 // replay decodes and folds a log, reading the definition it refers to
 // from js's definitions bucket. It stops at the first bad message; what
 // was read before it is returned with the error.
-func replay(ctx context.Context, js jetstream.JetStream, id string, entries []streams.Entry) (*replayed, error) {
-	r := &replayed{state: machine.New(id)}
-	store, err := defs.Open(ctx, js)
+func replay(ctx context.Context, js jetstream.JetStream, ns streams.Namespace, id string, entries []streams.Entry) (*replayed, error) {
+	r := &replayed{ns: ns, state: machine.New(id)}
+	store, err := defs.Open(ctx, js, ns)
 	if err != nil {
 		return r, err
 	}

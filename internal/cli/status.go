@@ -37,18 +37,18 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	sts, err := coordinator.GatherStatus(ctx, nc, conn.timeout)
+	sts, err := coordinator.GatherStatusIn(ctx, nc, conn.ns(), conn.timeout)
 	if err != nil {
 		return err
 	}
 	if len(sts) == 0 {
-		return fmt.Errorf("no coordinator answered on %s within %s: none is running (start one with jetsaga coordinator)", streams.StatusSubject, conn.timeout)
+		return fmt.Errorf("no coordinator answered on %s within %s: none is running (start one with jetsaga coordinator)", conn.ns().StatusSubject(), conn.timeout)
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, sts)
 	}
-	printStatus(e.stdout, sts, topologyPartitions(ctx, js))
-	if holders, err := lease.Holders(ctx, js); err == nil && len(holders) > 0 {
+	printStatus(e.stdout, sts, topologyPartitions(ctx, js, conn.ns()))
+	if holders, err := lease.Holders(ctx, js, conn.ns()); err == nil && len(holders) > 0 {
 		printLeases(e.stdout, holders)
 	}
 	return nil
@@ -73,8 +73,8 @@ func printLeases(w io.Writer, hs []lease.Holder) {
 
 // topologyPartitions is the partition count the topology records, or 0 if
 // it cannot be read.
-func topologyPartitions(ctx context.Context, js jetstream.JetStream) int {
-	st, err := js.Stream(ctx, streams.WorkStream)
+func topologyPartitions(ctx context.Context, js jetstream.JetStream, ns streams.Namespace) int {
+	st, err := js.Stream(ctx, ns.WorkStream())
 	if err != nil {
 		return 0
 	}

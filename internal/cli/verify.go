@@ -46,7 +46,7 @@ func verifyReplay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, r 
 	if r.state.Status.Finished() {
 		v.Note = "the saga has finished, so no coordinator holds it"
 	} else {
-		st, note, err := askCoordinator(ctx, nc, id, wait)
+		st, note, err := askCoordinator(ctx, nc, r.ns, id, wait)
 		switch {
 		case err != nil:
 			v.Note = "cannot ask the coordinators: " + err.Error()
@@ -61,10 +61,10 @@ func verifyReplay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, r 
 
 // askCoordinator requests a saga's state. No state and a note mean no
 // coordinator has the saga loaded.
-func askCoordinator(ctx context.Context, nc *nats.Conn, id string, wait time.Duration) (*coordinator.SagaState, string, error) {
+func askCoordinator(ctx context.Context, nc *nats.Conn, ns streams.Namespace, id string, wait time.Duration) (*coordinator.SagaState, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	m, err := nc.RequestWithContext(ctx, streams.SagaStateSubject(id), nil)
+	m, err := nc.RequestWithContext(ctx, ns.SagaStateSubject(id), nil)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return nil, "no coordinator is running", nil
@@ -75,7 +75,7 @@ func askCoordinator(ctx context.Context, nc *nats.Conn, id string, wait time.Dur
 	}
 	var st coordinator.SagaState
 	if err := json.Unmarshal(m.Data, &st); err != nil {
-		return nil, "", fmt.Errorf("the answer on %s is not a saga state: %w", streams.SagaStateSubject(id), err)
+		return nil, "", fmt.Errorf("the answer on %s is not a saga state: %w", ns.SagaStateSubject(id), err)
 	}
 	return &st, "", nil
 }
@@ -91,7 +91,7 @@ func verifyAgainst(ctx context.Context, js jetstream.JetStream, r *replayed, st 
 		last = entries[n-1].Seq
 	}
 	if st.LastSeq > last {
-		more, err := streams.NewLog(js).Read(ctx, r.state.SagaID, last)
+		more, err := streams.NewLogIn(js, r.ns).Read(ctx, r.state.SagaID, last)
 		if err != nil {
 			v.Mismatches = append(v.Mismatches, fmt.Sprintf("cannot read the log past message #%d: %v", last, err))
 			return v
@@ -216,17 +216,17 @@ func shown(v json.RawMessage) string {
 // runs, in the archive once it finished): a difference lasting longer than
 // wait is reported.
 func verifyIndex(ctx context.Context, js jetstream.JetStream, r *replayed, v *verification, wait time.Duration) *verification {
-	ix, err := index.Open(ctx, js)
+	ix, err := index.Open(ctx, js, r.ns)
 	if err != nil {
 		v.Note += "; cannot open the saga index: " + err.Error()
 		return v
 	}
-	parts, err := streams.DeployedPartitions(ctx, js)
+	parts, err := r.ns.DeployedPartitions(ctx, js)
 	if err != nil || parts == 0 {
 		v.Note += fmt.Sprintf("; cannot read the partition count (%v), so nothing was compared", err)
 		return v
 	}
-	log := streams.NewLog(js)
+	log := streams.NewLogIn(js, r.ns)
 	deadline := time.Now().Add(wait)
 	for {
 		sum, err := ix.Get(ctx, streams.Partition(r.state.SagaID, parts), r.state.SagaID)

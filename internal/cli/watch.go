@@ -31,14 +31,14 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	defer nc.Close()
 	// A saga with no log yet is given the connection timeout to appear,
 	// since a start is decided shortly after it is sent; the wait is said.
-	if _, err := streams.NewLog(js).Load(ctx, id); errors.Is(err, streams.ErrNotFound) {
+	if _, err := streams.NewLogIn(js, conn.ns()).Load(ctx, id); errors.Is(err, streams.ErrNotFound) {
 		fmt.Fprintf(e.stderr, "no saga %s yet: waiting up to %s for it to start (check the id with jetsaga list)\n", id, conn.timeout)
 	}
-	store, err := defs.Open(ctx, js)
+	store, err := defs.Open(ctx, js, conn.ns())
 	if err != nil {
 		return err
 	}
-	st, err := sagalog.Follow(ctx, nc, streams.NewLog(js), store, id, conn.timeout, func(m sagalog.Message) error {
+	st, err := sagalog.Follow(ctx, nc, streams.NewLogIn(js, conn.ns()), store, id, conn.timeout, func(m sagalog.Message) error {
 		if *asJSON {
 			return writeLogged(e.stdout, m.N, m.Events)
 		}

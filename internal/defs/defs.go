@@ -34,7 +34,8 @@ const maxCached = 4096
 // Store reads and writes the definitions bucket. It is safe for
 // concurrent use.
 type Store struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	bucket string
 
 	mu       sync.Mutex
 	defs     map[string]*saga.Definition
@@ -44,12 +45,12 @@ type Store struct {
 
 // Open returns a Store on the bucket, which the topology must have
 // created (streams.Apply).
-func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	kv, err := js.KeyValue(ctx, streams.DefinitionBucket)
+func Open(ctx context.Context, js jetstream.JetStream, ns streams.Namespace) (*Store, error) {
+	kv, err := js.KeyValue(ctx, ns.DefinitionBucket())
 	if err != nil {
-		return nil, fmt.Errorf("defs: open bucket %s: %w", streams.DefinitionBucket, err)
+		return nil, fmt.Errorf("defs: open bucket %s: %w", ns.DefinitionBucket(), err)
 	}
-	return &Store{kv: kv, defs: map[string]*saga.Definition{}, defaults: map[string]*saga.Defaults{}, stored: map[string]bool{}}, nil
+	return &Store{kv: kv, bucket: ns.DefinitionBucket(), defs: map[string]*saga.Definition{}, defaults: map[string]*saga.Defaults{}, stored: map[string]bool{}}, nil
 }
 
 // key is where a document is kept: "definition.<ref>" or "defaults.<ref>".
@@ -149,13 +150,13 @@ func resolve[T any](ctx context.Context, s *Store, cache map[string]*T, kind, re
 func (s *Store) get(ctx context.Context, kind, ref string, into any) error {
 	e, err := s.kv.Get(ctx, key(kind, ref))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("defs: %s %s is not in bucket %s: %w", kind, ref, streams.DefinitionBucket, streams.ErrNotFound)
+		return fmt.Errorf("defs: %s %s is not in bucket %s: %w", kind, ref, s.bucket, streams.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("defs: read %s %s: %w", kind, ref, err)
 	}
 	if got := events.Ref(e.Value()); got != ref {
-		return fmt.Errorf("defs: %s %s in bucket %s holds a document whose reference is %s: it was altered", kind, ref, streams.DefinitionBucket, got)
+		return fmt.Errorf("defs: %s %s in bucket %s holds a document whose reference is %s: it was altered", kind, ref, s.bucket, got)
 	}
 	if err := json.Unmarshal(e.Value(), into); err != nil {
 		return fmt.Errorf("defs: %s %s: %w", kind, ref, err)
@@ -187,7 +188,7 @@ type Stored struct {
 func (s *Store) List(ctx context.Context) ([]Stored, error) {
 	keys, err := s.kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("defs: list %s: %w", streams.DefinitionBucket, err)
+		return nil, fmt.Errorf("defs: list %s: %w", s.bucket, err)
 	}
 	var out []Stored
 	for k := range keys.Keys() {

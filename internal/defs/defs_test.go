@@ -39,7 +39,7 @@ func TestPutThenResolveAnywhere(t *testing.T) {
 	if err := streams.Apply(ctx, js, streams.Config{Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
-	writer, err := defs.Open(ctx, js)
+	writer, err := defs.Open(ctx, js, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestPutThenResolveAnywhere(t *testing.T) {
 		}
 	}
 	// Another process reads it back, exactly.
-	reader, err := defs.Open(ctx, js)
+	reader, err := defs.Open(ctx, js, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestPutThenResolveAnywhere(t *testing.T) {
 	// Put refuses a document that is not what its reference names.
 	forged := *c
 	forged.DefinitionRef = other.DefinitionRef
-	fresh, _ := defs.Open(ctx, js)
+	fresh, _ := defs.Open(ctx, js, "")
 	if err := fresh.Put(ctx, &forged); err == nil || !strings.Contains(err.Error(), "not to its reference") {
 		t.Fatalf("put under another reference: %v", err)
 	}

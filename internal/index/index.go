@@ -61,18 +61,19 @@ type Summary struct {
 type Index struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
+	ns streams.Namespace
 }
 
 // markerTTL is how long a purged in-flight marker lingers.
 const markerTTL = time.Minute
 
-// Open binds to the index bucket, which streams.Apply creates.
-func Open(ctx context.Context, js jetstream.JetStream) (*Index, error) {
-	kv, err := js.KeyValue(ctx, streams.SagaBucket)
+// Open binds to namespace ns's index bucket, which streams.Apply creates.
+func Open(ctx context.Context, js jetstream.JetStream, ns streams.Namespace) (*Index, error) {
+	kv, err := js.KeyValue(ctx, ns.SagaBucket())
 	if err != nil {
-		return nil, fmt.Errorf("index: open bucket %s: %w", streams.SagaBucket, err)
+		return nil, fmt.Errorf("index: open bucket %s: %w", ns.SagaBucket(), err)
 	}
-	return &Index{kv: kv, js: js}, nil
+	return &Index{kv: kv, js: js, ns: ns}, nil
 }
 
 func inflightKey(p int, id string) string { return "inflight." + strconv.Itoa(p) + "." + id }
@@ -120,7 +121,7 @@ func (ix *Index) MarkInFlight(ctx context.Context, s Summary) error {
 	if err != nil {
 		return err
 	}
-	if err := ix.publish(ctx, &nats.Msg{Subject: kvSubject(inflightKey(s.Partition, s.ID)), Data: b}); err != nil {
+	if err := ix.publish(ctx, &nats.Msg{Subject: ix.kvSubject(inflightKey(s.Partition, s.ID)), Data: b}); err != nil {
 		return fmt.Errorf("index: mark saga %s in flight: %w", s.ID, err)
 	}
 	return nil
@@ -128,7 +129,7 @@ func (ix *Index) MarkInFlight(ctx context.Context, s Summary) error {
 
 // ClearInFlight removes saga id's in-flight marker.
 func (ix *Index) ClearInFlight(ctx context.Context, p int, id string) error {
-	m := nats.NewMsg(kvSubject(inflightKey(p, id)))
+	m := nats.NewMsg(ix.kvSubject(inflightKey(p, id)))
 	m.Header.Set("KV-Operation", "PURGE")
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	m.Header.Set(jetstream.MsgTTLHeader, markerTTL.String())
@@ -154,7 +155,7 @@ func (ix *Index) publish(ctx context.Context, m *nats.Msg) error {
 	}
 }
 
-func kvSubject(key string) string { return "$KV." + streams.SagaBucket + "." + key }
+func (ix *Index) kvSubject(key string) string { return "$KV." + ix.ns.SagaBucket() + "." + key }
 
 // Forget removes a saga's summary as releases before the archive kept it
 // (an expiry timer they armed fired).

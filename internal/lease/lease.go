@@ -57,6 +57,8 @@ const handoffsPerRound = 4
 
 // Config configures a Keeper.
 type Config struct {
+	// Namespace is the deployment's (its lease bucket).
+	Namespace streams.Namespace
 	// Name is the member's name, unique among running coordinators.
 	Name string
 	// Partitions is the topology's partition count.
@@ -153,9 +155,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Keeper, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	kv, err := js.KeyValue(ctx, streams.LeaseBucket)
+	kv, err := js.KeyValue(ctx, cfg.Namespace.LeaseBucket())
 	if err != nil {
-		return nil, fmt.Errorf("lease: bucket %s: %w", streams.LeaseBucket, err)
+		return nil, fmt.Errorf("lease: bucket %s: %w", cfg.Namespace.LeaseBucket(), err)
 	}
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -285,7 +287,7 @@ func partitionKey(p int) string    { return "partition." + strconv.Itoa(p) }
 // publishTTL writes a key with a TTL, with an expected revision unless rev
 // is 0, and returns the new revision.
 func (k *Keeper) publishTTL(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	m := nats.NewMsg("$KV." + streams.LeaseBucket + "." + key)
+	m := nats.NewMsg("$KV." + k.cfg.Namespace.LeaseBucket() + "." + key)
 	m.Data = value
 	m.Header.Set(jetstream.MsgTTLHeader, k.cfg.TTL.String())
 	if rev > 0 {
@@ -386,7 +388,7 @@ func (k *Keeper) renew(ctx context.Context) {
 	var ps []pending
 	b, _ := json.Marshal(leaseValue{Member: k.cfg.Name, Instance: k.instance})
 	for p, rev := range revs {
-		m := nats.NewMsg("$KV." + streams.LeaseBucket + "." + partitionKey(p))
+		m := nats.NewMsg("$KV." + k.cfg.Namespace.LeaseBucket() + "." + partitionKey(p))
 		m.Data = b
 		m.Header.Set(jetstream.MsgTTLHeader, k.cfg.TTL.String())
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
@@ -498,9 +500,10 @@ func (k *Keeper) view(ctx context.Context) ([]string, map[int]Holder, error) {
 	return members, owners, nil
 }
 
-// Holders reads every partition's lease from the bucket, for status.
-func Holders(ctx context.Context, js jetstream.JetStream) ([]Holder, error) {
-	kv, err := js.KeyValue(ctx, streams.LeaseBucket)
+// Holders reads every partition's lease from namespace ns's bucket, for
+// status.
+func Holders(ctx context.Context, js jetstream.JetStream, ns streams.Namespace) ([]Holder, error) {
+	kv, err := js.KeyValue(ctx, ns.LeaseBucket())
 	if err != nil {
 		return nil, err
 	}

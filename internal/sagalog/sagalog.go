@@ -157,7 +157,7 @@ func Follow(ctx context.Context, nc *nats.Conn, log *streams.Log, r Resolver, id
 	each func(Message) error, done func(*machine.State) bool) (*machine.State, error) {
 	// Subscribe before reading, so no append falls between the two.
 	nudge := make(chan struct{}, 1)
-	sub, err := nc.Subscribe(streams.LogSubject(id), func(*nats.Msg) {
+	sub, err := nc.Subscribe(log.Namespace().LogSubject(id), func(*nats.Msg) {
 		select {
 		case nudge <- struct{}{}:
 		default:

@@ -86,7 +86,7 @@ func TestFollowWaitsForTheLogThenFolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := streams.NewLog(js)
-	store, err := defs.Open(ctx, js)
+	store, err := defs.Open(ctx, js, "")
 	if err != nil {
 		t.Fatal(err)
 	}

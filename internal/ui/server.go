@@ -232,7 +232,7 @@ func parseTime(v string) (time.Time, error) {
 func (s *Server) coordinators(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	sts, err := coordinator.GatherStatus(ctx, s.cfg.JS.Conn(), 500*time.Millisecond)
+	sts, err := coordinator.GatherStatusIn(ctx, s.cfg.JS.Conn(), s.cfg.Client.Namespace(), 500*time.Millisecond)
 	d := struct {
 		Coordinators []coordinator.Status
 		Error        string

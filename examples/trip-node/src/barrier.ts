@@ -4,8 +4,6 @@
 // one action in Go and here agree on what ran.
 import { actionToken, Op } from "./protocol";
 
-export const BARRIER_BUCKET = "jetsaga_barrier";
-
 export type State = "running" | "done" | "failed" | "retry" | "unknown" | "undoing" | "undone" | "tombstone";
 
 export interface BarrierRecord {

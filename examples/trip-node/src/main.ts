@@ -6,9 +6,8 @@
 //
 //   npm ci && npm run build && node dist/main.js --server nats://127.0.0.1:4222
 import { connect, JetStreamClient, KV } from "nats";
-import { BARRIER_BUCKET } from "./barrier";
 import { Participant } from "./participant";
-import { Permanent, Request, Transient } from "./protocol";
+import { Namespace, Permanent, Request, Transient } from "./protocol";
 
 const BOOKINGS = "example_trip_bookings";
 const NO_CARS = "Atlantis";
@@ -60,13 +59,15 @@ async function main() {
   const args = process.argv.slice(2);
   const i = args.indexOf("--server");
   const server = i >= 0 ? args[i + 1] : (process.env.NATS_URL ?? "nats://127.0.0.1:4222");
+  const j = args.indexOf("--namespace");
+  const ns = new Namespace(j >= 0 ? args[j + 1] : (process.env.JETSAGA_NAMESPACE ?? ""));
   const nc = await connect({ servers: server.split(","), name: "trip-node", maxReconnectAttempts: -1 });
   const js: JetStreamClient = nc.jetstream();
   const jsm = await nc.jetstreamManager();
   const ledger = await js.views.kv(BOOKINGS, { history: 1 });
-  const barrier = await js.views.kv(BARRIER_BUCKET, { bindOnly: true }); // jetsaga creates it
+  const barrier = await js.views.kv(ns.barrierBucket, { bindOnly: true }); // jetsaga creates it
   const log = (m: string) => console.error(`trip-node: ${m}`);
-  const p = new Participant(js, jsm, barrier, "/jetsaga/participant/trip-node", log);
+  const p = new Participant(js, jsm, barrier, "/jetsaga/participant/trip-node", ns, log);
   p.register("flights.book", book("flight", ledger), cancel(ledger));
   p.register("hotels.book", book("hotel", ledger), cancel(ledger));
   p.register("cars.book", book("car", ledger), cancel(ledger));

@@ -19,13 +19,13 @@ import {
   consumerConfig,
   consumerName,
   Incoming,
+  Namespace,
   Outcome,
   parseRequest,
   Permanent,
   replyEvent,
   Request,
   Transient,
-  WORK_STREAM,
 } from "./protocol";
 
 export type Handler = (req: Request, saga: string) => Promise<unknown>;
@@ -52,6 +52,7 @@ export class Participant {
     private jsm: JetStreamManager,
     private barrier: KV,
     private source: string,
+    private ns: Namespace,
     private log: (msg: string) => void,
   ) {}
 
@@ -62,7 +63,7 @@ export class Participant {
   async start(): Promise<void> {
     for (const a of this.actions) {
       const info = await this.bind(a.name);
-      const consumer = await this.js.consumers.get(WORK_STREAM, info.name);
+      const consumer = await this.js.consumers.get(this.ns.workStream, info.name);
       const msgs = await consumer.consume({ max_messages: MAX_INFLIGHT });
       this.iterators.push(msgs);
       const progressMs = Math.max(10, millis(info.config.ack_wait ?? 5e9) / 3);
@@ -88,22 +89,22 @@ export class Participant {
     const name = consumerName(action);
     let info;
     try {
-      info = await this.jsm.consumers.info(WORK_STREAM, name);
+      info = await this.jsm.consumers.info(this.ns.workStream, name);
     } catch (e) {
       if (apiCode(e) !== 10014) throw e; // consumer not found
       try {
         // The create action, not create-or-update: an existing consumer
         // with another config is an error (10148), not changed.
         const api = this.jsm.consumers as unknown as { add(s: string, c: unknown, action: string): Promise<ConsumerInfo> };
-        info = await api.add(WORK_STREAM, consumerConfig(action), "create");
+        info = await api.add(this.ns.workStream, consumerConfig(this.ns, action), "create");
       } catch (e2) {
         if (apiCode(e2) !== 10148) throw e2; // another participant created it first
-        info = await this.jsm.consumers.info(WORK_STREAM, name);
+        info = await this.jsm.consumers.info(this.ns.workStream, name);
       }
     }
     const filters = info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
-    if (filters.length !== 1 || filters[0] !== `jetsaga.req.${action}`) {
-      throw new Error(`consumer ${name} filters ${JSON.stringify(filters)}, not jetsaga.req.${action}; delete it`);
+    if (filters.length !== 1 || filters[0] !== this.ns.requestSubject(action)) {
+      throw new Error(`consumer ${name} filters ${JSON.stringify(filters)}, not ${this.ns.requestSubject(action)}; delete it`);
     }
     if (info.config.ack_policy !== AckPolicy.Explicit) {
       throw new Error(`consumer ${name} has ack policy ${info.config.ack_policy}, not explicit; delete it`);

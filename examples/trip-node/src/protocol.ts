@@ -4,7 +4,28 @@
 import { AckPolicy, DeliverPolicy, nanos } from "nats";
 import { CloudEvent } from "cloudevents";
 
-export const WORK_STREAM = "JETSAGA_WORK";
+// Namespace: a deployment's streams and buckets are named "<ns>_<name>",
+// its subjects "<ns>.<subject>"; the default deployment has none.
+export class Namespace {
+  constructor(readonly ns: string = "") {
+    if (!/^[A-Za-z0-9_-]{0,32}$/.test(ns)) throw new Error(`namespace ${JSON.stringify(ns)}: letters, digits, '-' and '_' only, at most 32`);
+  }
+  name(base: string): string {
+    return this.ns === "" ? base : `${this.ns}_${base}`;
+  }
+  subject(base: string): string {
+    return this.ns === "" ? base : `${this.ns}.${base}`;
+  }
+  get workStream(): string {
+    return this.name("JETSAGA_WORK");
+  }
+  get barrierBucket(): string {
+    return this.name("jetsaga_barrier");
+  }
+  requestSubject(action: string): string {
+    return this.subject(`jetsaga.req.${action}`);
+  }
+}
 export const REQUEST_TYPE = "io.jetsaga.action.request.v1";
 export const REPLY_TYPE = "io.jetsaga.action.reply.v1";
 
@@ -31,11 +52,11 @@ export function consumerName(action: string): string {
 
 // consumerConfig is the config the protocol publishes for an action's
 // consumer: created with it when missing, never updated.
-export function consumerConfig(action: string) {
+export function consumerConfig(ns: Namespace, action: string) {
   return {
     durable_name: consumerName(action),
     description: `jetsaga participants of ${action}`,
-    filter_subject: `jetsaga.req.${action}`,
+    filter_subject: ns.requestSubject(action),
     deliver_policy: DeliverPolicy.All,
     ack_policy: AckPolicy.Explicit,
     ack_wait: nanos(5000),
