@@ -111,6 +111,7 @@ func Rules() []Rule {
 		{"deadline", "a request past its deadline is not run: a transient error, and a later attempt runs", (*kit).ruleDeadline},
 		{"malformed", "a malformed request is terminated: no reply, no redelivery", (*kit).ruleMalformed},
 		{"ack", "every request is acked once its reply is published, and none is redelivered", (*kit).ruleAck},
+		{"unreplied", "a request whose reply cannot be published is not acked, and comes back", (*kit).ruleUnreplied},
 	}
 }
 
@@ -684,6 +685,48 @@ func (k *kit) ruleAck(ctx context.Context) (string, []string) {
 		problems = append(problems, fmt.Sprintf("the kit's %d requests were delivered %d times more: a participant acks each once replied (or terminates it), without a nak", len(k.seqs), extra))
 	}
 	return "", problems
+}
+
+func (k *kit) ruleUnreplied(ctx context.Context) (string, []string) {
+	// A reply_to no stream stores: the participant's JetStream publish
+	// fails at once (no responders), as it would with JETSAGA_WORK down.
+	r := k.newRequest(events.OpDo, 1, k.cfg.Params)
+	saved := k.replyTo
+	k.replyTo = strings.TrimSuffix(k.cfg.Namespace.ReplySubject(0), "jetsaga.reply.0") + "jetsaga.conformance.unreplied." + randomHex(6)
+	before, err := k.cons.Info(ctx)
+	if err != nil {
+		k.replyTo = saved
+		return "", []string{err.Error()}
+	}
+	seq, err := k.send(ctx, r, "")
+	k.replyTo = saved
+	if err != nil {
+		return "", []string{err.Error()}
+	}
+	// The request would come back forever: remove it from the stream (if
+	// the kit may not, it stays pending, retried by the participant).
+	defer func() {
+		if s, err := k.js.Stream(context.WithoutCancel(ctx), k.cfg.Namespace.WorkStream()); err == nil {
+			_ = s.DeleteMsg(context.WithoutCancel(ctx), seq)
+		}
+	}()
+	deadline := time.Now().Add(k.ackWait + 10*time.Second)
+	for {
+		info, err := k.cons.Info(ctx)
+		if err != nil {
+			return "", []string{err.Error()}
+		}
+		if info.AckFloor.Stream >= seq {
+			return "", []string{fmt.Sprintf("the request was acked though its reply could not be published (reply_to %s has no stream): ack only once the reply's publish is acknowledged, so the request comes back", r.id())}
+		}
+		if info.Delivered.Consumer >= before.Delivered.Consumer+2 {
+			return "", nil // delivered again, still unacked
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", []string{fmt.Sprintf("the request was neither acked nor delivered again within %s: nak it (with a delay) when its reply cannot be published", k.ackWait+10*time.Second)}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // validCloudEvent says what makes b not a CloudEvent in the JSON

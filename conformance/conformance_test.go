@@ -58,6 +58,7 @@ var breaks = map[string]string{
 	"consumer":   "consumer",      // creates its consumer with deliver policy new
 	"kind-name":  "transient",     // replies a transient failure with kind "timeout"
 	"no-repeat":  "later-attempt", // answers a later attempt by running again
+	"ack-always": "unreplied",     // acks a request whose reply could not be published
 }
 
 func (p *toy) start(ctx context.Context) {
@@ -113,7 +114,11 @@ func (p *toy) handle(msg jetstream.Msg) {
 		m.Header.Set(jetstream.MsgIDHeader, id)
 	}
 	if _, err := p.js.PublishMsg(context.Background(), m); err != nil {
-		_ = msg.Nak()
+		if p.breaks == "ack-always" {
+			_ = msg.Ack()
+		} else {
+			_ = msg.Nak()
+		}
 		return
 	}
 	if p.breaks != "ack" {
