@@ -50,8 +50,9 @@ func describe(name string, actions []string) string {
 }
 
 // endpointName is an action's endpoint name: micro allows only
-// [A-Za-z0-9-_], so dots become underscores.
-func endpointName(action string) string { return strings.ReplaceAll(action, ".", "_") }
+// [A-Za-z0-9-_], so it is the action's token (dots as underscores and a
+// hash, so "a.b" and "a_b" differ).
+func endpointName(action string) string { return streams.ActionToken(action) }
 
 // serve registers the participant as a NATS micro service
 // (streams.ParticipantService), with an endpoint per action that every

@@ -68,7 +68,7 @@ func (c operatorCmd) runBulk(ctx context.Context, e *env, conn *connFlags, b *bu
 		return err
 	}
 	defer nc.Close()
-	cl, err := client.New(ctx, js, client.WithOperator(cmd.Operator))
+	cl, err := client.New(ctx, js, client.WithNamespace(conn.ns()), client.WithOperator(cmd.Operator))
 	if err != nil {
 		return err
 	}

@@ -608,3 +608,28 @@ func TestArchivedSagaReadsTheSame(t *testing.T) {
 		t.Errorf("watch of the archived saga: code %d\n%s", code, out)
 	}
 }
+
+// Every command works on a namespaced deployment with --namespace (and
+// finds nothing of it without): start, show, list, status, operator
+// commands single and bulk, replay, export.
+func TestNamespacedDeployment(t *testing.T) {
+	t.Parallel()
+	e := setupWith(t, coordinator.Config{Topology: streams.Config{Namespace: "blue"}})
+	id := e.start("hold.yaml")
+	e.waitRunning(id)
+	for _, args := range [][]string{{"show", id}, {"list"}, {"status"}, {"export", id}, {"replay", id}, {"pause", id, "--reason", "r"}, {"resume", id}} {
+		if code, out, errs := e.run(args...); code != 0 {
+			t.Fatalf("%v in namespace blue: code %d\n%s\n%s", args, code, out, errs)
+		}
+	}
+	if code, out, errs := e.run("abort", "--status", "running", "--yes", "--reason", "bulk"); code != 0 || !strings.Contains(out, "abort sent for 1 of 1 saga(s)") {
+		t.Fatalf("bulk abort in namespace blue: code %d\n%s\n%s", code, out, errs)
+	}
+	if s := e.wait(id); s.Status != client.StatusUnwound {
+		t.Fatalf("saga %s after the bulk abort, want unwound", s.Status)
+	}
+	// Without the namespace, the default deployment is asked: it has none.
+	if code, _, errs := run(t, "show", id, "-server", e.url); code == 0 || !strings.Contains(errs, "JETSAGA_WORK") {
+		t.Fatalf("show without --namespace: code %d %s", code, errs)
+	}
+}

@@ -28,6 +28,7 @@ const testPartitions = 2
 // protocol, and definition files for the participant's actions.
 type testEnv struct {
 	t   *testing.T
+	ns  streams.Namespace // every command runs with --namespace ns
 	url string
 	js  jetstream.JetStream
 	cl  *client.Client
@@ -117,10 +118,10 @@ func setup(t *testing.T) *testEnv {
 func setupWith(t *testing.T, cfg coordinator.Config) *testEnv {
 	t.Helper()
 	srv := natstest.RunServer(t)
-	e := &testEnv{t: t, url: srv.ClientURL(), dir: t.TempDir()}
+	e := &testEnv{t: t, ns: cfg.Topology.Namespace, url: srv.ClientURL(), dir: t.TempDir()}
 	_, e.js = natstest.Connect(t, e.url)
 	_, cjs := natstest.Connect(t, e.url)
-	cfg.Name, cfg.Topology = "c1", streams.Config{Partitions: testPartitions}
+	cfg.Name, cfg.Topology = "c1", streams.Config{Namespace: e.ns, Partitions: testPartitions}
 	c, err := coordinator.New(cjs, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +130,8 @@ func setupWith(t *testing.T, cfg coordinator.Config) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Stop(context.Background()) })
-	startParticipant(t, e.js)
-	if e.cl, err = client.New(context.Background(), e.js); err != nil {
+	startParticipantIn(t, e.js, e.ns)
+	if e.cl, err = client.New(context.Background(), e.js, client.WithNamespace(e.ns)); err != nil {
 		t.Fatal(err)
 	}
 	for name, def := range testDefs {
@@ -147,6 +148,9 @@ func (e *testEnv) file(name string) string { return filepath.Join(e.dir, name) }
 // run runs a command against the env's server.
 func (e *testEnv) run(args ...string) (int, string, string) {
 	e.t.Helper()
+	if e.ns != "" {
+		args = append(args, "-namespace", string(e.ns))
+	}
 	return run(e.t, append(args, "-server", e.url)...)
 }
 
@@ -196,11 +200,14 @@ func (e *testEnv) waitRunning(id string) {
 //   - svc.stuck: succeeds; its undo fails for good at attempt 1 and
 //     succeeds after;
 //   - svc.hold: never answers the action; the undo succeeds.
-func startParticipant(t *testing.T, js jetstream.JetStream) {
+func startParticipant(t *testing.T, js jetstream.JetStream) { startParticipantIn(t, js, "") }
+
+// startParticipantIn is startParticipant for namespace ns.
+func startParticipantIn(t *testing.T, js jetstream.JetStream, ns streams.Namespace) {
 	t.Helper()
 	ctx := context.Background()
-	cons, err := js.CreateOrUpdateConsumer(ctx, streams.WorkStream, jetstream.ConsumerConfig{
-		Durable: "cli-test-participant", FilterSubject: "jetsaga.req.>", AckPolicy: jetstream.AckExplicitPolicy})
+	cons, err := js.CreateOrUpdateConsumer(ctx, ns.WorkStream(), jetstream.ConsumerConfig{
+		Durable: "cli-test-participant", FilterSubject: ns.RequestSubject(">"), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func (c operatorCmd) run(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	cl, err := client.New(ctx, js, client.WithOperator(*operator))
+	cl, err := client.New(ctx, js, client.WithNamespace(conn.ns()), client.WithOperator(*operator))
 	if err != nil {
 		return err
 	}

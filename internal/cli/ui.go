@@ -44,7 +44,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	cl, err := client.New(ctx, js)
+	cl, err := client.New(ctx, js, client.WithNamespace(conn.ns()))
 	if err != nil {
 		return err
 	}

@@ -184,26 +184,44 @@ export class Participant {
             return { outcome: fail("transient", `deadline ${inc.req.deadline} passed before the handler started`) };
           }
           const held = acquired(op, attempt, rec, this.owner, inc.id, now + LOCK_MS, now);
-          const lock = { rev: await this.cas(key, held, rev), lost: false };
-          if (lock.rev === null) continue;
-          // Renew the lock while the handler runs (progress is sent by handle).
-          const renew = setInterval(async () => {
-            if (lock.rev === null || lock.lost) return;
-            held.lock_until = new Date(Date.now() + LOCK_MS).toISOString();
-            const r = await this.cas(key, held, lock.rev).catch(() => null);
-            if (r === null) lock.lost = true;
-            else lock.rev = r;
+          const taken = await this.cas(key, held, rev);
+          if (taken === null) continue;
+          // Renew the lock while the handler runs (progress is sent by
+          // handle). Renewals run one after another, and settling waits
+          // for the last, so it compares against the revision that
+          // renewal wrote.
+          const lock = { rev: taken, lost: false, until: now + LOCK_MS, renewing: Promise.resolve() };
+          const renew = setInterval(() => {
+            lock.renewing = lock.renewing.then(async () => {
+              if (lock.lost) return;
+              const until = Date.now() + LOCK_MS;
+              held.lock_until = new Date(until).toISOString();
+              try {
+                const r = await this.cas(key, held, lock.rev);
+                if (r === null) lock.lost = true; // another worker changed the record: it may own it now
+                else [lock.rev, lock.until] = [r, until];
+              } catch (e) {
+                this.log(`${inc.id}: renew barrier lock: ${(e as Error).message}`); // tried again next tick
+              }
+            });
           }, Math.min(progressMs, LOCK_MS / 3));
           let out: Outcome;
           try {
             out = await run(() => h(inc.req, inc.saga));
           } finally {
             clearInterval(renew);
+            await lock.renewing;
           }
-          if (lock.lost) return { nak: 1000 }; // another worker may own it now
+          if (lock.lost || Date.now() > lock.until) return { nak: 1000 }; // another worker may own it now
           const ending = out.ok ? "ok" : out.error?.kind === "permanent" ? "permanent" : "retry";
           const next = settled(op, rec, held, ending, out.output, out.error, inc.id, Date.now());
-          if ((await this.cas(key, next, lock.rev)) === null) return { nak: 1000 };
+          try {
+            if ((await this.cas(key, next, lock.rev)) === null) this.log(`${inc.id}: the barrier record changed under its lock`);
+          } catch (e) {
+            // The reply still tells the truth about this run; the record
+            // keeps the lock, which expires, and a repeat runs again.
+            this.log(`${inc.id}: record outcome in barrier: ${(e as Error).message}`);
+          }
           return { outcome: out };
         }
       }
