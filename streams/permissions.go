@@ -130,7 +130,9 @@ func PermissionsFor(role Role, o PermissionOptions) (Permissions, error) {
 		if role == RoleClient {
 			// Commands, and reading back an earlier start command that a
 			// duplicate one was deduplicated against (client.Start).
-			p.Publish = append(p.Publish, ns.subject(commandSubjects), ns.subject(startPrefix+"*"), ns.subject(signalPrefix+"*"), api+"STREAM.MSG.GET."+ns.WorkStream())
+			// Drain requests too: handing a coordinator's partitions over
+			// is an operator's act, like an abort.
+			p.Publish = append(p.Publish, ns.subject(commandSubjects), ns.subject(startPrefix+"*"), ns.subject(signalPrefix+"*"), api+"STREAM.MSG.GET."+ns.WorkStream(), ns.DrainSubject())
 		}
 		slices.Sort(p.Publish)
 		return p, nil
