@@ -867,14 +867,17 @@ func TestConsumerMadeByAnother(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	const action = "shared.act"
-	cfg := streams.ActionConsumer(action, 400*time.Millisecond)
+	// Its ack wait (1 s) is under the third of this participant's own
+	// (5 s), so only progress that follows the consumer prevents a
+	// redelivery.
+	cfg := streams.ActionConsumer(action, time.Second)
 	cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	if _, err := e.js.CreateConsumer(testCtx(t), streams.WorkStream, cfg); err != nil {
 		t.Fatal(err)
 	}
 	e.start(participant.Config{DisableBarrier: true}, func(p *participant.Participant) {
 		mustRegister(t, p, action, func(ctx context.Context, r *participant.Request) (any, error) {
-			time.Sleep(time.Second) // over twice the consumer's ack wait
+			time.Sleep(2500 * time.Millisecond) // over twice the consumer's ack wait
 			return "bound", nil
 		}, nil)
 	})
@@ -888,7 +891,7 @@ func TestConsumerMadeByAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Config.DeliverPolicy != jetstream.DeliverNewPolicy || info.Config.AckWait != 400*time.Millisecond {
+	if info.Config.DeliverPolicy != jetstream.DeliverNewPolicy || info.Config.AckWait != time.Second {
 		t.Fatalf("consumer changed to deliver %s, ack wait %s; want it left as created", info.Config.DeliverPolicy, info.Config.AckWait)
 	}
 	if info.NumRedelivered != 0 {
