@@ -875,8 +875,10 @@ func TestConsumerMadeByAnother(t *testing.T) {
 	if _, err := e.js.CreateConsumer(testCtx(t), streams.WorkStream, cfg); err != nil {
 		t.Fatal(err)
 	}
+	var calls counter
 	e.start(participant.Config{DisableBarrier: true}, func(p *participant.Participant) {
 		mustRegister(t, p, action, func(ctx context.Context, r *participant.Request) (any, error) {
+			calls.add(r.IdempotencyKey)
 			time.Sleep(2500 * time.Millisecond) // over twice the consumer's ack wait
 			return "bound", nil
 		}, nil)
@@ -894,8 +896,8 @@ func TestConsumerMadeByAnother(t *testing.T) {
 	if info.Config.DeliverPolicy != jetstream.DeliverNewPolicy || info.Config.AckWait != time.Second {
 		t.Fatalf("consumer changed to deliver %s, ack wait %s; want it left as created", info.Config.DeliverPolicy, info.Config.AckWait)
 	}
-	if info.NumRedelivered != 0 {
-		t.Fatalf("%d requests redelivered: progress did not follow the consumer's ack wait", info.NumRedelivered)
+	if info.Delivered.Consumer != 1 || calls.total() != 1 {
+		t.Fatalf("1 request delivered %d times and handled %d times: progress did not follow the consumer's ack wait", info.Delivered.Consumer, calls.total())
 	}
 
 	const wrong = "wrong.act"
