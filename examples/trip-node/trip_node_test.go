@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/jetsaga/jetsaga/client"
 	"github.com/jetsaga/jetsaga/conformance"
 	"github.com/jetsaga/jetsaga/coordinator"
@@ -102,6 +105,33 @@ func startNode(t *testing.T, url string, ns ...string) {
 	}
 }
 
+// microStats asks every instance of a micro service for its stats, as
+// `nats micro stats` does.
+func microStats(t *testing.T, nc *nats.Conn, service string) []micro.Stats {
+	t.Helper()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	if err := nc.PublishRequest("$SRV.STATS."+service, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out []micro.Stats
+	for {
+		m, err := sub.NextMsg(time.Second)
+		if err != nil {
+			return out
+		}
+		var st micro.Stats
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			t.Fatalf("$SRV.STATS answer %s: %v", m.Data, err)
+		}
+		out = append(out, st)
+	}
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w *testWriter) Write(b []byte) (int, error) {
@@ -182,6 +212,27 @@ func TestNodeParticipant(t *testing.T) {
 	hotel, _ := s.Node("hotel")
 	if s.Status != client.StatusSucceeded || hotel.Attempt != 3 || bookings(s.ID) != 3 {
 		t.Fatalf("trip with a busy hotel: %s, hotel attempt %d, %d bookings; want succeeded at the third attempt with 3", s.Status, hotel.Attempt, bookings(s.ID))
+	}
+
+	// Like a Go participant, the Node one is a NATS micro service that
+	// `nats micro ls` / `stats` find, with what it did per action.
+	var served int64
+	for _, st := range microStats(t, js.Conn(), "jetsaga-participant") {
+		if st.Metadata["participant"] != "trip-node" || st.Metadata["language"] != "typescript" {
+			continue
+		}
+		for _, ep := range st.Endpoints {
+			var as participant.ActionStats
+			if err := json.Unmarshal(ep.Data, &as); err != nil {
+				t.Fatalf("endpoint %s stats data %s: %v", ep.Name, ep.Data, err)
+			}
+			if as.Action == "cars.book" {
+				served = as.Served
+			}
+		}
+	}
+	if served < 3 {
+		t.Fatalf("the Node participant's micro service reports %d cars.book requests served, want at least the 3 trips' (discovery: %+v)", served, microStats(t, js.Conn(), "jetsaga-participant"))
 	}
 
 	// The Go participants of the same actions join: the two languages share

@@ -72,6 +72,7 @@ async function main() {
   p.register("hotels.book", book("hotel", ledger), cancel(ledger));
   p.register("cars.book", book("car", ledger), cancel(ledger));
   await p.start();
+  await p.serve(nc, "trip-node");
   console.log(`trip-node: serving flights.book, hotels.book, cars.book on ${server}`);
   const stop = async () => {
     await p.stop();

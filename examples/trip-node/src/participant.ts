@@ -11,11 +11,14 @@ import {
   JsMsg,
   KV,
   millis,
+  NatsConnection,
+  Service,
   ConsumerInfo,
   NatsError,
 } from "nats";
 import { acquired, barrierKey, BarrierRecord, decide, settled } from "./barrier";
 import {
+  actionToken,
   consumerConfig,
   consumerName,
   Incoming,
@@ -34,6 +37,11 @@ interface Registered {
   name: string;
   doFn: Handler;
   undoFn?: Handler;
+  // what was done for the action, for the micro service's stats
+  served: number;
+  failed: number;
+  malformed: number;
+  inFlight: number;
 }
 
 const LOCK_MS = 15000; // a crashed worker's lock is taken over after this
@@ -46,6 +54,7 @@ export class Participant {
   private owner = `trip-node/${randomUUID()}`;
   private iterators: { stop(): void }[] = [];
   private inflight = 0;
+  private svc?: Service;
 
   constructor(
     private js: JetStreamClient,
@@ -57,7 +66,7 @@ export class Participant {
   ) {}
 
   register(name: string, doFn: Handler, undoFn?: Handler) {
-    this.actions.push({ name, doFn, undoFn });
+    this.actions.push({ name, doFn, undoFn, served: 0, failed: 0, malformed: 0, inFlight: 0 });
   }
 
   async start(): Promise<void> {
@@ -77,7 +86,48 @@ export class Participant {
     }
   }
 
+  // serve registers the participant as the NATS micro service
+  // jetsaga-participant, as the Go SDK does: an endpoint per action
+  // (jetsaga.participant.<action>) answering what it did, shown by
+  // `nats micro ls`, `info` and `stats`.
+  async serve(nc: NatsConnection, name: string): Promise<void> {
+    const names = this.actions.map((a) => a.name).sort();
+    const stats = (a: Registered) => ({
+      participant: name,
+      action: a.name,
+      consumer: consumerName(a.name),
+      requests_served: a.served,
+      requests_failed: a.failed,
+      requests_malformed: a.malformed,
+      requests_in_flight: a.inFlight,
+    });
+    const bySubject = new Map(this.actions.map((a) => [this.ns.subject(`jetsaga.participant.${a.name}`), a]));
+    this.svc = await nc.services.add({
+      name: "jetsaga-participant",
+      version: "0.0.0-dev",
+      description: `jetsaga participant ${name} (TypeScript): serves ${names.join(", ")}`,
+      metadata: { namespace: this.ns.ns, participant: name, actions: names.join(","), barrier: "true", language: "typescript" },
+      // A queue group of its own: every participant of an action answers,
+      // as with the Go SDK's (which uses none).
+      queue: `jetsaga-participant-${randomUUID()}`,
+      statsHandler: async (ep) => {
+        const a = bySubject.get(ep.subject);
+        return a ? stats(a) : null;
+      },
+    });
+    for (const a of this.actions) {
+      this.svc.addEndpoint(actionToken(a.name), {
+        subject: this.ns.subject(`jetsaga.participant.${a.name}`),
+        metadata: { action: a.name, consumer: consumerName(a.name) },
+        handler: (_err, msg) => {
+          msg.respond(JSON.stringify(stats(a)));
+        },
+      });
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.svc?.stop();
     for (const it of this.iterators) it.stop();
     while (this.inflight > 0) await sleep(10);
   }
@@ -113,9 +163,19 @@ export class Participant {
   }
 
   private async handle(a: Registered, m: JsMsg, progressMs: number): Promise<void> {
+    a.inFlight++;
+    try {
+      await this.handleOne(a, m, progressMs);
+    } finally {
+      a.inFlight--;
+    }
+  }
+
+  private async handleOne(a: Registered, m: JsMsg, progressMs: number): Promise<void> {
     const inc = parseRequest(m.data, a.name);
     if (typeof inc === "string") {
       this.log(`malformed request on ${m.subject} terminated: ${inc}`);
+      a.malformed++;
       m.term(inc);
       return;
     }
@@ -145,6 +205,8 @@ export class Participant {
       return;
     }
     m.ack(); // only now: the reply is stored
+    a.served++;
+    if (!d.outcome.ok) a.failed++;
   }
 
   // decide answers one request from the node's barrier record, running
