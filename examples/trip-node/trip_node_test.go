@@ -120,7 +120,7 @@ func microStats(t *testing.T, nc *nats.Conn, service string) []micro.Stats {
 	}
 	var out []micro.Stats
 	for {
-		m, err := sub.NextMsg(time.Second)
+		m, err := sub.NextMsg(2 * time.Second)
 		if err != nil {
 			return out
 		}

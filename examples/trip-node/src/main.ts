@@ -74,9 +74,16 @@ async function main() {
   await p.start();
   await p.serve(nc, "trip-node");
   console.log(`trip-node: serving flights.book, hotels.book, cars.book on ${server}`);
+  let stopping = false;
   const stop = async () => {
-    await p.stop();
-    await nc.drain();
+    if (stopping) return; // a second signal while draining
+    stopping = true;
+    try {
+      await p.stop();
+      await nc.drain();
+    } catch (e) {
+      log(`stopping: ${(e as Error).message}`);
+    }
     process.exit(0);
   };
   process.on("SIGINT", stop);

@@ -80,7 +80,9 @@ export class Participant {
         for await (const m of msgs) {
           while (this.inflight >= MAX_INFLIGHT) await sleep(5);
           this.inflight++;
-          void this.handle(a, m, progressMs).finally(() => this.inflight--);
+          this.handle(a, m, progressMs)
+            .catch((e) => this.log(`${a.name}: handling a request: ${(e as Error).message}`)) // never an unhandled rejection
+            .finally(() => this.inflight--);
         }
       })();
     }
@@ -176,10 +178,10 @@ export class Participant {
     if (typeof inc === "string") {
       this.log(`malformed request on ${m.subject} terminated: ${inc}`);
       a.malformed++;
-      m.term(inc);
+      this.settleMsg(inc, () => m.term(inc));
       return;
     }
-    const progress = setInterval(() => m.working(), progressMs);
+    const progress = setInterval(() => this.settleMsg(inc.id, () => m.working()), progressMs);
     let d: Decision;
     try {
       d = await this.decide(a, inc, progressMs);
@@ -190,10 +192,18 @@ export class Participant {
       clearInterval(progress);
     }
     if ("nak" in d) {
-      m.nak(d.nak);
+      this.settleMsg(inc.id, () => m.nak(d.nak));
       return;
     }
-    const { id, body } = replyEvent(this.source, inc, d.outcome);
+    let reply: { id: string; body: string };
+    try {
+      reply = replyEvent(this.source, inc, d.outcome);
+    } catch (e) {
+      // An output that is not JSON (a BigInt, a cycle): the action's
+      // result cannot be told, so it failed for good, as the Go SDK says.
+      reply = replyEvent(this.source, inc, { ok: false, error: { kind: "permanent", message: `output is not JSON: ${(e as Error).message}` } });
+    }
+    const { id, body } = reply;
     const h = headers();
     h.set("Nats-Msg-Id", id);
     h.set("Content-Type", "application/cloudevents+json");
@@ -201,12 +211,23 @@ export class Participant {
       await this.js.publish(inc.req.reply_to, body, { msgID: id, headers: h });
     } catch (e) {
       this.log(`${inc.id}: publish reply: ${(e as Error).message}; the request comes back`);
-      m.nak(1000);
+      this.settleMsg(inc.id, () => m.nak(1000));
       return;
     }
-    m.ack(); // only now: the reply is stored
+    this.settleMsg(inc.id, () => m.ack()); // only now: the reply is stored
     a.served++;
     if (!d.outcome.ok) a.failed++;
+  }
+
+  // settleMsg acks, naks, terminates or reports progress: a closed or
+  // draining connection throws, and the request then comes back after the
+  // ack wait, which is all that can be done.
+  private settleMsg(what: string, f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      this.log(`${what}: ${(e as Error).message}`);
+    }
   }
 
   // decide answers one request from the node's barrier record, running
@@ -253,17 +274,23 @@ export class Participant {
           // for the last, so it compares against the revision that
           // renewal wrote.
           const lock = { rev: taken, lost: false, until: now + LOCK_MS, renewing: Promise.resolve() };
+          let pending = false;
           const renew = setInterval(() => {
+            if (pending) return; // a slow write: do not queue another behind it
+            pending = true;
             lock.renewing = lock.renewing.then(async () => {
               if (lock.lost) return;
               const until = Date.now() + LOCK_MS;
               held.lock_until = new Date(until).toISOString();
+              held.updated = new Date().toISOString();
               try {
                 const r = await this.cas(key, held, lock.rev);
                 if (r === null) lock.lost = true; // another worker changed the record: it may own it now
                 else [lock.rev, lock.until] = [r, until];
               } catch (e) {
                 this.log(`${inc.id}: renew barrier lock: ${(e as Error).message}`); // tried again next tick
+              } finally {
+                pending = false;
               }
             });
           }, Math.min(progressMs, LOCK_MS / 3));
