@@ -142,7 +142,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, each func(Resu
 	}
 	k := &kit{js: js, cfg: cfg, nc: js.Conn(), replies: map[string][]*nats.Msg{}, misnamed: map[string]string{}, arrived: make(chan struct{}, 1)}
 	// A reply subject JETSAGA_WORK stores but no partition consumer reads.
-	k.replyTo = strings.TrimSuffix(cfg.Namespace.ReplySubject(0), "0") + "conformance-" + randomHex(6)
+	k.replyTo = cfg.Namespace.Subject("jetsaga.reply.conformance-" + randomHex(6))
 	k.trace = "00-" + randomHex(16) + "-" + randomHex(8) + "-01"
 	sub, err := k.nc.Subscribe(k.replyTo, k.collect)
 	if err != nil {
@@ -700,7 +700,7 @@ func (k *kit) ruleUnreplied(ctx context.Context) (string, []string) {
 	// fails at once (no responders), as it would with JETSAGA_WORK down.
 	r := k.newRequest(events.OpDo, 1, k.cfg.Params)
 	saved := k.replyTo
-	k.replyTo = strings.TrimSuffix(k.cfg.Namespace.ReplySubject(0), "jetsaga.reply.0") + "jetsaga.conformance.unreplied." + randomHex(6)
+	k.replyTo = k.cfg.Namespace.Subject("jetsaga.conformance.unreplied." + randomHex(6))
 	before, err := k.cons.Info(ctx)
 	if err != nil {
 		k.replyTo = saved

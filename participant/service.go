@@ -3,6 +3,7 @@ package participant
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -58,13 +59,7 @@ func endpointName(action string) string { return streams.ActionToken(action) }
 // (streams.ParticipantService), with an endpoint per action that every
 // participant of the action answers (no queue group).
 func (p *Participant) serve() (micro.Service, error) {
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range p.actions {
-			if !yield(n) {
-				return
-			}
-		}
-	})
+	names := slices.Sorted(maps.Keys(p.actions))
 	byEndpoint := map[string]*action{}
 	for _, n := range names {
 		byEndpoint[endpointName(n)] = p.actions[n]

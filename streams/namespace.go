@@ -49,6 +49,11 @@ func (n Namespace) name(s string) string {
 	return string(n) + "_" + s
 }
 
+// Subject is s in the namespace: s prefixed with "N." (unchanged in the
+// default namespace). For subjects this package has no function for, such
+// as a test tool's own reply subject.
+func (n Namespace) Subject(s string) string { return n.subject(s) }
+
 // subject prefixes a subject (or a subject prefix, or a wildcard).
 func (n Namespace) subject(s string) string {
 	if n == "" {
